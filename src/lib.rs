@@ -1,0 +1,12 @@
+//! Roundabout: a SIP proxy that carries SIP between UDP, TCP, TLS, WS and WSS endpoints.
+//!
+//! `config` turns flags into a validated [`config::Config`]; `sip` parses and edits messages
+//! (no I/O); `transport` frames bytes on sockets into messages and sends them; `proxy` decides
+//! where each message goes (`proxy::router` is pure) and glues the rest; `csr` is the once-off
+//! certificate signing request command.
+
+pub mod config;
+pub mod csr;
+pub mod proxy;
+pub mod sip;
+pub mod transport;
