@@ -1,7 +1,79 @@
 //! The SIP message model: lazy, zero-copy parsing over [`bytes::Bytes`] and editing that
 //! produces a new head while the body is shared, never copied. No I/O.
 
+mod edit;
+pub mod header;
+mod message;
+pub mod uri;
+
+use std::ops::Range;
+
 use bytes::Bytes;
+
+pub use edit::Editor;
+pub use header::{CSeq, NameAddr, Param, Via};
+pub use message::{HeaderField, HeaderName, Message, Method, StartLine};
+pub use uri::{Scheme, Uri};
+
+/// A byte range of a message buffer. `u32` offsets keep header tables small; messages are
+/// capped far below 4 GiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    #[must_use]
+    pub fn new(start: usize, end: usize) -> Span {
+        debug_assert!(start <= end);
+        Span {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            end: u32::try_from(end).unwrap_or(u32::MAX),
+        }
+    }
+
+    #[must_use]
+    pub fn start(self) -> usize {
+        self.start as usize
+    }
+
+    #[must_use]
+    pub fn end(self) -> usize {
+        self.end as usize
+    }
+
+    #[must_use]
+    pub fn range(self) -> Range<usize> {
+        self.start()..self.end()
+    }
+
+    #[must_use]
+    pub fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// Why a message could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("message ends before its head is complete")]
+    Truncated,
+    #[error("body shorter than Content-Length")]
+    BodyTruncated,
+    #[error("malformed start line")]
+    BadStartLine,
+    #[error("malformed header line")]
+    BadHeader,
+    #[error("too many header lines")]
+    TooManyHeaders,
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("malformed {0} header")]
+    BadHeaderValue(&'static str),
+    #[error("malformed URI")]
+    BadUri,
+}
 
 /// A message ready for the wire: the (possibly rewritten) start line and headers, and the
 /// untouched body. Senders write both parts; datagram senders use vectored I/O.
@@ -34,3 +106,6 @@ impl Encoded {
         all.freeze()
     }
 }
+
+#[cfg(test)]
+mod tests;

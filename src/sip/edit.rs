@@ -1,0 +1,216 @@
+//! Editing a parsed message: edits are recorded as replacements of spans of the original head
+//! and applied in one pass into a new head; the body is shared, never copied.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use bytes::{BufMut, BytesMut};
+
+use super::header::{NameAddr, Via};
+use super::message::{HeaderName, Message};
+use super::{Encoded, ParseError, Span};
+
+#[derive(Clone, Copy, Debug)]
+struct Edit {
+    start: usize,
+    end: usize,
+    /// Replacement text: a range of `Editor::text`.
+    text_start: usize,
+    text_end: usize,
+}
+
+/// Collects edits to one message and writes the result with [`Editor::finish`].
+pub struct Editor<'m> {
+    msg: &'m Message,
+    edits: Vec<Edit>,
+    text: BytesMut,
+}
+
+impl<'m> Editor<'m> {
+    #[must_use]
+    pub fn new(msg: &'m Message) -> Editor<'m> {
+        Editor {
+            msg,
+            edits: Vec::with_capacity(8),
+            text: BytesMut::with_capacity(512),
+        }
+    }
+
+    #[must_use]
+    pub fn message(&self) -> &'m Message {
+        self.msg
+    }
+
+    /// Replaces `span` with what `write` appends to the buffer it is given.
+    pub fn replace_with(&mut self, span: Span, write: impl FnOnce(&mut BytesMut)) {
+        let text_start = self.text.len();
+        write(&mut self.text);
+        self.edits.push(Edit {
+            start: span.start(),
+            end: span.end(),
+            text_start,
+            text_end: self.text.len(),
+        });
+    }
+
+    pub fn replace(&mut self, span: Span, bytes: &[u8]) {
+        self.replace_with(span, |out| out.extend_from_slice(bytes));
+    }
+
+    pub fn insert_with(&mut self, at: usize, write: impl FnOnce(&mut BytesMut)) {
+        self.replace_with(Span::new(at, at), write);
+    }
+
+    pub fn remove(&mut self, span: Span) {
+        self.replace(span, b"");
+    }
+
+    /// Adds a header line before the first line of `before` (or at the end of the head).
+    pub fn insert_header(
+        &mut self,
+        before: HeaderName,
+        name: &str,
+        write_value: impl FnOnce(&mut BytesMut),
+    ) {
+        let at = self
+            .msg
+            .first(before)
+            .map_or(self.msg.head_end(), |h| h.line.start());
+        self.insert_with(at, |out| {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            write_value(out);
+            out.extend_from_slice(b"\r\n");
+        });
+    }
+
+    /// Pushes a Via on top (RFC 3261 §16.6 step 8). `write_value` writes the value only.
+    pub fn push_via(&mut self, write_value: impl FnOnce(&mut BytesMut)) {
+        self.insert_header(HeaderName::Via, "Via", write_value);
+    }
+
+    /// Removes the top Via value: its whole line, or just it when the line holds more values.
+    pub fn pop_via(&mut self) -> Result<(), ParseError> {
+        let field = *self
+            .msg
+            .first(HeaderName::Via)
+            .ok_or(ParseError::MissingHeader("Via"))?;
+        let top = self.msg.top_via()?;
+        match self.msg.values(HeaderName::Via).nth(1) {
+            Some(next) if next.start() < field.value.end() => {
+                self.remove(Span::new(top.span.start(), next.start()));
+            }
+            _ => self.remove(field.line),
+        }
+        Ok(())
+    }
+
+    /// Records where a request came from in its top Via (RFC 3261 §18.2.1, RFC 3581 §4): sets
+    /// `received` and fills `rport`, replacing values already there. `rport` is filled even when
+    /// the client did not ask (as Kamailio's `force_rport`), so that responses find NATed clients
+    /// and the exact connection of stream clients.
+    pub fn set_via_source(&mut self, via: &Via, ip: IpAddr, port: u16) {
+        let buf = self.msg.bytes();
+        let mut skip: [Option<Span>; 2] = [None, None];
+        for (slot, name) in skip.iter_mut().zip(["received", "rport"]) {
+            *slot = via.param(buf, name).map(|p| p.span);
+        }
+        for span in skip.into_iter().flatten() {
+            self.remove(span);
+        }
+        // `received` holds a bare address, IPv6 without brackets (RFC 3261 §20.42, RFC 5118 §4.5).
+        self.insert_with(via.span.end(), |out| {
+            let _ = write!(out, ";received={ip};rport={port}");
+        });
+    }
+
+    /// Sets Max-Forwards, adding the header when missing (RFC 3261 §16.6 step 3).
+    pub fn set_max_forwards(&mut self, value: u32) {
+        match self.msg.first(HeaderName::MaxForwards) {
+            Some(h) => {
+                let span = h.value;
+                self.replace_with(span, |out| {
+                    let _ = write!(out, "{value}");
+                });
+            }
+            None => self.insert_header(HeaderName::Via, "Max-Forwards", |out| {
+                let _ = write!(out, "{value}");
+            }),
+        }
+    }
+
+    /// Adds `Content-Length` when a datagram without one goes onto a stream (RFC 3261 §18.3).
+    pub fn ensure_content_length(&mut self) {
+        if !self.msg.has_content_length() {
+            let length = self.msg.body().len();
+            self.insert_with(self.msg.head_end(), |out| {
+                let _ = write!(out, "Content-Length: {length}\r\n");
+            });
+        }
+    }
+
+    /// Replaces the Request-URI.
+    pub fn set_request_uri(&mut self, write: impl FnOnce(&mut BytesMut)) -> Result<(), ParseError> {
+        let span = self.msg.request_uri().ok_or(ParseError::BadStartLine)?;
+        self.replace_with(span, write);
+        Ok(())
+    }
+
+    /// Replaces the URI of a Contact/Route value. An `addr-spec` without `<>` gets them, because
+    /// the new URI may carry parameters that would otherwise read as header parameters
+    /// (RFC 3261 §20.10).
+    pub fn replace_name_addr_uri(&mut self, value: &NameAddr, write: impl FnOnce(&mut BytesMut)) {
+        let bracketed = value.bracketed;
+        self.replace_with(value.uri, |out| {
+            if !bracketed {
+                out.put_u8(b'<');
+            }
+            write(out);
+            if !bracketed {
+                out.put_u8(b'>');
+            }
+        });
+    }
+
+    /// Removes the first Route value (RFC 3261 §16.4: the top Route names this proxy).
+    pub fn pop_route(&mut self) -> Result<(), ParseError> {
+        let field = *self
+            .msg
+            .first(HeaderName::Route)
+            .ok_or(ParseError::MissingHeader("Route"))?;
+        let mut values = self.msg.values(HeaderName::Route);
+        let first = values.next().ok_or(ParseError::MissingHeader("Route"))?;
+        match values.next() {
+            Some(next) if next.start() < field.value.end() => {
+                self.remove(Span::new(first.start(), next.start()));
+            }
+            _ => self.remove(field.line),
+        }
+        Ok(())
+    }
+
+    /// Writes the edited head; the body is shared with the original buffer.
+    #[must_use]
+    pub fn finish(mut self) -> Encoded {
+        let buf = self.msg.bytes();
+        let head_start = self.msg.start_line().start();
+        let body = self.msg.body();
+        let body_start = self.msg.body_start();
+        self.edits.sort_by_key(|e| e.start);
+        let mut out = BytesMut::with_capacity(body_start - head_start + self.text.len());
+        let mut pos = head_start;
+        for edit in &self.edits {
+            debug_assert!(edit.start >= pos, "overlapping edits");
+            if edit.start > pos {
+                out.extend_from_slice(&buf[pos..edit.start]);
+            }
+            out.extend_from_slice(&self.text[edit.text_start..edit.text_end]);
+            pos = pos.max(edit.end);
+        }
+        out.extend_from_slice(&buf[pos..body_start]);
+        Encoded {
+            head: out.freeze(),
+            body,
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! Typed views of the header values the proxy reads: Via, name-addr (Contact, Route, To, From),
+//! CSeq, and the helpers they share (list splitting, parameters, numbers).
+
+use super::uri::Uri;
+use super::{ParseError, Span};
+
+/// RFC 3261 §25.1 `token` characters.
+#[must_use]
+pub fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Parses a decimal number of at most 10 digits (Max-Forwards, Content-Length, CSeq, Expires).
+#[must_use]
+pub fn parse_u32(text: &[u8]) -> Option<u32> {
+    let text = trim(text);
+    if text.is_empty() || text.len() > 10 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    text.iter().try_fold(0u32, |n, d| {
+        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
+}
+
+fn trim(mut text: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = text {
+        if !is_lws(*first) {
+            break;
+        }
+        text = rest;
+    }
+    while let [rest @ .., last] = text {
+        if !is_lws(*last) {
+            break;
+        }
+        text = rest;
+    }
+    text
+}
+
+/// Shrinks a span past surrounding whitespace (including folded line ends).
+#[must_use]
+pub fn trim_span(buf: &[u8], span: Span) -> Span {
+    let (mut start, mut end) = (span.start(), span.end());
+    while start < end && is_lws(buf[start]) {
+        start += 1;
+    }
+    while end > start && is_lws(buf[end - 1]) {
+        end -= 1;
+    }
+    Span::new(start, end)
+}
+
+/// Splits a header value on the commas that separate values (RFC 3261 §7.3.1), ignoring commas
+/// inside quoted strings and `<…>`. Empty elements are skipped.
+pub fn split_list(buf: &[u8], value: Span) -> impl Iterator<Item = Span> + '_ {
+    let mut pos = value.start();
+    let end = value.end();
+    std::iter::from_fn(move || {
+        while pos < end {
+            let start = pos;
+            let (mut quoted, mut angle) = (false, false);
+            while pos < end {
+                match buf[pos] {
+                    b'\\' if quoted => pos += 1,
+                    b'"' => quoted = !quoted,
+                    b'<' if !quoted => angle = true,
+                    b'>' if !quoted => angle = false,
+                    b',' if !quoted && !angle => break,
+                    _ => {}
+                }
+                pos += 1;
+            }
+            let element = trim_span(buf, Span::new(start, pos.min(end)));
+            pos += 1;
+            if !element.is_empty() {
+                return Some(element);
+            }
+        }
+        None
+    })
+}
+
+/// A `;name[=value]` parameter, as spans into the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// The whole parameter including its leading `;`.
+    pub span: Span,
+    pub name: Span,
+    pub value: Option<Span>,
+}
+
+/// Iterates the parameters in `span`, which starts at a `;` (or is empty).
+pub fn params(buf: &[u8], span: Span) -> impl Iterator<Item = Param> + '_ {
+    let mut pos = span.start();
+    let end = span.end();
+    std::iter::from_fn(move || {
+        while pos < end && buf[pos] != b';' {
+            pos += 1;
+        }
+        if pos >= end {
+            return None;
+        }
+        let start = pos;
+        pos += 1;
+        let mut quoted = false;
+        let mut eq = None;
+        while pos < end {
+            match buf[pos] {
+                b'\\' if quoted => pos += 1,
+                b'"' => quoted = !quoted,
+                b'=' if !quoted && eq.is_none() => eq = Some(pos),
+                b';' if !quoted => break,
+                _ => {}
+            }
+            pos += 1;
+        }
+        let stop = pos.min(end);
+        let (name, value) = match eq {
+            Some(eq) => (
+                trim_span(buf, Span::new(start + 1, eq)),
+                Some(trim_span(buf, Span::new(eq + 1, stop))),
+            ),
+            None => (trim_span(buf, Span::new(start + 1, stop)), None),
+        };
+        Some(Param {
+            span: Span::new(start, stop),
+            name,
+            value,
+        })
+    })
+}
+
+/// Finds a parameter by name, case-insensitively.
+#[must_use]
+pub fn find_param(buf: &[u8], span: Span, name: &str) -> Option<Param> {
+    params(buf, span).find(|p| buf[p.name.range()].eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// One Via value: `SIP/2.0/UDP host:port;branch=…` (RFC 3261 §20.42).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Via {
+    pub span: Span,
+    /// The transport token (`UDP`, `WSS`, …) as written.
+    pub transport: Span,
+    /// The sent-by host, brackets kept for IPv6.
+    pub host: Span,
+    pub port: Option<u16>,
+    /// From the first `;` to the end of the value.
+    pub params: Span,
+}
+
+impl Via {
+    pub fn parse(buf: &[u8], span: Span) -> Result<Via, ParseError> {
+        let bad = ParseError::BadHeaderValue("Via");
+        let end = span.end();
+        let mut pos = span.start();
+        // sent-protocol = protocol-name SLASH protocol-version SLASH transport, LWS allowed.
+        let mut fields = [Span::new(pos, pos); 3];
+        for (i, field) in fields.iter_mut().enumerate() {
+            while pos < end && is_lws(buf[pos]) {
+                pos += 1;
+            }
+            let start = pos;
+            while pos < end && is_token_char(buf[pos]) {
+                pos += 1;
+            }
+            *field = Span::new(start, pos);
+            while pos < end && is_lws(buf[pos]) {
+                pos += 1;
+            }
+            if i < 2 {
+                if pos >= end || buf[pos] != b'/' {
+                    return Err(bad);
+                }
+                pos += 1;
+            }
+        }
+        if !buf[fields[0].range()].eq_ignore_ascii_case(b"SIP")
+            || &buf[fields[1].range()] != b"2.0"
+            || fields[2].is_empty()
+        {
+            return Err(bad);
+        }
+        let params_start = buf[pos..end]
+            .iter()
+            .position(|&b| b == b';')
+            .map_or(end, |i| pos + i);
+        let sent_by = trim_span(buf, Span::new(pos, params_start));
+        let (host, port) = split_host_port(buf, sent_by).ok_or(bad)?;
+        Ok(Via {
+            span,
+            transport: fields[2],
+            host,
+            port,
+            params: Span::new(params_start, end),
+        })
+    }
+
+    #[must_use]
+    pub fn param(&self, buf: &[u8], name: &str) -> Option<Param> {
+        find_param(buf, self.params, name)
+    }
+
+    /// The `branch` parameter's value.
+    #[must_use]
+    pub fn branch<'b>(&self, buf: &'b [u8]) -> Option<&'b [u8]> {
+        self.param(buf, "branch")
+            .and_then(|p| p.value)
+            .map(|v| &buf[v.range()])
+    }
+}
+
+/// Splits `host[:port]` where host may be an IPv6 reference in brackets.
+pub fn split_host_port(buf: &[u8], span: Span) -> Option<(Span, Option<u16>)> {
+    let text = &buf[span.range()];
+    let host_len = if text.first() == Some(&b'[') {
+        text.iter().position(|&b| b == b']')? + 1
+    } else {
+        text.iter().position(|&b| b == b':').unwrap_or(text.len())
+    };
+    let host = Span::new(span.start(), span.start() + host_len);
+    if host.is_empty() || !is_valid_host(&buf[host.range()]) {
+        return None;
+    }
+    let rest = &text[host_len..];
+    let port = match rest {
+        [] => None,
+        [b':', digits @ ..] => Some(
+            parse_u32(digits)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|&p| p != 0)?,
+        ),
+        _ => return None,
+    };
+    Some((host, port))
+}
+
+/// A host name, an IPv4 address or a bracketed IPv6 reference (RFC 3261 §25.1 `host`).
+#[must_use]
+pub fn is_valid_host(host: &[u8]) -> bool {
+    match host {
+        [b'[', inner @ .., b']'] => std::str::from_utf8(inner)
+            .ok()
+            .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+            .is_some(),
+        _ => {
+            !host.is_empty()
+                && host
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }
+    }
+}
+
+/// A `name-addr` or `addr-spec` value with parameters: Contact, Route, Record-Route, To, From.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameAddr {
+    pub span: Span,
+    pub uri: Span,
+    /// Whether the URI was written in `<…>`; without them, parameters belong to the header.
+    pub bracketed: bool,
+    /// Header parameters (`;tag=…`, `;expires=…`), from the first `;` after the URI.
+    pub params: Span,
+}
+
+impl NameAddr {
+    pub fn parse(buf: &[u8], span: Span) -> Result<NameAddr, ParseError> {
+        let bad = ParseError::BadHeaderValue("name-addr");
+        let end = span.end();
+        let mut pos = span.start();
+        while pos < end && is_lws(buf[pos]) {
+            pos += 1;
+        }
+        if pos < end && buf[pos] == b'"' {
+            pos += 1;
+            while pos < end && buf[pos] != b'"' {
+                pos += if buf[pos] == b'\\' { 2 } else { 1 };
+            }
+            if pos >= end {
+                return Err(bad);
+            }
+            pos += 1;
+        }
+        let open = buf[pos..end].iter().position(|&b| b == b'<');
+        let (uri, bracketed, after) = match open {
+            Some(i) => {
+                let open = pos + i;
+                let close = buf[open..end]
+                    .iter()
+                    .position(|&b| b == b'>')
+                    .map(|j| open + j)
+                    .ok_or(bad)?;
+                (Span::new(open + 1, close), true, close + 1)
+            }
+            None => {
+                let stop = buf[pos..end]
+                    .iter()
+                    .position(|&b| b == b';' || is_lws(b))
+                    .map_or(end, |j| pos + j);
+                (Span::new(pos, stop), false, stop)
+            }
+        };
+        let uri = trim_span(buf, uri);
+        if uri.is_empty() {
+            return Err(bad);
+        }
+        Ok(NameAddr {
+            span,
+            uri,
+            bracketed,
+            params: Span::new(after, end),
+        })
+    }
+
+    pub fn parsed_uri<'b>(&self, buf: &'b [u8]) -> Result<Uri<'b>, ParseError> {
+        Uri::parse(buf, self.uri)
+    }
+
+    #[must_use]
+    pub fn param(&self, buf: &[u8], name: &str) -> Option<Param> {
+        find_param(buf, self.params, name)
+    }
+}
+
+/// `CSeq: 4711 INVITE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CSeq<'b> {
+    pub number: u32,
+    pub method: &'b [u8],
+}
+
+impl<'b> CSeq<'b> {
+    pub fn parse(buf: &'b [u8], span: Span) -> Result<CSeq<'b>, ParseError> {
+        let bad = ParseError::BadHeaderValue("CSeq");
+        let text = &buf[span.range()];
+        let split = text.iter().position(|&b| is_lws(b)).ok_or(bad)?;
+        let number = parse_u32(&text[..split]).ok_or(bad)?;
+        let method = trim(&text[split..]);
+        if method.is_empty() || !method.iter().all(|&b| is_token_char(b)) {
+            return Err(bad);
+        }
+        Ok(CSeq { number, method })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(text: &str) -> Span {
+        Span::new(0, text.len())
+    }
+
+    fn texts(buf: &[u8], spans: impl Iterator<Item = Span>) -> Vec<&str> {
+        spans
+            .map(|s| std::str::from_utf8(&buf[s.range()]).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn lists_split_outside_quotes_and_brackets() {
+        let v = r#""Doe, John" <sip:a@b;x=1,2>;q=1 , <sip:c@d>,,sip:e@f"#;
+        assert_eq!(
+            texts(v.as_bytes(), split_list(v.as_bytes(), whole(v))),
+            [r#""Doe, John" <sip:a@b;x=1,2>;q=1"#, "<sip:c@d>", "sip:e@f"]
+        );
+    }
+
+    #[test]
+    fn via_with_odd_whitespace_and_ipv6() {
+        let v = "SIP / 2.0 / UDP [2001:db8::9]:5070 ;branch=z9hG4bKx;rport";
+        let via = Via::parse(v.as_bytes(), whole(v)).unwrap();
+        let b = v.as_bytes();
+        assert_eq!(&b[via.transport.range()], b"UDP");
+        assert_eq!(&b[via.host.range()], b"[2001:db8::9]");
+        assert_eq!(via.port, Some(5070));
+        assert_eq!(via.branch(b), Some(&b"z9hG4bKx"[..]));
+        let rport = via.param(b, "RPORT").unwrap();
+        assert_eq!(rport.value, None);
+    }
+
+    #[test]
+    fn via_rejects_garbage() {
+        for v in [
+            "SIP/2.0 UDP host",
+            "SIP/3.0/UDP host",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP host:99999",
+            "SIP/2.0/UDP ho st",
+            "SIP/2.0/UDP [::1",
+        ] {
+            assert!(Via::parse(v.as_bytes(), whole(v)).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let v = r#""A <b>" <sip:alice@example.com;transport=tcp>;tag=88"#;
+        let na = NameAddr::parse(v.as_bytes(), whole(v)).unwrap();
+        let b = v.as_bytes();
+        assert_eq!(&b[na.uri.range()], b"sip:alice@example.com;transport=tcp");
+        assert!(na.bracketed);
+        assert_eq!(
+            na.param(b, "tag")
+                .and_then(|p| p.value)
+                .map(|s| &b[s.range()]),
+            Some(&b"88"[..])
+        );
+        let v = "sip:bob@example.com;expires=60";
+        let na = NameAddr::parse(v.as_bytes(), whole(v)).unwrap();
+        assert_eq!(&v.as_bytes()[na.uri.range()], b"sip:bob@example.com");
+        assert!(!na.bracketed);
+        assert!(na.param(v.as_bytes(), "expires").is_some());
+        for bad in ["<sip:a@b", "\"unterminated <sip:a@b>", "<>"] {
+            assert!(
+                NameAddr::parse(bad.as_bytes(), whole(bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_and_cseq() {
+        assert_eq!(parse_u32(b" 70 "), Some(70));
+        assert_eq!(parse_u32(b"99999999999"), None);
+        assert_eq!(parse_u32(b"4294967296"), None);
+        assert_eq!(parse_u32(b"-1"), None);
+        let v = "4711  INVITE";
+        let c = CSeq::parse(v.as_bytes(), whole(v)).unwrap();
+        assert_eq!((c.number, c.method), (4711, &b"INVITE"[..]));
+        assert!(CSeq::parse(b"INVITE", Span::new(0, 6)).is_err());
+    }
+}

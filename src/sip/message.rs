@@ -1,0 +1,450 @@
+//! One pass over a message records the start line and every header line as spans into the
+//! original buffer; typed values are read from those spans only when asked for.
+
+use bytes::Bytes;
+use memchr::memchr;
+
+use super::header::{self, CSeq, NameAddr, Via};
+use super::{ParseError, Span};
+
+/// Upper bound on header lines; keeps the work per message bounded whatever a peer sends.
+const MAX_HEADERS: usize = 256;
+
+/// The headers the proxy reads or edits, recognised by full and compact name (RFC 3261 §7.3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderName {
+    Via,
+    From,
+    To,
+    CallId,
+    CSeq,
+    Contact,
+    MaxForwards,
+    ContentLength,
+    Route,
+    RecordRoute,
+    Expires,
+    Other,
+}
+
+impl HeaderName {
+    fn classify(name: &[u8]) -> HeaderName {
+        let eq = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        match name.len() {
+            1 => match name[0].to_ascii_lowercase() {
+                b'v' => HeaderName::Via,
+                b'f' => HeaderName::From,
+                b't' => HeaderName::To,
+                b'i' => HeaderName::CallId,
+                b'm' => HeaderName::Contact,
+                b'l' => HeaderName::ContentLength,
+                _ => HeaderName::Other,
+            },
+            _ if eq("via") => HeaderName::Via,
+            _ if eq("from") => HeaderName::From,
+            _ if eq("to") => HeaderName::To,
+            _ if eq("call-id") => HeaderName::CallId,
+            _ if eq("cseq") => HeaderName::CSeq,
+            _ if eq("contact") => HeaderName::Contact,
+            _ if eq("max-forwards") => HeaderName::MaxForwards,
+            _ if eq("content-length") => HeaderName::ContentLength,
+            _ if eq("route") => HeaderName::Route,
+            _ if eq("record-route") => HeaderName::RecordRoute,
+            _ if eq("expires") => HeaderName::Expires,
+            _ => HeaderName::Other,
+        }
+    }
+}
+
+/// A header line: its name, its (trimmed) value and the whole line including the line end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderField {
+    pub name: HeaderName,
+    pub value: Span,
+    pub line: Span,
+}
+
+/// The request methods the proxy treats specially; the rest are forwarded as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Register,
+    Options,
+    Message,
+    Other,
+}
+
+impl Method {
+    #[must_use]
+    pub fn from_token(token: &[u8]) -> Method {
+        match token {
+            b"INVITE" => Method::Invite,
+            b"ACK" => Method::Ack,
+            b"BYE" => Method::Bye,
+            b"CANCEL" => Method::Cancel,
+            b"REGISTER" => Method::Register,
+            b"OPTIONS" => Method::Options,
+            b"MESSAGE" => Method::Message,
+            _ => Method::Other,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    Request {
+        method: Method,
+        method_span: Span,
+        uri: Span,
+    },
+    Response {
+        code: u16,
+    },
+}
+
+/// A parsed SIP message over a shared buffer. Cloning is cheap (the buffer is reference counted).
+#[derive(Clone, Debug)]
+pub struct Message {
+    buf: Bytes,
+    start: StartLine,
+    /// The start line including its line end.
+    start_line: Span,
+    headers: Vec<HeaderField>,
+    /// Offset of the blank line that ends the head.
+    head_end: usize,
+    body: Span,
+    has_content_length: bool,
+}
+
+impl Message {
+    /// Parses one message. Leading CRLFs are skipped (RFC 3261 §7.5). For datagrams the body is
+    /// `Content-Length` bytes (extra bytes dropped, RFC 3261 §18.3) or, without the header, the
+    /// rest of the datagram.
+    pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
+        let bytes = &buf[..];
+        let mut pos = 0;
+        while bytes[pos..].starts_with(b"\r\n") || bytes[pos..].starts_with(b"\n") {
+            pos += if bytes[pos] == b'\r' { 2 } else { 1 };
+        }
+        let (start_end, next) = line_end(bytes, pos).ok_or(ParseError::Truncated)?;
+        let start_line = Span::new(pos, next);
+        let start = parse_start_line(bytes, Span::new(pos, start_end))?;
+        pos = next;
+
+        let mut headers: Vec<HeaderField> = Vec::with_capacity(16);
+        let head_end = loop {
+            let (end, next) = line_end(bytes, pos).ok_or(ParseError::Truncated)?;
+            if end == pos {
+                break pos;
+            }
+            if bytes[pos] == b' ' || bytes[pos] == b'\t' {
+                // RFC 3261 §7.3.1 line folding: the line continues the previous header's value.
+                let last = headers.last_mut().ok_or(ParseError::BadHeader)?;
+                let trimmed = trim_end(bytes, Span::new(last.value.start(), end));
+                last.value = Span::new(last.value.start(), trimmed.end().max(last.value.start()));
+                last.line = Span::new(last.line.start(), next);
+            } else {
+                if headers.len() == MAX_HEADERS {
+                    return Err(ParseError::TooManyHeaders);
+                }
+                headers.push(parse_header_line(bytes, pos, end, next)?);
+            }
+            pos = next;
+        };
+        let (_, body_start) = line_end(bytes, head_end).ok_or(ParseError::Truncated)?;
+
+        let mut message = Message {
+            buf,
+            start,
+            start_line,
+            headers,
+            head_end,
+            body: Span::new(body_start, body_start),
+            has_content_length: false,
+        };
+        let available = message.buf.len() - body_start;
+        let body_len = match message.content_length()? {
+            Some(length) if length > available => return Err(ParseError::BodyTruncated),
+            Some(length) => {
+                message.has_content_length = true;
+                length
+            }
+            None => available,
+        };
+        message.body = Span::new(body_start, body_start + body_len);
+        Ok(message)
+    }
+
+    #[must_use]
+    pub fn bytes(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// The bytes a span covers.
+    #[must_use]
+    pub fn slice(&self, span: Span) -> &[u8] {
+        &self.buf[span.range()]
+    }
+
+    #[must_use]
+    pub fn start(&self) -> StartLine {
+        self.start
+    }
+
+    #[must_use]
+    pub fn start_line(&self) -> Span {
+        self.start_line
+    }
+
+    #[must_use]
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    #[must_use]
+    pub fn method(&self) -> Option<Method> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The method token as written (requests only).
+    #[must_use]
+    pub fn method_token(&self) -> &[u8] {
+        match self.start {
+            StartLine::Request { method_span, .. } => self.slice(method_span),
+            StartLine::Response { .. } => b"",
+        }
+    }
+
+    #[must_use]
+    pub fn request_uri(&self) -> Option<Span> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    #[must_use]
+    pub fn status_code(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    #[must_use]
+    pub fn headers(&self) -> &[HeaderField] {
+        &self.headers
+    }
+
+    /// Offset where the blank line ending the head starts (new header lines go here).
+    #[must_use]
+    pub fn head_end(&self) -> usize {
+        self.head_end
+    }
+
+    #[must_use]
+    pub fn body(&self) -> Bytes {
+        self.buf.slice(self.body.range())
+    }
+
+    /// Offset of the first body byte (just after the blank line).
+    #[must_use]
+    pub fn body_start(&self) -> usize {
+        self.body.start()
+    }
+
+    #[must_use]
+    pub fn has_content_length(&self) -> bool {
+        self.has_content_length
+    }
+
+    pub fn fields(&self, name: HeaderName) -> impl Iterator<Item = &HeaderField> + '_ {
+        self.headers.iter().filter(move |h| h.name == name)
+    }
+
+    #[must_use]
+    pub fn first(&self, name: HeaderName) -> Option<&HeaderField> {
+        self.fields(name).next()
+    }
+
+    /// Every value of a comma-separated header, in order, across all its lines (RFC 3261 §7.3.1).
+    pub fn values(&self, name: HeaderName) -> impl Iterator<Item = Span> + '_ {
+        self.fields(name)
+            .flat_map(move |h| header::split_list(&self.buf, h.value))
+    }
+
+    /// The Via values, top first.
+    pub fn vias(&self) -> impl Iterator<Item = Result<Via, ParseError>> + '_ {
+        self.values(HeaderName::Via)
+            .map(move |span| Via::parse(&self.buf, span))
+    }
+
+    pub fn top_via(&self) -> Result<Via, ParseError> {
+        self.vias().next().ok_or(ParseError::MissingHeader("Via"))?
+    }
+
+    pub fn max_forwards(&self) -> Result<Option<u32>, ParseError> {
+        match self.first(HeaderName::MaxForwards) {
+            None => Ok(None),
+            Some(h) => header::parse_u32(self.slice(h.value))
+                .map(Some)
+                .ok_or(ParseError::BadHeaderValue("Max-Forwards")),
+        }
+    }
+
+    pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
+        match self.first(HeaderName::ContentLength) {
+            None => Ok(None),
+            Some(h) => header::parse_u32(self.slice(h.value))
+                .map(|n| Some(n as usize))
+                .ok_or(ParseError::BadHeaderValue("Content-Length")),
+        }
+    }
+
+    pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
+        let h = self
+            .first(HeaderName::CSeq)
+            .ok_or(ParseError::MissingHeader("CSeq"))?;
+        CSeq::parse(&self.buf, h.value)
+    }
+
+    pub fn call_id(&self) -> Result<&[u8], ParseError> {
+        self.first(HeaderName::CallId)
+            .map(|h| self.slice(h.value))
+            .filter(|v| !v.is_empty())
+            .ok_or(ParseError::MissingHeader("Call-ID"))
+    }
+
+    pub fn to(&self) -> Result<NameAddr, ParseError> {
+        let h = self
+            .first(HeaderName::To)
+            .ok_or(ParseError::MissingHeader("To"))?;
+        NameAddr::parse(&self.buf, h.value)
+    }
+
+    pub fn from(&self) -> Result<NameAddr, ParseError> {
+        let h = self
+            .first(HeaderName::From)
+            .ok_or(ParseError::MissingHeader("From"))?;
+        NameAddr::parse(&self.buf, h.value)
+    }
+
+    /// Contact values, except the `*` of a REGISTER that removes every binding.
+    pub fn contacts(&self) -> impl Iterator<Item = Result<NameAddr, ParseError>> + '_ {
+        self.values(HeaderName::Contact)
+            .filter(move |span| self.slice(*span) != b"*")
+            .map(move |span| NameAddr::parse(&self.buf, span))
+    }
+
+    /// `Contact: *` (RFC 3261 §10.2.2).
+    #[must_use]
+    pub fn has_wildcard_contact(&self) -> bool {
+        self.values(HeaderName::Contact)
+            .any(|span| self.slice(span) == b"*")
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = Result<NameAddr, ParseError>> + '_ {
+        self.values(HeaderName::Route)
+            .map(move |span| NameAddr::parse(&self.buf, span))
+    }
+
+    pub fn expires(&self) -> Option<u32> {
+        self.first(HeaderName::Expires)
+            .and_then(|h| header::parse_u32(self.slice(h.value)))
+    }
+
+    /// Checks the headers every request needs before it is forwarded (RFC 3261 §8.1.1, §16.3).
+    pub fn validate_request(&self) -> Result<(), ParseError> {
+        self.top_via()?;
+        self.call_id()?;
+        let cseq = self.cseq()?;
+        if cseq.method != self.method_token() {
+            return Err(ParseError::BadHeaderValue("CSeq"));
+        }
+        self.from()?;
+        self.to()?;
+        self.max_forwards()?;
+        Ok(())
+    }
+}
+
+/// Finds the end of the line starting at `from`: (offset of CR or LF, offset after the line end).
+fn line_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
+    let lf = from + memchr(b'\n', bytes.get(from..)?)?;
+    let end = if lf > from && bytes[lf - 1] == b'\r' {
+        lf - 1
+    } else {
+        lf
+    };
+    Some((end, lf + 1))
+}
+
+fn trim_end(bytes: &[u8], span: Span) -> Span {
+    let mut end = span.end();
+    while end > span.start() && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+        end -= 1;
+    }
+    Span::new(span.start(), end)
+}
+
+fn parse_start_line(bytes: &[u8], line: Span) -> Result<StartLine, ParseError> {
+    let text = &bytes[line.range()];
+    if let Some(rest) = text.strip_prefix(b"SIP/2.0 ") {
+        let code = rest
+            .get(..3)
+            .filter(|c| c.iter().all(u8::is_ascii_digit))
+            .filter(|_| rest.len() == 3 || rest[3] == b' ')
+            .and_then(header::parse_u32)
+            .filter(|c| (100..700).contains(c))
+            .ok_or(ParseError::BadStartLine)?;
+        return Ok(StartLine::Response { code: code as u16 });
+    }
+    let sp1 = memchr(b' ', text).ok_or(ParseError::BadStartLine)?;
+    let sp2 = sp1 + 1 + memchr(b' ', &text[sp1 + 1..]).ok_or(ParseError::BadStartLine)?;
+    let method = &text[..sp1];
+    if method.is_empty() || !method.iter().all(|&b| header::is_token_char(b)) {
+        return Err(ParseError::BadStartLine);
+    }
+    if &text[sp2 + 1..] != b"SIP/2.0" || sp2 == sp1 + 1 {
+        return Err(ParseError::BadStartLine);
+    }
+    let base = line.start();
+    Ok(StartLine::Request {
+        method: Method::from_token(method),
+        method_span: Span::new(base, base + sp1),
+        uri: Span::new(base + sp1 + 1, base + sp2),
+    })
+}
+
+fn parse_header_line(
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+    next: usize,
+) -> Result<HeaderField, ParseError> {
+    let line = &bytes[start..end];
+    let colon = memchr(b':', line).ok_or(ParseError::BadHeader)?;
+    let mut name_end = colon;
+    while name_end > 0 && matches!(line[name_end - 1], b' ' | b'\t') {
+        name_end -= 1;
+    }
+    let name = &line[..name_end];
+    if name.is_empty() || !name.iter().all(|&b| header::is_token_char(b)) {
+        return Err(ParseError::BadHeader);
+    }
+    let mut value_start = start + colon + 1;
+    while value_start < end && matches!(bytes[value_start], b' ' | b'\t') {
+        value_start += 1;
+    }
+    Ok(HeaderField {
+        name: HeaderName::classify(name),
+        value: trim_end(bytes, Span::new(value_start, end)),
+        line: Span::new(start, next),
+    })
+}

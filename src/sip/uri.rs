@@ -1,0 +1,236 @@
+//! SIP and SIPS URIs (RFC 3261 §19.1) as a borrowed view: the parts the router needs.
+
+use std::net::IpAddr;
+
+use super::header::{self, Param};
+use super::{ParseError, Span};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    Other,
+}
+
+/// A parsed URI. Spans are absolute offsets into `buf`.
+#[derive(Clone, Copy, Debug)]
+pub struct Uri<'b> {
+    buf: &'b [u8],
+    pub span: Span,
+    pub scheme: Scheme,
+    /// `user[:password]` before `@`, without the `@`.
+    pub userinfo: Option<Span>,
+    /// Host as written; IPv6 keeps its brackets.
+    pub host: Span,
+    pub port: Option<u16>,
+    /// URI parameters, from the first `;` after the host up to `?` or the end.
+    pub params: Span,
+}
+
+impl<'b> Uri<'b> {
+    pub fn parse(buf: &'b [u8], span: Span) -> Result<Uri<'b>, ParseError> {
+        let text = &buf[span.range()];
+        let colon = text
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(ParseError::BadUri)?;
+        let scheme_text = &text[..colon];
+        let scheme = if scheme_text.eq_ignore_ascii_case(b"sip") {
+            Scheme::Sip
+        } else if scheme_text.eq_ignore_ascii_case(b"sips") {
+            Scheme::Sips
+        } else if scheme_text.eq_ignore_ascii_case(b"tel") {
+            Scheme::Tel
+        } else if !scheme_text.is_empty() && scheme_text.iter().all(u8::is_ascii_alphanumeric) {
+            Scheme::Other
+        } else {
+            return Err(ParseError::BadUri);
+        };
+        let base = span.start() + colon + 1;
+        let rest = &text[colon + 1..];
+        if !matches!(scheme, Scheme::Sip | Scheme::Sips) {
+            // Only SIP URIs are routed; others are carried as opaque text.
+            return Ok(Uri {
+                buf,
+                span,
+                scheme,
+                userinfo: None,
+                host: Span::new(base, base),
+                port: None,
+                params: Span::new(span.end(), span.end()),
+            });
+        }
+        let headers_at = rest.iter().position(|&b| b == b'?').unwrap_or(rest.len());
+        let before_headers = &rest[..headers_at];
+        // '@' cannot appear unescaped after the host (RFC 3261 §25.1), so the first one ends userinfo.
+        let (userinfo, host_start) = match before_headers.iter().position(|&b| b == b'@') {
+            Some(at) if at > 0 => (Some(Span::new(base, base + at)), at + 1),
+            Some(_) => return Err(ParseError::BadUri),
+            None => (None, 0),
+        };
+        let hostport_len = if before_headers.get(host_start) == Some(&b'[') {
+            let close = before_headers[host_start..]
+                .iter()
+                .position(|&b| b == b']')
+                .ok_or(ParseError::BadUri)?;
+            let after = host_start + close + 1;
+            after
+                + before_headers[after..]
+                    .iter()
+                    .position(|&b| b == b';')
+                    .unwrap_or(before_headers.len() - after)
+        } else {
+            before_headers[host_start..]
+                .iter()
+                .position(|&b| b == b';')
+                .map_or(before_headers.len(), |i| host_start + i)
+        };
+        let hostport = Span::new(base + host_start, base + hostport_len);
+        let (host, port) = header::split_host_port(buf, hostport).ok_or(ParseError::BadUri)?;
+        Ok(Uri {
+            buf,
+            span,
+            scheme,
+            userinfo,
+            host,
+            port,
+            params: Span::new(base + hostport_len, base + headers_at),
+        })
+    }
+
+    /// The user part, without a password.
+    #[must_use]
+    pub fn user(&self) -> Option<&'b [u8]> {
+        let info = &self.buf[self.userinfo?.range()];
+        Some(info.split(|&b| b == b':').next().unwrap_or(info))
+    }
+
+    #[must_use]
+    pub fn host(&self) -> &'b [u8] {
+        &self.buf[self.host.range()]
+    }
+
+    /// The host as an IP address when it is one. IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is reduced
+    /// to IPv4 so that an address cannot dodge a table lookup by changing its spelling.
+    #[must_use]
+    pub fn host_ip(&self) -> Option<IpAddr> {
+        parse_host_ip(self.host())
+    }
+
+    #[must_use]
+    pub fn param(&self, name: &str) -> Option<Param> {
+        header::find_param(self.buf, self.params, name)
+    }
+
+    #[must_use]
+    pub fn param_value(&self, name: &str) -> Option<&'b [u8]> {
+        self.param(name)
+            .and_then(|p| p.value)
+            .map(|v| &self.buf[v.range()])
+    }
+
+    #[must_use]
+    pub fn has_param(&self, name: &str) -> bool {
+        self.param(name).is_some()
+    }
+
+    #[must_use]
+    pub fn as_bytes(&self) -> &'b [u8] {
+        &self.buf[self.span.range()]
+    }
+
+    #[must_use]
+    pub fn is_sip(&self) -> bool {
+        matches!(self.scheme, Scheme::Sip | Scheme::Sips)
+    }
+}
+
+/// Parses `1.2.3.4`, `[2001:db8::1]` (and bare IPv6), mapping IPv4-mapped IPv6 to IPv4.
+#[must_use]
+pub fn parse_host_ip(host: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(host).ok()?;
+    let text = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    let ip: IpAddr = text.parse().ok()?;
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    })
+}
+
+/// Writes an IP address as a URI host (IPv6 in brackets).
+pub fn write_host_ip(out: &mut impl std::fmt::Write, ip: IpAddr) -> std::fmt::Result {
+    match ip {
+        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V6(v6) => write!(out, "[{v6}]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(text: &str) -> Uri<'_> {
+        Uri::parse(text.as_bytes(), Span::new(0, text.len())).unwrap()
+    }
+
+    #[test]
+    fn full_sip_uri() {
+        let u = uri("sip:alice:secret@Example.COM:5070;transport=TCP;lr?subject=hi");
+        assert_eq!(u.scheme, Scheme::Sip);
+        assert_eq!(u.user(), Some(&b"alice"[..]));
+        assert_eq!(u.host(), b"Example.COM");
+        assert_eq!(u.port, Some(5070));
+        assert_eq!(u.param_value("transport"), Some(&b"TCP"[..]));
+        assert!(u.has_param("lr"));
+        assert!(!u.has_param("subject"));
+    }
+
+    #[test]
+    fn ipv6_hosts() {
+        let u = uri("sips:[2001:db8::10]:5061;maddr=x");
+        assert_eq!(u.scheme, Scheme::Sips);
+        assert_eq!(u.host(), b"[2001:db8::10]");
+        assert_eq!(u.port, Some(5061));
+        assert_eq!(u.host_ip(), Some("2001:db8::10".parse().unwrap()));
+        assert!(u.has_param("maddr"));
+        let u = uri("sip:u@[::ffff:192.0.2.1]");
+        assert_eq!(u.host_ip(), Some("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn user_with_params_and_no_port() {
+        let u = uri("sip:+1555;npdi@gw.example.net;user=phone");
+        assert_eq!(u.user(), Some(&b"+1555;npdi"[..]));
+        assert_eq!(u.host(), b"gw.example.net");
+        assert_eq!(u.port, None);
+        assert_eq!(u.param_value("user"), Some(&b"phone"[..]));
+    }
+
+    #[test]
+    fn other_schemes_are_opaque() {
+        assert_eq!(uri("tel:+15551234").scheme, Scheme::Tel);
+        assert!(!uri("tel:+15551234").is_sip());
+    }
+
+    #[test]
+    fn bad_uris() {
+        for bad in [
+            "sip:",
+            "nocolon",
+            "sip:@host",
+            "sip:[::1",
+            "sip:host:port",
+            "sip:ho^st",
+            "s p:x",
+        ] {
+            assert!(
+                Uri::parse(bad.as_bytes(), Span::new(0, bad.len())).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
