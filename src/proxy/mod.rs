@@ -1,1 +1,10 @@
 //! The proxy: takes every inbound message, asks the router where it goes, rewrites and sends.
+
+pub mod clients;
+pub mod rewrite;
+pub mod router;
+pub mod token;
+mod trusted;
+
+#[cfg(test)]
+mod tests;

@@ -133,8 +133,8 @@ impl<'m> Editor<'m> {
                     let _ = write!(out, "{value}");
                 });
             }
-            None => self.insert_header(HeaderName::Via, "Max-Forwards", |out| {
-                let _ = write!(out, "{value}");
+            None => self.insert_with(self.msg.head_end(), |out| {
+                let _ = write!(out, "Max-Forwards: {value}\r\n");
             }),
         }
     }

@@ -233,7 +233,7 @@ fn routes_and_missing_headers_are_added() {
     ed.ensure_content_length();
     assert_eq!(
         wire(&ed.finish()),
-        "BYE sip:a@b SIP/2.0\r\nMax-Forwards: 70\r\nVia: SIP/2.0/UDP h\r\nRoute: <sip:next;lr>\r\nContent-Length: 0\r\n\r\n"
+        "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nRoute: <sip:next;lr>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
 }
 

@@ -1,0 +1,231 @@
+//! What changes in a message on its way through: Via, Max-Forwards, Route, Request-URI,
+//! Contact. Pure functions over the parsed message; everything else is copied as it is.
+
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::RouteHop;
+use crate::sip::uri::write_host_ip;
+use crate::sip::{Editor, Encoded, HeaderName, Message, Method, NameAddr, ParseError, Span, Uri};
+use crate::transport::{FlowKey, Transport};
+
+use super::router::{Forward, NewRequestUri, Router, BRANCH_PREFIX};
+use super::token;
+
+/// Default registration lifetime when neither the Contact nor the response says (RFC 3261 §10.2.1.1).
+const DEFAULT_EXPIRES: u32 = 3600;
+
+/// A client binding learnt from a 2xx to REGISTER.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    pub user: Bytes,
+    pub flow: FlowKey,
+    pub contact: Bytes,
+    /// Zero removes the binding.
+    pub expires: Duration,
+}
+
+impl Router {
+    /// The request as it leaves towards `egress` (RFC 3261 §16.6).
+    pub fn rewrite_request(
+        &self,
+        msg: &Message,
+        source: &FlowKey,
+        forward: &Forward,
+        egress: Transport,
+    ) -> Result<Encoded, ParseError> {
+        let buf = msg.bytes();
+        let mut ed = Editor::new(msg);
+        let top = msg.top_via()?;
+        ed.set_via_source(&top, source.remote.ip(), source.remote.port());
+        // Step 3: decrement, or add with 70.
+        let hops = msg.max_forwards()?.map_or(70, |n| n.saturating_sub(1));
+        ed.set_max_forwards(hops);
+        if forward.pop_route {
+            ed.pop_route()?;
+        }
+        match &forward.request_uri {
+            None => {}
+            Some(NewRequestUri::Replace(uri)) => {
+                ed.set_request_uri(|o| o.extend_from_slice(uri))?
+            }
+            Some(NewRequestUri::ServerHost(index)) => {
+                let server = &self.servers.servers[*index];
+                let span = msg.request_uri().ok_or(ParseError::BadStartLine)?;
+                let uri = Uri::parse(buf, span)?;
+                // Host and port become the server's; user and parameters stay.
+                ed.replace_with(Span::new(uri.host.start(), uri.params.start()), |o| {
+                    let _ = write!(o, "{}:{}", server.uri_host(), server.port);
+                });
+            }
+        }
+        if let Some(index) = forward.push_routes {
+            for hop in &self.servers.servers[index].routes {
+                ed.insert_header(HeaderName::Route, "Route", |o| {
+                    o.extend_from_slice(b"<sip:");
+                    let _ = match hop {
+                        RouteHop::Ip(ip) => write_host_ip(o, *ip),
+                        RouteHop::Name(name) => o.write_str(name),
+                    };
+                    o.extend_from_slice(b";lr>");
+                });
+            }
+        }
+        let branch = self.branch(msg, &top)?;
+        ed.push_via(|o| {
+            let _ = write!(o, "SIP/2.0/{} ", egress.via_token());
+            let _ = write_host_ip(o, self.identity.ip);
+            let _ = write!(
+                o,
+                ":{};branch={BRANCH_PREFIX}{branch:016x}",
+                self.identity.port(egress)
+            );
+        });
+        self.rewrite_contacts(&mut ed, source, egress)?;
+        if egress.is_stream() {
+            ed.ensure_content_length();
+        }
+        Ok(ed.finish())
+    }
+
+    /// The response as it goes back towards `egress`: our Via popped, Contact rewritten for
+    /// 1xx/2xx (a REGISTER 2xx instead gets the client's own contacts back).
+    pub fn rewrite_response(
+        &self,
+        msg: &Message,
+        source: &FlowKey,
+        egress: Transport,
+    ) -> Result<(Encoded, Vec<Registration>), ParseError> {
+        let mut ed = Editor::new(msg);
+        ed.pop_via()?;
+        let code = msg.status_code().unwrap_or(0);
+        let cseq = msg.cseq()?;
+        let mut registrations = Vec::new();
+        if Method::from_token(cseq.method) == Method::Register && (200..300).contains(&code) {
+            registrations = self.restore_registered_contacts(&mut ed)?;
+        } else if code < 300 {
+            self.rewrite_contacts(&mut ed, source, egress)?;
+        }
+        if egress.is_stream() {
+            ed.ensure_content_length();
+        }
+        Ok((ed.finish(), registrations))
+    }
+
+    /// Every Contact becomes `sip:user@us:port;transport=egress;rbt=token`, where the token keeps
+    /// the original URI and the flow it came from. A Contact already carrying a valid token of
+    /// ours (a hairpin) stays as it is.
+    fn rewrite_contacts(
+        &self,
+        ed: &mut Editor<'_>,
+        source: &FlowKey,
+        egress: Transport,
+    ) -> Result<(), ParseError> {
+        let msg = ed.message();
+        let buf = msg.bytes();
+        let may_connect = self.servers.is_server_address(source);
+        for contact in msg.contacts() {
+            let contact: NameAddr = contact?;
+            let uri = contact.parsed_uri(buf)?;
+            if uri
+                .param_value(token::PARAM)
+                .is_some_and(|t| self.tokens.decode(t).is_some())
+            {
+                continue;
+            }
+            let original = &buf[contact.uri.range()];
+            let mut failed = false;
+            ed.replace_name_addr_uri(&contact, |o| {
+                o.extend_from_slice(b"sip:");
+                if let Some(user) = uri.user() {
+                    o.extend_from_slice(user);
+                    o.extend_from_slice(b"@");
+                }
+                self.write_own_host(o);
+                let _ = write!(
+                    o,
+                    ":{};transport={};{}=",
+                    self.identity.port(egress),
+                    egress.as_str(),
+                    token::PARAM
+                );
+                failed = self
+                    .tokens
+                    .encode_into(o, *source, may_connect, original)
+                    .is_err();
+            });
+            if failed {
+                return Err(ParseError::BadHeaderValue("Contact"));
+            }
+        }
+        Ok(())
+    }
+
+    /// REGISTER 2xx on its way back to the client: each Contact we rewrote is turned back into
+    /// what the client wrote, and reported so the client cache can be updated.
+    fn restore_registered_contacts(
+        &self,
+        ed: &mut Editor<'_>,
+    ) -> Result<Vec<Registration>, ParseError> {
+        let msg = ed.message();
+        let buf = msg.bytes();
+        let user = msg
+            .to()?
+            .parsed_uri(buf)?
+            .user()
+            .map(Bytes::copy_from_slice);
+        let default_expires = msg.expires().unwrap_or(DEFAULT_EXPIRES);
+        let mut registrations = Vec::new();
+        for contact in msg.contacts() {
+            let contact = contact?;
+            let uri = contact.parsed_uri(buf)?;
+            let Some(token) = uri
+                .param_value(token::PARAM)
+                .and_then(|t| self.tokens.decode(t))
+            else {
+                continue;
+            };
+            let expires = contact
+                .param(buf, "expires")
+                .and_then(|p| p.value)
+                .and_then(|v| crate::sip::header::parse_u32(&buf[v.range()]))
+                .unwrap_or(default_expires);
+            ed.replace(contact.uri, &token.original_uri);
+            if let Some(user) = &user {
+                registrations.push(Registration {
+                    user: user.clone(),
+                    flow: token.flow,
+                    contact: Bytes::from(token.original_uri),
+                    expires: Duration::from_secs(u64::from(expires)),
+                });
+            }
+        }
+        Ok(registrations)
+    }
+
+    fn write_own_host(&self, o: &mut BytesMut) {
+        match (&self.identity.fqdn, self.identity.contact_uses_fqdn) {
+            (Some(fqdn), true) => o.extend_from_slice(fqdn.as_bytes()),
+            _ => {
+                let _ = write_host_ip(o, self.identity.ip);
+            }
+        }
+    }
+
+    /// RFC 3261 §16.11: a stateless proxy's branch is a function of the received request, so a
+    /// retransmission, its CANCEL and the ACK of a non-2xx get the same one.
+    fn branch(&self, msg: &Message, top: &crate::sip::Via) -> Result<u64, ParseError> {
+        let buf = msg.bytes();
+        let mut hasher = std::hash::DefaultHasher::new();
+        buf[top.span.range()].hash(&mut hasher);
+        msg.call_id()?.hash(&mut hasher);
+        msg.cseq()?.number.hash(&mut hasher);
+        if let Some(span) = msg.request_uri() {
+            buf[span.range()].hash(&mut hasher);
+        }
+        Ok(hasher.finish())
+    }
+}

@@ -1,0 +1,463 @@
+//! Where a message goes: pure decisions from (message, source flow, tables) to an action.
+//! The rules and their order are those of ROUNDABOUT.md "Request routing" and "Responses".
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{ClientRanges, Config, TrustedServer, TrustedServers};
+use crate::sip::uri::parse_host_ip;
+use crate::sip::{Message, Method, ParseError, Scheme, Uri, Via};
+use crate::transport::{Destination, FlowKey, Transport};
+
+use super::clients::{ClientCache, ClientLookup};
+use super::token::{self, ContactToken, TokenKey};
+
+/// Every branch Roundabout writes starts with this (RFC 3261 magic cookie + our mark), so a
+/// response's top Via can be recognised as ours.
+pub const BRANCH_PREFIX: &str = "z9hG4bKrb";
+
+/// A final response the proxy sends itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Status {
+    pub const BAD_REQUEST: Status = Status::new(400, "Bad Request");
+    pub const FORBIDDEN: Status = Status::new(403, "Forbidden");
+    pub const NOT_FOUND: Status = Status::new(404, "Not Found");
+    pub const TEMPORARILY_UNAVAILABLE: Status = Status::new(480, "Temporarily Unavailable");
+    pub const TOO_MANY_HOPS: Status = Status::new(483, "Too Many Hops");
+    pub const SERVER_ERROR: Status = Status::new(500, "Server Internal Error");
+    pub const SERVICE_UNAVAILABLE: Status = Status::new(503, "Service Unavailable");
+
+    #[must_use]
+    pub const fn new(code: u16, reason: &'static str) -> Status {
+        Status { code, reason }
+    }
+}
+
+/// Roundabout's own addresses: what it writes into Via and Contact and recognises in URIs.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub ip: IpAddr,
+    pub fqdn: Option<String>,
+    pub bind_ip: IpAddr,
+    /// Bound port per listening transport.
+    pub ports: Vec<(Transport, u16)>,
+    /// `-contact-header-fqdn`.
+    pub contact_uses_fqdn: bool,
+}
+
+impl Identity {
+    /// Whether a URI host names Roundabout (`-local-ip`, `-local-fqdn` or the bind address).
+    #[must_use]
+    pub fn names_host(&self, host: &[u8]) -> bool {
+        match parse_host_ip(host) {
+            Some(ip) => ip == self.ip || (ip == self.bind_ip && !ip.is_unspecified()),
+            None => self
+                .fqdn
+                .as_ref()
+                .is_some_and(|f| f.as_bytes().eq_ignore_ascii_case(host)),
+        }
+    }
+
+    /// Whether a SIP URI names Roundabout: its host and a port it listens on (the scheme's
+    /// default when the URI has none), so a server sharing Roundabout's IP is not mistaken for it.
+    #[must_use]
+    pub fn is_self(&self, uri: &Uri) -> bool {
+        let port = uri.port.unwrap_or(match uri.scheme {
+            Scheme::Sips => 5061,
+            _ => 5060,
+        });
+        uri.is_sip() && self.names_host(uri.host()) && self.ports.iter().any(|(_, p)| *p == port)
+    }
+
+    /// The port advertised for a transport: the bound one, else the transport's default.
+    #[must_use]
+    pub fn port(&self, transport: Transport) -> u16 {
+        self.ports
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map_or(transport.default_port(), |(_, p)| *p)
+    }
+}
+
+/// How the Request-URI changes on the way out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewRequestUri {
+    /// Restored from a contact token or a client binding.
+    Replace(Vec<u8>),
+    /// `-default-sip-server`: host and port become the server's (index into the table).
+    ServerHost(usize),
+}
+
+/// Where a forwarded request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextHop {
+    Flow(Destination),
+    /// A host name that is not a trusted server (only without `-strict-host`).
+    Resolve {
+        host: String,
+        port: u16,
+        transport: Transport,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forward {
+    pub next: NextHop,
+    /// Used when `next` is a stream flow that is gone and may not be dialled again.
+    pub fallback: Option<Destination>,
+    pub request_uri: Option<NewRequestUri>,
+    /// The top Route named Roundabout (RFC 3261 §16.4).
+    pub pop_route: bool,
+    /// Push this trusted server's route-list as Route headers.
+    pub push_routes: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestAction {
+    Forward(Forward),
+    Reply(Status),
+    Drop(&'static str),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseAction {
+    Forward(Destination),
+    Drop(&'static str),
+}
+
+/// The routing tables and switches; immutable after start.
+#[derive(Clone, Debug)]
+pub struct Router {
+    pub identity: Identity,
+    pub servers: TrustedServers,
+    client_ranges: ClientRanges,
+    strict_host: bool,
+    strict_client: bool,
+    ack_ruri: bool,
+    default_network: Transport,
+    default_sip_server: Option<usize>,
+    pub tokens: TokenKey,
+    pub clients: Arc<ClientCache>,
+}
+
+impl Router {
+    #[must_use]
+    pub fn new(config: &Config, ports: Vec<(Transport, u16)>) -> Router {
+        let Config {
+            local_ip,
+            local_fqdn,
+            bind_ip,
+            strict_host,
+            strict_client,
+            ack_ruri,
+            contact_header_fqdn,
+            trusted_servers,
+            trusted_clients,
+            default_sip_server,
+            default_network,
+            token_key,
+            limits,
+            ports: _,
+            tls: _,
+            tls_ca: _,
+        } = config;
+        Router {
+            identity: Identity {
+                ip: *local_ip,
+                fqdn: local_fqdn.clone(),
+                bind_ip: *bind_ip,
+                ports,
+                contact_uses_fqdn: *contact_header_fqdn,
+            },
+            servers: trusted_servers.clone(),
+            client_ranges: trusted_clients.clone(),
+            strict_host: *strict_host,
+            strict_client: *strict_client,
+            ack_ruri: *ack_ruri,
+            default_network: *default_network,
+            default_sip_server: *default_sip_server,
+            tokens: TokenKey::new(token_key),
+            clients: Arc::new(ClientCache::new(limits.client_cache_size)),
+        }
+    }
+
+    /// Decides what happens to a request that parsed and validated.
+    #[must_use]
+    pub fn route_request(&self, msg: &Message, source: &FlowKey, now: Instant) -> RequestAction {
+        match self.try_route_request(msg, source, now) {
+            Ok(action) => action,
+            Err(_) => RequestAction::Reply(Status::BAD_REQUEST),
+        }
+    }
+
+    fn try_route_request(
+        &self,
+        msg: &Message,
+        source: &FlowKey,
+        now: Instant,
+    ) -> Result<RequestAction, ParseError> {
+        let buf = msg.bytes();
+        let method = msg.method();
+        // Rule 1: RFC 3261 §16.3 step 3; an ACK cannot be answered.
+        if msg.max_forwards()? == Some(0) {
+            return Ok(match method {
+                Some(Method::Ack) => RequestAction::Drop("ACK with Max-Forwards 0"),
+                _ => RequestAction::Reply(Status::TOO_MANY_HOPS),
+            });
+        }
+        // Rule 2: access.
+        if method == Some(Method::Register)
+            && self.strict_client
+            && !self.client_ranges.contains(source.remote.ip())
+        {
+            return Ok(RequestAction::Reply(Status::FORBIDDEN));
+        }
+        // Rule 3: loose routing, RFC 3261 §16.4.
+        let mut routes = msg.routes();
+        let mut pop_route = false;
+        let mut next_route = routes.next().transpose()?;
+        if let Some(route) = next_route {
+            if self.identity.is_self(&route.parsed_uri(buf)?) {
+                pop_route = true;
+                next_route = routes.next().transpose()?;
+            }
+        }
+        if let Some(route) = next_route {
+            let uri = route.parsed_uri(buf)?;
+            return Ok(self.to_uri_host(&uri, pop_route));
+        }
+        let span = msg.request_uri().ok_or(ParseError::BadStartLine)?;
+        let request_uri = Uri::parse(buf, span)?;
+        // Rule 4 (and 8: an ACK with a token is always routed by it). A token that does not
+        // verify is never used as an address.
+        if let Some(token) = request_uri
+            .param_value(token::PARAM)
+            .and_then(|t| self.tokens.decode(t))
+        {
+            return Ok(self.to_token(token, pop_route));
+        }
+        // Rule 8: without -ack-ruri, ACK goes by its To host, as in the original.
+        let to;
+        let routing_uri = if method == Some(Method::Ack) && !self.ack_ruri {
+            to = msg.to()?;
+            to.parsed_uri(buf)?
+        } else {
+            request_uri
+        };
+        if !routing_uri.is_sip() {
+            return Ok(RequestAction::Reply(Status::new(
+                416,
+                "Unsupported URI Scheme",
+            )));
+        }
+        // Rule 5.
+        if self.identity.is_self(&routing_uri) {
+            return Ok(self.to_self(&routing_uri, pop_route, now));
+        }
+        // Rules 6 and 7.
+        Ok(self.to_uri_host(&routing_uri, pop_route))
+    }
+
+    fn to_token(&self, token: ContactToken, pop_route: bool) -> RequestAction {
+        let server = self
+            .servers
+            .servers
+            .iter()
+            .find(|s| s.addr() == token.flow.remote);
+        let may_connect = token.may_connect || token.flow.transport == Transport::Udp;
+        // A stream client's connection cannot be dialled back; a server named by the original
+        // URI can still be reached through the table.
+        let fallback = if may_connect {
+            None
+        } else {
+            let buf = &token.original_uri[..];
+            Uri::parse(buf, crate::sip::Span::new(0, buf.len()))
+                .ok()
+                .and_then(|uri| self.servers.find(uri.host(), uri.port))
+                .map(|(_, s)| server_destination(s))
+        };
+        RequestAction::Forward(Forward {
+            next: NextHop::Flow(Destination {
+                flow: token.flow,
+                server_name: server.and_then(server_name),
+                may_connect,
+            }),
+            fallback,
+            request_uri: Some(NewRequestUri::Replace(token.original_uri)),
+            pop_route,
+            push_routes: None,
+        })
+    }
+
+    fn to_self(&self, uri: &Uri, pop_route: bool, now: Instant) -> RequestAction {
+        let lookup = uri
+            .user()
+            .map_or(ClientLookup::Unknown, |user| self.clients.lookup(user, now));
+        match lookup {
+            ClientLookup::Bound(binding) => RequestAction::Forward(Forward {
+                next: NextHop::Flow(Destination {
+                    flow: binding.flow,
+                    server_name: None,
+                    may_connect: binding.flow.transport == Transport::Udp,
+                }),
+                fallback: None,
+                request_uri: Some(NewRequestUri::Replace(binding.contact.to_vec())),
+                pop_route,
+                push_routes: None,
+            }),
+            ClientLookup::Expired => RequestAction::Reply(Status::TEMPORARILY_UNAVAILABLE),
+            ClientLookup::Unknown => match self.default_sip_server {
+                Some(index) => {
+                    let server = &self.servers.servers[index];
+                    RequestAction::Forward(Forward {
+                        next: NextHop::Flow(server_destination(server)),
+                        fallback: None,
+                        request_uri: Some(NewRequestUri::ServerHost(index)),
+                        pop_route,
+                        push_routes: None,
+                    })
+                }
+                None => RequestAction::Reply(Status::NOT_FOUND),
+            },
+        }
+    }
+
+    /// Rules 6 and 7 for an R-URI, a To URI or a Route URI.
+    fn to_uri_host(&self, uri: &Uri, pop_route: bool) -> RequestAction {
+        if let Some((index, server)) = self.servers.find(uri.host(), uri.port) {
+            let Some(first_hop) = server.routes.first() else {
+                return RequestAction::Forward(Forward {
+                    next: NextHop::Flow(server_destination(server)),
+                    fallback: None,
+                    request_uri: None,
+                    pop_route,
+                    push_routes: None,
+                });
+            };
+            let Some((ip, hop_server)) = self.servers.hop_address(first_hop) else {
+                return RequestAction::Reply(Status::SERVER_ERROR);
+            };
+            let via = hop_server.unwrap_or(server);
+            return RequestAction::Forward(Forward {
+                next: NextHop::Flow(Destination {
+                    flow: FlowKey {
+                        transport: via.transport,
+                        remote: SocketAddr::new(ip, via.port),
+                    },
+                    server_name: hop_server.and_then(server_name),
+                    may_connect: true,
+                }),
+                fallback: None,
+                request_uri: None,
+                pop_route,
+                push_routes: Some(index),
+            });
+        }
+        if self.strict_host {
+            return RequestAction::Reply(Status::FORBIDDEN);
+        }
+        let transport = uri_transport(uri).unwrap_or(self.default_network);
+        let port = uri.port.unwrap_or(transport.default_port());
+        let next = match uri.host_ip() {
+            Some(ip) => NextHop::Flow(Destination {
+                flow: FlowKey {
+                    transport,
+                    remote: SocketAddr::new(ip, port),
+                },
+                server_name: None,
+                may_connect: true,
+            }),
+            None => NextHop::Resolve {
+                host: String::from_utf8_lossy(uri.host()).into_owned(),
+                port,
+                transport,
+            },
+        };
+        RequestAction::Forward(Forward {
+            next,
+            fallback: None,
+            request_uri: None,
+            pop_route,
+            push_routes: None,
+        })
+    }
+
+    /// Responses follow the Via chain: ours must be on top; the next one says where the request
+    /// came from (RFC 3261 §16.7 step 3, §18.2.2).
+    #[must_use]
+    pub fn route_response(&self, msg: &Message) -> ResponseAction {
+        let buf = msg.bytes();
+        let mut vias = msg.vias();
+        match vias.next() {
+            Some(Ok(top)) if self.is_our_via(buf, &top) => {}
+            _ => return ResponseAction::Drop("top Via is not Roundabout's"),
+        }
+        let Some(Ok(next)) = vias.next() else {
+            return ResponseAction::Drop("no Via below Roundabout's");
+        };
+        let Some(transport) = Transport::from_token(&buf[next.transport.range()]) else {
+            return ResponseAction::Drop("unknown transport in Via");
+        };
+        let ip = next
+            .param(buf, "received")
+            .and_then(|p| p.value)
+            .and_then(|v| parse_host_ip(&buf[v.range()]))
+            .or_else(|| parse_host_ip(&buf[next.host.range()]));
+        let Some(ip) = ip else {
+            return ResponseAction::Drop("Via names no address");
+        };
+        let port = next
+            .param(buf, "rport")
+            .and_then(|p| p.value)
+            .and_then(|v| crate::sip::header::parse_u32(&buf[v.range()]))
+            .and_then(|p| u16::try_from(p).ok())
+            .or(next.port)
+            .unwrap_or(transport.default_port());
+        ResponseAction::Forward(Destination {
+            flow: FlowKey {
+                transport,
+                remote: SocketAddr::new(ip, port),
+            },
+            server_name: None,
+            may_connect: false,
+        })
+    }
+
+    #[must_use]
+    pub fn is_our_via(&self, buf: &[u8], via: &Via) -> bool {
+        via.branch(buf)
+            .is_some_and(|b| b.starts_with(BRANCH_PREFIX.as_bytes()))
+            && self.identity.names_host(&buf[via.host.range()])
+    }
+}
+
+/// The transport a URI asks for: `;transport=`, or TLS for `sips:` (RFC 3261 §26.2.2).
+fn uri_transport(uri: &Uri) -> Option<Transport> {
+    let asked = uri.param_value("transport").and_then(Transport::from_token);
+    match (uri.scheme, asked) {
+        (Scheme::Sips, Some(Transport::Ws | Transport::Wss)) => Some(Transport::Wss),
+        (Scheme::Sips, _) => Some(Transport::Tls),
+        (_, asked) => asked,
+    }
+}
+
+fn server_name(server: &TrustedServer) -> Option<Arc<str>> {
+    server.fqdns.first().map(|n| Arc::from(n.as_str()))
+}
+
+fn server_destination(server: &TrustedServer) -> Destination {
+    Destination {
+        flow: FlowKey {
+            transport: server.transport,
+            remote: server.addr(),
+        },
+        server_name: server_name(server),
+        may_connect: true,
+    }
+}

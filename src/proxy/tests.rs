@@ -1,0 +1,752 @@
+//! Routing rules, one table entry or test per rule of ROUNDABOUT.md, without sockets.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::router::{NextHop, RequestAction, ResponseAction, Router, Status};
+use crate::config::{ClientRanges, Config, Limits, Ports, RouteHop, TrustedServer, TrustedServers};
+use crate::sip::{Encoded, Message};
+use crate::transport::{Destination, FlowKey, Transport};
+
+const US: &str = "198.51.100.1";
+
+fn limits() -> Limits {
+    Limits {
+        max_message: 65_536,
+        max_connections: 100,
+        max_connections_per_ip: 10,
+        idle_timeout: Duration::from_secs(300),
+        handshake_timeout: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(30),
+        ws_ping_interval: Duration::from_secs(30),
+        client_cache_size: 100,
+        send_queue: 64,
+    }
+}
+
+fn server(ip: &str, fqdns: &[&str], port: u16, transport: Transport) -> TrustedServer {
+    TrustedServer {
+        ip: ip.parse().unwrap(),
+        fqdns: fqdns.iter().map(|s| s.to_string()).collect(),
+        port,
+        transport,
+        routes: vec![],
+    }
+}
+
+fn config() -> Config {
+    let mut routed = server("203.0.113.110", &["pbx.example.com"], 5060, Transport::Wss);
+    routed.routes = vec![
+        RouteHop::Ip("203.0.113.150".parse().unwrap()),
+        RouteHop::Name("edge.example.com".into()),
+    ];
+    Config {
+        local_ip: US.parse().unwrap(),
+        local_fqdn: Some("proxya.example.com".into()),
+        bind_ip: US.parse().unwrap(),
+        strict_host: false,
+        strict_client: false,
+        ack_ruri: true,
+        contact_header_fqdn: false,
+        trusted_servers: TrustedServers {
+            servers: vec![
+                server(
+                    "203.0.113.20",
+                    &["server.example.com"],
+                    5060,
+                    Transport::Tcp,
+                ),
+                routed,
+                server("203.0.113.180", &["edge.example.com"], 5070, Transport::Udp),
+                server(US, &[], 5080, Transport::Udp),
+            ],
+        },
+        trusted_clients: ClientRanges {
+            ranges: vec!["192.0.2.0/24".parse().unwrap()],
+        },
+        default_sip_server: None,
+        default_network: Transport::Tcp,
+        ports: Ports {
+            udp: Some(5060),
+            tcp: Some(5060),
+            tls: None,
+            ws: Some(5066),
+            wss: None,
+        },
+        tls: None,
+        tls_ca: None,
+        token_key: [3; 32],
+        limits: limits(),
+    }
+}
+
+fn router_with(edit: impl FnOnce(&mut Config)) -> Router {
+    let mut c = config();
+    edit(&mut c);
+    Router::new(
+        &c,
+        vec![
+            (Transport::Udp, 5060),
+            (Transport::Tcp, 5060),
+            (Transport::Ws, 5066),
+        ],
+    )
+}
+
+fn flow(transport: Transport, addr: &str) -> FlowKey {
+    FlowKey {
+        transport,
+        remote: addr.parse().unwrap(),
+    }
+}
+
+fn client() -> FlowKey {
+    flow(Transport::Ws, "192.0.2.10:50000")
+}
+
+fn request(method: &str, ruri: &str, extra: &str) -> Message {
+    let text = format!(
+        "{method} {ruri} SIP/2.0\r\n\
+         Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKnashds7\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@example.com>;tag=1\r\n\
+         To: <sip:bob@server.example.com>\r\n\
+         Call-ID: c1\r\n\
+         CSeq: 1 {method}\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    );
+    Message::parse(Bytes::from(text)).unwrap()
+}
+
+fn route(router: &Router, msg: &Message, source: FlowKey) -> RequestAction {
+    router.route_request(msg, &source, Instant::now())
+}
+
+fn forward_dest(action: &RequestAction) -> (Transport, String) {
+    match action {
+        RequestAction::Forward(f) => match &f.next {
+            NextHop::Flow(d) => (d.flow.transport, d.flow.remote.to_string()),
+            other => panic!("not a flow: {other:?}"),
+        },
+        other => panic!("not forwarded: {other:?}"),
+    }
+}
+
+fn wire(e: &Encoded) -> String {
+    String::from_utf8([&e.head[..], &e.body[..]].concat()).unwrap()
+}
+
+#[test]
+fn trusted_server_by_ip_fqdn_and_port() {
+    let r = router_with(|_| {});
+    let cases = [
+        ("sip:bob@203.0.113.20", Transport::Tcp, "203.0.113.20:5060"),
+        (
+            "sip:bob@SERVER.example.com",
+            Transport::Tcp,
+            "203.0.113.20:5060",
+        ),
+        (
+            "sip:bob@edge.example.com",
+            Transport::Udp,
+            "203.0.113.180:5070",
+        ),
+        // Roundabout's own IP on a port it does not listen on is a server, not itself.
+        (
+            &format!("sip:x@{US}:5080"),
+            Transport::Udp,
+            "198.51.100.1:5080",
+        ),
+    ];
+    for (ruri, transport, addr) in cases {
+        let action = route(&r, &request("INVITE", ruri, ""), client());
+        assert_eq!(
+            forward_dest(&action),
+            (transport, addr.to_string()),
+            "{ruri}"
+        );
+    }
+}
+
+#[test]
+fn unknown_hosts_strict_and_not() {
+    let strict = router_with(|c| c.strict_host = true);
+    for ruri in [
+        "sip:bob@192.0.2.99",
+        "sip:bob@evil.example.net",
+        "sip:bob@[::ffff:192.0.2.99]",
+        "sip:bob@203.0.113.21;maddr=203.0.113.20",
+    ] {
+        assert_eq!(
+            route(&strict, &request("INVITE", ruri, ""), client()),
+            RequestAction::Reply(Status::FORBIDDEN),
+            "{ruri}"
+        );
+    }
+    let open = router_with(|_| {});
+    let cases = [
+        ("sip:bob@192.0.2.99", Transport::Tcp, "192.0.2.99:5060"),
+        (
+            "sip:bob@192.0.2.99:5070;transport=udp",
+            Transport::Udp,
+            "192.0.2.99:5070",
+        ),
+        ("sips:bob@192.0.2.99", Transport::Tls, "192.0.2.99:5061"),
+        (
+            "sip:bob@[2001:db8::7]:5099;transport=ws",
+            Transport::Ws,
+            "[2001:db8::7]:5099",
+        ),
+    ];
+    for (ruri, transport, addr) in cases {
+        let action = route(&open, &request("INVITE", ruri, ""), client());
+        assert_eq!(
+            forward_dest(&action),
+            (transport, addr.to_string()),
+            "{ruri}"
+        );
+    }
+    match route(
+        &open,
+        &request("INVITE", "sip:bob@far.example.net:5071", ""),
+        client(),
+    ) {
+        RequestAction::Forward(f) => assert_eq!(
+            f.next,
+            NextHop::Resolve {
+                host: "far.example.net".into(),
+                port: 5071,
+                transport: Transport::Tcp
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+    let udp_default = router_with(|c| c.default_network = Transport::Udp);
+    let action = route(
+        &udp_default,
+        &request("INVITE", "sip:bob@192.0.2.99", ""),
+        client(),
+    );
+    assert_eq!(forward_dest(&action).0, Transport::Udp);
+}
+
+#[test]
+fn max_forwards_zero_is_483_and_ack_is_dropped() {
+    let r = router_with(|_| {});
+    let msg = request("OPTIONS", "sip:bob@203.0.113.20", "")
+        .bytes()
+        .clone();
+    let text = String::from_utf8(msg.to_vec())
+        .unwrap()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let msg = Message::parse(Bytes::from(text.clone())).unwrap();
+    assert_eq!(
+        route(&r, &msg, client()),
+        RequestAction::Reply(Status::TOO_MANY_HOPS)
+    );
+    let ack = Message::parse(Bytes::from(text.replace("OPTIONS", "ACK"))).unwrap();
+    assert!(matches!(route(&r, &ack, client()), RequestAction::Drop(_)));
+}
+
+#[test]
+fn strict_client_guards_register() {
+    let r = router_with(|c| c.strict_client = true);
+    let reg = request(
+        "REGISTER",
+        "sip:server.example.com",
+        "Contact: <sip:1000@x.invalid;transport=ws>\r\n",
+    );
+    assert_eq!(
+        route(&r, &reg, flow(Transport::Ws, "203.0.113.99:4000")),
+        RequestAction::Reply(Status::FORBIDDEN)
+    );
+    assert!(matches!(
+        route(&r, &reg, client()),
+        RequestAction::Forward(_)
+    ));
+    let none = router_with(|c| {
+        c.strict_client = true;
+        c.trusted_clients = ClientRanges::default();
+    });
+    assert_eq!(
+        route(&none, &reg, client()),
+        RequestAction::Reply(Status::FORBIDDEN)
+    );
+    // Other methods are not affected by -strict-client.
+    let invite = request("INVITE", "sip:bob@203.0.113.20", "");
+    assert!(matches!(
+        route(&r, &invite, flow(Transport::Udp, "203.0.113.99:4000")),
+        RequestAction::Forward(_)
+    ));
+}
+
+#[test]
+fn loose_routing_pops_our_route_and_follows_the_next() {
+    let r = router_with(|_| {});
+    let msg = request(
+        "BYE",
+        "sip:bob@192.0.2.50",
+        &format!("Route: <sip:{US};lr>, <sip:server.example.com;lr>\r\n"),
+    );
+    match route(&r, &msg, client()) {
+        RequestAction::Forward(f) => {
+            assert!(f.pop_route);
+            assert!(f.request_uri.is_none());
+            assert_eq!(
+                forward_dest(&RequestAction::Forward(f)),
+                (Transport::Tcp, "203.0.113.20:5060".into())
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Only our Route: the R-URI decides.
+    let msg = request(
+        "BYE",
+        "sip:bob@203.0.113.20",
+        &format!("Route: <sip:{US}:5060;lr>\r\n"),
+    );
+    let action = route(&r, &msg, client());
+    assert!(matches!(&action, RequestAction::Forward(f) if f.pop_route));
+    assert_eq!(forward_dest(&action).1, "203.0.113.20:5060");
+    // A foreign Route under -strict-host is refused.
+    let strict = router_with(|c| c.strict_host = true);
+    let msg = request(
+        "BYE",
+        "sip:bob@203.0.113.20",
+        "Route: <sip:192.0.2.66;lr>\r\n",
+    );
+    assert_eq!(
+        route(&strict, &msg, client()),
+        RequestAction::Reply(Status::FORBIDDEN)
+    );
+}
+
+#[test]
+fn route_list_pushes_routes_and_goes_to_the_first_hop() {
+    let r = router_with(|_| {});
+    let msg = request("INVITE", "sip:bob@pbx.example.com", "");
+    let action = route(&r, &msg, client());
+    assert_eq!(
+        forward_dest(&action),
+        (Transport::Wss, "203.0.113.150:5060".into())
+    );
+    let RequestAction::Forward(f) = action else {
+        unreachable!()
+    };
+    assert_eq!(f.push_routes, Some(1));
+    let out = wire(
+        &r.rewrite_request(&msg, &client(), &f, Transport::Wss)
+            .unwrap(),
+    );
+    assert!(
+        out.contains("Route: <sip:203.0.113.150;lr>\r\nRoute: <sip:edge.example.com;lr>\r\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn ack_follows_to_host_without_ack_ruri() {
+    let r = router_with(|c| c.ack_ruri = false);
+    let ack = request("ACK", "sip:bob@192.0.2.77:5090", "");
+    assert_eq!(
+        forward_dest(&route(&r, &ack, client())),
+        (Transport::Tcp, "203.0.113.20:5060".into())
+    );
+    let r = router_with(|_| {});
+    assert_eq!(
+        forward_dest(&route(&r, &ack, client())),
+        (Transport::Tcp, "192.0.2.77:5090".into())
+    );
+}
+
+/// The Contact URI (inside <>) of the first Contact in a wire message.
+fn contact_uri(wire: &str) -> String {
+    let line = wire.lines().find(|l| l.starts_with("Contact:")).unwrap();
+    line[line.find('<').unwrap() + 1..line.find('>').unwrap()].to_string()
+}
+
+#[test]
+fn contact_token_round_trip_brings_in_dialog_requests_back() {
+    let r = router_with(|_| {});
+    let uac = flow(Transport::Udp, "192.0.2.5:5070");
+    let invite = request(
+        "INVITE",
+        "sip:bob@203.0.113.20",
+        "Contact: <sip:alice@192.0.2.5:5070>\r\n",
+    );
+    let RequestAction::Forward(f) = route(&r, &invite, uac) else {
+        panic!()
+    };
+    let out = wire(
+        &r.rewrite_request(&invite, &uac, &f, Transport::Tcp)
+            .unwrap(),
+    );
+    let rewritten = contact_uri(&out);
+    assert!(
+        rewritten.starts_with(&format!("sip:alice@{US}:5060;transport=tcp;rbt=")),
+        "{rewritten}"
+    );
+    // The far side's BYE to that Contact comes back to the UAC's flow with its own URI restored.
+    let bye = request("BYE", &rewritten, "");
+    let action = route(&r, &bye, flow(Transport::Tcp, "203.0.113.20:5060"));
+    assert_eq!(
+        forward_dest(&action),
+        (Transport::Udp, "192.0.2.5:5070".into())
+    );
+    let RequestAction::Forward(f) = action else {
+        panic!()
+    };
+    let out = wire(
+        &r.rewrite_request(
+            &bye,
+            &flow(Transport::Tcp, "203.0.113.20:5060"),
+            &f,
+            Transport::Udp,
+        )
+        .unwrap(),
+    );
+    assert!(
+        out.starts_with("BYE sip:alice@192.0.2.5:5070 SIP/2.0\r\n"),
+        "{out}"
+    );
+    // A forged token is ignored: the URI names Roundabout, no client, no default server → 404.
+    let forged = rewritten.replace("rbt=", "rbt=AAAA");
+    assert_eq!(
+        route(&r, &request("BYE", &forged, ""), client()),
+        RequestAction::Reply(Status::NOT_FOUND)
+    );
+    // ... and under -strict-host too, it never reaches an address of its own choosing.
+    let strict = router_with(|c| c.strict_host = true);
+    assert!(!matches!(
+        route(&strict, &request("BYE", &forged, ""), client()),
+        RequestAction::Forward(_)
+    ));
+}
+
+#[test]
+fn token_flow_of_a_browser_is_not_dialled_back() {
+    let r = router_with(|_| {});
+    let invite = request(
+        "INVITE",
+        "sip:bob@203.0.113.20",
+        "Contact: <sip:abc@df7jal23ls0d.invalid;transport=ws>\r\n",
+    );
+    let RequestAction::Forward(f) = route(&r, &invite, client()) else {
+        panic!()
+    };
+    let out = wire(
+        &r.rewrite_request(&invite, &client(), &f, Transport::Tcp)
+            .unwrap(),
+    );
+    let bye = request("BYE", &contact_uri(&out), "");
+    match route(&r, &bye, flow(Transport::Tcp, "203.0.113.20:5060")) {
+        RequestAction::Forward(f) => {
+            assert_eq!(
+                f.next,
+                NextHop::Flow(Destination {
+                    flow: client(),
+                    server_name: None,
+                    may_connect: false
+                })
+            );
+            assert_eq!(f.fallback, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A response's Contact from a trusted server names a flow Roundabout may dial again.
+    let server_flow = flow(Transport::Tcp, "203.0.113.20:5060");
+    let resp = Message::parse(Bytes::from(format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP {US}:5060;branch=z9hG4bKrb1\r\n\
+         Via: SIP/2.0/WS x.invalid;branch=z9hG4bKa;received=192.0.2.10;rport=50000\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:bob@203.0.113.20:5060;transport=tcp>\r\nContent-Length: 0\r\n\r\n"
+    )))
+    .unwrap();
+    let (out, _) = r
+        .rewrite_response(&resp, &server_flow, Transport::Ws)
+        .unwrap();
+    let out = wire(&out);
+    assert!(
+        out.starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/WS x.invalid"),
+        "{out}"
+    );
+    let ack = request("ACK", &contact_uri(&out), "");
+    match route(&r, &ack, client()) {
+        RequestAction::Forward(f) => assert_eq!(
+            f.next,
+            NextHop::Flow(Destination {
+                flow: server_flow,
+                server_name: Some("server.example.com".into()),
+                may_connect: true
+            })
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn hairpin_contact_is_not_wrapped_twice() {
+    let r = router_with(|_| {});
+    let invite = request(
+        "INVITE",
+        "sip:bob@203.0.113.20",
+        "Contact: <sip:alice@192.0.2.5>\r\n",
+    );
+    let src = flow(Transport::Udp, "192.0.2.5:5060");
+    let RequestAction::Forward(f) = route(&r, &invite, src) else {
+        panic!()
+    };
+    let once = contact_uri(&wire(
+        &r.rewrite_request(&invite, &src, &f, Transport::Tcp)
+            .unwrap(),
+    ));
+    let again = request(
+        "INVITE",
+        "sip:bob@203.0.113.20",
+        &format!("Contact: <{once}>\r\n"),
+    );
+    let RequestAction::Forward(f) = route(&r, &again, src) else {
+        panic!()
+    };
+    let twice = contact_uri(&wire(
+        &r.rewrite_request(&again, &src, &f, Transport::Udp).unwrap(),
+    ));
+    assert_eq!(once, twice);
+}
+
+#[test]
+fn requests_to_roundabout_use_the_client_cache_then_the_default_server() {
+    let r = router_with(|_| {});
+    let now = Instant::now();
+    let ws_client = client();
+    r.clients
+        .bind(
+            b"1000",
+            ws_client,
+            Bytes::from_static(b"sip:abc@x.invalid;transport=ws"),
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap();
+    let invite = request("INVITE", &format!("sip:1000@{US}"), "");
+    match r.route_request(&invite, &flow(Transport::Udp, "203.0.113.20:5060"), now) {
+        RequestAction::Forward(f) => {
+            assert_eq!(
+                f.next,
+                NextHop::Flow(Destination {
+                    flow: ws_client,
+                    server_name: None,
+                    may_connect: false
+                })
+            );
+            let out = wire(
+                &r.rewrite_request(
+                    &invite,
+                    &flow(Transport::Udp, "203.0.113.20:5060"),
+                    &f,
+                    Transport::Ws,
+                )
+                .unwrap(),
+            );
+            assert!(
+                out.starts_with("INVITE sip:abc@x.invalid;transport=ws SIP/2.0\r\n"),
+                "{out}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let expired = r.route_request(
+        &invite,
+        &flow(Transport::Udp, "203.0.113.20:5060"),
+        now + Duration::from_secs(61),
+    );
+    assert_eq!(
+        expired,
+        RequestAction::Reply(Status::TEMPORARILY_UNAVAILABLE)
+    );
+    let unknown = request("INVITE", "sip:2000@proxya.example.com", "");
+    assert_eq!(
+        route(&r, &unknown, client()),
+        RequestAction::Reply(Status::NOT_FOUND)
+    );
+
+    let with_default = router_with(|c| c.default_sip_server = Some(0));
+    let action = route(&with_default, &unknown, client());
+    assert_eq!(
+        forward_dest(&action),
+        (Transport::Tcp, "203.0.113.20:5060".into())
+    );
+    let RequestAction::Forward(f) = action else {
+        unreachable!()
+    };
+    let out = wire(
+        &with_default
+            .rewrite_request(&unknown, &client(), &f, Transport::Tcp)
+            .unwrap(),
+    );
+    assert!(
+        out.starts_with("INVITE sip:2000@server.example.com:5060 SIP/2.0\r\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn forwarded_request_edits() {
+    let r = router_with(|c| c.contact_header_fqdn = true);
+    let src = flow(Transport::Udp, "192.0.2.5:40000");
+    let text = "INVITE sip:bob@203.0.113.20 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKabc;rport\r\n\
+        From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@203.0.113.20>\r\n\
+        Call-ID: c9\r\nCSeq: 7 INVITE\r\nContact: \"A\" <sip:alice@192.0.2.5>;+sip.instance=\"<urn:x>\"\r\n\
+        Subject: untouched\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n";
+    let msg = Message::parse(Bytes::from(text)).unwrap();
+    let RequestAction::Forward(f) = route(&r, &msg, src) else {
+        panic!()
+    };
+    let out = r.rewrite_request(&msg, &src, &f, Transport::Tcp).unwrap();
+    let s = wire(&out);
+    let mut lines = s.lines();
+    assert_eq!(lines.next(), Some("INVITE sip:bob@203.0.113.20 SIP/2.0"));
+    let via = lines.next().unwrap();
+    assert!(
+        via.starts_with(&format!("Via: SIP/2.0/TCP {US}:5060;branch=z9hG4bKrb")),
+        "{via}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("Via: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKabc;received=192.0.2.5;rport=40000")
+    );
+    assert!(
+        s.contains("Max-Forwards: 70\r\n"),
+        "added when missing: {s}"
+    );
+    assert!(
+        s.contains("Contact: \"A\" <sip:alice@proxya.example.com:5060;transport=tcp;rbt="),
+        "{s}"
+    );
+    assert!(s.contains(">;+sip.instance=\"<urn:x>\"\r\n"), "{s}");
+    assert!(s.contains("Subject: untouched\r\n"));
+    assert!(
+        s.ends_with("Content-Length: 5\r\n\r\nv=0\r\n"),
+        "stream egress gets Content-Length: {s}"
+    );
+    // Deterministic branch: a retransmission gets the same one (RFC 3261 §16.11).
+    let again = wire(&r.rewrite_request(&msg, &src, &f, Transport::Tcp).unwrap());
+    assert_eq!(s, again);
+}
+
+#[test]
+fn responses_follow_the_via_chain() {
+    let r = router_with(|_| {});
+    let resp = |top: &str, next: &str| {
+        Message::parse(Bytes::from(format!(
+            "SIP/2.0 180 Ringing\r\nVia: {top}\r\n{next}From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\n\
+             Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    };
+    let ours = format!("SIP/2.0/TCP {US}:5060;branch=z9hG4bKrb99");
+    let cases: Vec<(Message, ResponseAction)> = vec![
+        (
+            resp(
+                &ours,
+                "Via: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKa;received=192.0.2.9;rport=4000\r\n",
+            ),
+            ResponseAction::Forward(Destination {
+                flow: flow(Transport::Udp, "192.0.2.9:4000"),
+                server_name: None,
+                may_connect: false,
+            }),
+        ),
+        (
+            resp(
+                &ours,
+                "Via: SIP/2.0/WSS x.invalid;branch=z9hG4bKa;received=2001:db8::2;rport=443\r\n",
+            ),
+            ResponseAction::Forward(Destination {
+                flow: flow(Transport::Wss, "[2001:db8::2]:443"),
+                server_name: None,
+                may_connect: false,
+            }),
+        ),
+        (
+            resp(&ours, "Via: SIP/2.0/TLS 192.0.2.5;branch=z9hG4bKa\r\n"),
+            ResponseAction::Forward(Destination {
+                flow: flow(Transport::Tls, "192.0.2.5:5061"),
+                server_name: None,
+                may_connect: false,
+            }),
+        ),
+        (
+            resp(
+                "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKrb1",
+                "Via: SIP/2.0/UDP 192.0.2.5\r\n",
+            ),
+            ResponseAction::Drop("top Via is not Roundabout's"),
+        ),
+        (
+            resp(&format!("SIP/2.0/UDP {US};branch=z9hG4bKother"), ""),
+            ResponseAction::Drop("top Via is not Roundabout's"),
+        ),
+        (
+            resp(&ours, ""),
+            ResponseAction::Drop("no Via below Roundabout's"),
+        ),
+        (
+            resp(&ours, "Via: SIP/2.0/SCTP 192.0.2.5;branch=z9hG4bKa\r\n"),
+            ResponseAction::Drop("unknown transport in Via"),
+        ),
+        (
+            resp(
+                &ours,
+                "Via: SIP/2.0/UDP host.example.com;branch=z9hG4bKa\r\n",
+            ),
+            ResponseAction::Drop("Via names no address"),
+        ),
+    ];
+    for (msg, expected) in cases {
+        assert_eq!(r.route_response(&msg), expected);
+    }
+}
+
+#[test]
+fn register_2xx_restores_the_client_contact_and_reports_the_binding() {
+    let r = router_with(|_| {});
+    let reg = request(
+        "REGISTER",
+        "sip:server.example.com",
+        "Contact: <sip:abc@df7jal23ls0d.invalid;transport=ws>;expires=600\r\n",
+    );
+    let RequestAction::Forward(f) = route(&r, &reg, client()) else {
+        panic!()
+    };
+    let out = wire(
+        &r.rewrite_request(&reg, &client(), &f, Transport::Tcp)
+            .unwrap(),
+    );
+    let registered = contact_uri(&out);
+    let ok = Message::parse(Bytes::from(format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP {US}:5060;branch=z9hG4bKrb1\r\n\
+         Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKnashds7;received=192.0.2.10;rport=50000\r\n\
+         From: <sip:alice@example.com>;tag=1\r\nTo: <sip:1000@server.example.com>;tag=9\r\n\
+         Call-ID: c1\r\nCSeq: 1 REGISTER\r\nContact: <{registered}>;expires=300\r\nContent-Length: 0\r\n\r\n"
+    )))
+    .unwrap();
+    let (out, regs) = r
+        .rewrite_response(
+            &ok,
+            &flow(Transport::Tcp, "203.0.113.20:5060"),
+            Transport::Ws,
+        )
+        .unwrap();
+    assert!(
+        wire(&out).contains("Contact: <sip:abc@df7jal23ls0d.invalid;transport=ws>;expires=300\r\n"),
+        "{}",
+        wire(&out)
+    );
+    assert_eq!(regs.len(), 1);
+    assert_eq!(&regs[0].user[..], b"1000");
+    assert_eq!(regs[0].flow, client());
+    assert_eq!(regs[0].expires, Duration::from_secs(300));
+}
