@@ -35,6 +35,8 @@ pub struct Config {
     /// `-token-key`, or the key kept in `-state-dir`.
     pub token_key: [u8; 32],
     pub limits: Limits,
+    /// `-drain-timeout`: after SIGTERM, how long responses and in-dialog requests still flow.
+    pub drain_timeout: Duration,
 }
 
 /// Listening port per transport; `None` is `off`, `Some(0)` an ephemeral port.

@@ -8,5 +8,6 @@
 pub mod config;
 pub mod csr;
 pub mod proxy;
+pub mod ratelimit;
 pub mod sip;
 pub mod transport;

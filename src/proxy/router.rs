@@ -166,6 +166,7 @@ impl Router {
             ports: _,
             tls: _,
             tls_ca: _,
+            drain_timeout: _,
         } = config;
         Router {
             identity: Identity {

@@ -78,6 +78,7 @@ fn config() -> Config {
         tls_ca: None,
         token_key: [3; 32],
         limits: limits(),
+        drain_timeout: Duration::from_secs(5),
     }
 }
 

@@ -28,7 +28,7 @@ pub enum HeaderName {
 }
 
 impl HeaderName {
-    fn classify(name: &[u8]) -> HeaderName {
+    pub(super) fn classify(name: &[u8]) -> HeaderName {
         let eq = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
         match name.len() {
             1 => match name[0].to_ascii_lowercase() {

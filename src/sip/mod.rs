@@ -4,6 +4,7 @@
 mod edit;
 pub mod header;
 mod message;
+pub mod reply;
 pub mod uri;
 
 use std::ops::Range;

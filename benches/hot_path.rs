@@ -1,0 +1,114 @@
+//! Parser and routing micro-benchmarks: the per-message work of the hot path without sockets.
+//! `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use roundabout::config::{ClientRanges, Config, Limits, Ports, TrustedServer, TrustedServers};
+use roundabout::proxy::router::{RequestAction, Router};
+use roundabout::sip::Message;
+use roundabout::transport::{FlowKey, Transport};
+
+const INVITE: &[u8] = b"INVITE sip:service@127.0.0.2:5080;transport=tcp SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.3:5070;branch=z9hG4bK-1-1-0;rport\r\n\
+From: sipp <sip:sipp@127.0.0.3:5070>;tag=1SIPpTag001\r\n\
+To: service <sip:service@127.0.0.2:5080>\r\n\
+Call-ID: 1-12345@127.0.0.3\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:sipp@127.0.0.3:5070;transport=udp>\r\n\
+Max-Forwards: 70\r\n\
+Subject: Performance Test\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 129\r\n\
+\r\n\
+v=0\r\n\
+o=user1 53655765 2353687637 IN IP4 127.0.0.3\r\n\
+s=-\r\n\
+c=IN IP4 127.0.0.3\r\n\
+t=0 0\r\n\
+m=audio 6000 RTP/AVP 0\r\n\
+a=rtpmap:0 PCMU/8000\r\n";
+
+fn router() -> Router {
+    let config = Config {
+        local_ip: "127.0.0.1".parse().unwrap(),
+        local_fqdn: None,
+        bind_ip: "127.0.0.1".parse().unwrap(),
+        strict_host: true,
+        strict_client: false,
+        ack_ruri: true,
+        contact_header_fqdn: false,
+        trusted_servers: TrustedServers {
+            servers: vec![TrustedServer {
+                ip: "127.0.0.2".parse().unwrap(),
+                fqdns: vec![],
+                port: 5080,
+                transport: Transport::Tcp,
+                routes: vec![],
+            }],
+        },
+        trusted_clients: ClientRanges::default(),
+        default_sip_server: None,
+        default_network: Transport::Tcp,
+        ports: Ports {
+            udp: Some(5060),
+            tcp: Some(5060),
+            tls: None,
+            ws: None,
+            wss: None,
+        },
+        tls: None,
+        tls_ca: None,
+        token_key: [9; 32],
+        limits: Limits {
+            max_message: 65_536,
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+            idle_timeout: Duration::from_secs(300),
+            handshake_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            ws_ping_interval: Duration::from_secs(30),
+            client_cache_size: 1000,
+            send_queue: 1024,
+        },
+        drain_timeout: Duration::from_secs(5),
+    };
+    Router::new(
+        &config,
+        vec![(Transport::Udp, 5060), (Transport::Tcp, 5060)],
+    )
+}
+
+fn hot_path(c: &mut Criterion) {
+    let invite = Bytes::from_static(INVITE);
+    let source = FlowKey {
+        transport: Transport::Udp,
+        remote: "127.0.0.3:5070".parse().unwrap(),
+    };
+    let router = router();
+    let mut group = c.benchmark_group("invite");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse", |b| {
+        b.iter(|| Message::parse(black_box(invite.clone())).unwrap());
+    });
+    group.bench_function("parse_validate_route_rewrite", |b| {
+        b.iter(|| {
+            let msg = Message::parse(black_box(invite.clone())).unwrap();
+            msg.validate_request().unwrap();
+            let RequestAction::Forward(forward) =
+                router.route_request(&msg, &source, Instant::now())
+            else {
+                panic!("not forwarded");
+            };
+            router
+                .rewrite_request(&msg, &source, &forward, Transport::Tcp)
+                .unwrap()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);
