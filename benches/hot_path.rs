@@ -1,6 +1,7 @@
 //! Parser and routing micro-benchmarks: the per-message work of the hot path without sockets.
 //! `cargo bench --bench hot_path`.
 
+#![allow(clippy::unwrap_used)] // a benchmark of fixed inputs: a failure is a bug to see at once
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
