@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Roundabout and Kamailio (stateless) side by side, same machine, same harness, one sitting.
+#
+#   bench/compare.sh [SCENARIO ...]        default: udp-udp udp-tcp tcp-udp
+#
+# Builds the release binary, then for each scenario runs bench/run.sh for kamailio and for
+# roundabout (pinned to one core, see run.sh) and prints, per scenario: proxy CPU time per
+# forwarded message at fixed offered rates (the comparable figure while SIPp is the limit),
+# the max sustained calls/s per repeat, RSS, and the Roundabout/Kamailio ratio.
+# Environment: everything run.sh reads (REPEATS, STEP_SECS, ...), RESULTS (default
+# /tmp/bench-results/compare-<time>), FIXED_RATES (default "4000 8000").
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(udp-udp udp-tcp tcp-udp)
+export RESULTS=${RESULTS:-/tmp/bench-results/compare-$(date +%Y%m%d-%H%M%S)}
+FIXED_RATES=${FIXED_RATES:-"4000 8000"}
+mkdir -p "$RESULTS"
+
+(cd "$ROOT" && cargo build --release --quiet)
+BIN=$ROOT/target/release/roundabout
+
+for scen in "${SCENARIOS[@]}"; do
+  egress=${scen##*-}
+  timeout 1800 "$HERE/run.sh" kamailio "$scen"
+  ROUNDABOUT_CMD="$BIN -local-ip 127.0.0.1 -ack-ruri -strict-host -log-level warn \
+    -udp-port 5060 -tcp-port 5060 -ws-port off -state-dir $RESULTS \
+    -trusted-server 127.0.0.2::5080:$egress:" \
+    timeout 1800 "$HERE/run.sh" roundabout "$scen"
+done
+
+python3 - "$RESULTS" "$FIXED_RATES" <<'PY'
+import csv, glob, os, re, statistics, sys
+results, rates = sys.argv[1], [int(r) for r in sys.argv[2].split()]
+MSGS = 7
+runs = {}
+for d in sorted(glob.glob(os.path.join(results, '*-*-*'))):
+    m = re.match(r'(kamailio|roundabout)-(\w+-\w+)-', os.path.basename(d))
+    if not m or not os.path.exists(os.path.join(d, 'summary.txt')):
+        continue
+    rows = list(csv.DictReader(open(os.path.join(d, 'steps.tsv')), delimiter='\t'))
+    summary = open(os.path.join(d, 'summary.txt')).read()
+    runs[(m.group(1), m.group(2))] = (rows, summary)
+
+def us_per_msg(rows, rate):
+    # every passing step at this rate, over all repeats
+    vals = [float(r['proxy_cpu_pct']) / 100 * 1e6 / (rate * MSGS)
+            for r in rows if int(r['rate']) == rate and r['pass'] == '1']
+    return vals
+
+def field(summary, key):
+    m = re.search(key + r'=(\S+)', summary)
+    return m.group(1) if m else '?'
+
+print('| scenario | rate (calls/s) | Kamailio us/msg | Roundabout us/msg | ratio | target |')
+print('|---|---|---|---|---|---|')
+for scen in sorted({s for _, s in runs}):
+    for rate in rates:
+        k = us_per_msg(runs.get(('kamailio', scen), ([], ''))[0], rate)
+        r = us_per_msg(runs.get(('roundabout', scen), ([], ''))[0], rate)
+        if not k or not r:
+            print(f'| {scen} | {rate} | {"n/a" if not k else f"{statistics.median(k):.1f}"} | '
+                  f'{"n/a" if not r else f"{statistics.median(r):.1f}"} | n/a | <= 0.65 |')
+            continue
+        km, rm = statistics.median(k), statistics.median(r)
+        spread = lambda v: f' ({min(v):.1f}-{max(v):.1f}, n={len(v)})'
+        print(f'| {scen} | {rate} | {km:.1f}{spread(k)} | {rm:.1f}{spread(r)} | {rm / km:.2f} | <= 0.65 |')
+print()
+print('| proxy | scenario | max calls/s per repeat | median | proxy RSS at max |')
+print('|---|---|---|---|---|')
+for (kind, scen), (_, summary) in sorted(runs.items()):
+    print(f'| {kind} | {scen} | {field(summary, "max calls/s")} | {field(summary, "median_cps")} | {field(summary, "proxy_rss")} |')
+PY
