@@ -1,11 +1,18 @@
 //! Command-line arguments turned into a validated, immutable [`Config`]. No sockets here.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::fmt;
+use std::fs;
+use std::io::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use ring::rand::{SecureRandom as _, SystemRandom};
+use thiserror::Error;
 
+use crate::cli::{PortSetting, RunArgs};
 use crate::transport::Transport;
 
 /// Everything the daemon needs, checked before any socket is bound.
@@ -66,7 +73,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Resource limits; each has a flag and a sane default.
+/// Resource limits; each has a flag and a sane default ([`Limits::DEFAULT`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest SIP message accepted on any transport (default 64 KiB).
@@ -137,4 +144,686 @@ pub struct TrustedServers {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientRanges {
     pub ranges: Vec<IpNet>,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        max_message: 64 * 1024,
+        max_connections: 10_000,
+        max_connections_per_ip: 100,
+        idle_timeout: Duration::from_secs(300),
+        handshake_timeout: Duration::from_secs(10),
+        read_timeout: Duration::from_secs(30),
+        ws_ping_interval: Duration::from_secs(30),
+        client_cache_size: 100_000,
+        send_queue: 1024,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+impl fmt::Display for RouteHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteHop::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            RouteHop::Ip(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            RouteHop::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// TLS listening port when `-tls-cert` and `-tls-key` are given and `-tls-port` is not.
+const DEFAULT_TLS_PORT: u16 = 5061;
+/// WSS listening port when `-tls-cert` and `-tls-key` are given and `-wss-port` is not.
+const DEFAULT_WSS_PORT: u16 = 7443;
+/// The generated token key's file in `-state-dir`.
+const TOKEN_KEY_FILE: &str = "roundabout.key";
+/// `-trusted-client-ip` prefix for IPv6 entries while `-trusted-client-mask` keeps its default.
+const DEFAULT_CLIENT_MASK: u8 = 24;
+const DEFAULT_CLIENT_MASK_V6: u8 = 64;
+
+/// A configuration the daemon cannot start with. Display names the flag and the bad part.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("-trusted-server dataset {index} \"{text}\": {problem}")]
+    TrustedServer {
+        /// 1-based, counted over every `-trusted-server` given.
+        index: usize,
+        text: String,
+        problem: DatasetError,
+    },
+    #[error("-trusted-server dataset {index} \"{text}\": duplicate of dataset {first}")]
+    DuplicateTrustedServer {
+        index: usize,
+        text: String,
+        first: usize,
+    },
+    #[error("-trusted-client-ip entry \"{entry}\": {problem}")]
+    TrustedClient {
+        entry: String,
+        problem: ClientEntryError,
+    },
+    #[error("-local-fqdn \"{0}\" is not a host name")]
+    LocalFqdn(String),
+    #[error("-contact-header-fqdn needs -local-fqdn")]
+    ContactFqdnWithoutLocalFqdn,
+    #[error("-default-sip-server {0} is not the IP address of any -trusted-server")]
+    DefaultServerNotTrusted(IpAddr),
+    #[error("-tls-cert and -tls-key go together; only -{given} was given")]
+    TlsHalf { given: &'static str },
+    #[error("-{flag} {port} needs -tls-cert and -tls-key")]
+    TlsPortWithoutCertificate { flag: &'static str, port: u16 },
+    #[error("-{flag} {}: {source}", .path.display())]
+    File {
+        flag: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("-token-key: {0}")]
+    TokenKey(TokenKeyError),
+    #[error("-csr needs -csr-cn (the subject's common name)")]
+    CsrWithoutCommonName,
+}
+
+/// What is wrong with one `-trusted-server` dataset.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DatasetError {
+    #[error("empty dataset (a stray or trailing comma?)")]
+    Empty,
+    #[error("has {0} fields, expected 5: ip-address:fqdn-list:port:network-protocol:route-list")]
+    FieldCount(usize),
+    #[error("field {} ({}): {problem}", .field.number(), .field.name())]
+    Field {
+        field: DatasetField,
+        problem: FieldError,
+    },
+}
+
+/// The five fields of a `-trusted-server` dataset, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetField {
+    IpAddress,
+    FqdnList,
+    Port,
+    NetworkProtocol,
+    RouteList,
+}
+
+impl DatasetField {
+    #[must_use]
+    pub fn number(self) -> usize {
+        match self {
+            DatasetField::IpAddress => 1,
+            DatasetField::FqdnList => 2,
+            DatasetField::Port => 3,
+            DatasetField::NetworkProtocol => 4,
+            DatasetField::RouteList => 5,
+        }
+    }
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetField::IpAddress => "ip-address",
+            DatasetField::FqdnList => "fqdn-list",
+            DatasetField::Port => "port",
+            DatasetField::NetworkProtocol => "network-protocol",
+            DatasetField::RouteList => "route-list",
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FieldError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("\"{0}\" is not an IP address (IPv6 is written in brackets: [2001:db8::1])")]
+    NotAnIp(String),
+    #[error("\"{0}\" is not a host name")]
+    NotAHostName(String),
+    #[error("\"{0}\" is not a port number (1-65535)")]
+    NotAPort(String),
+    #[error("\"{0}\" is not a transport (udp, tcp, tls, ws or wss)")]
+    UnknownTransport(String),
+    #[error("\"{0}\" is not an IP address or host name (no port; IPv6 in brackets)")]
+    NotARouteHop(String),
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ClientEntryError {
+    #[error("empty entry (a stray or trailing comma?)")]
+    Empty,
+    #[error("not an IP address or network (192.0.2.0/24, 2001:db8::/32)")]
+    NotAnAddress,
+    #[error("-trusted-client-mask {0} is longer than an IPv4 prefix (0-32)")]
+    MaskTooLong(u8),
+}
+
+#[derive(Debug, Error)]
+pub enum TokenKeyError {
+    #[error("\"{value}\" is neither 64 hex digits nor a readable file: {source}")]
+    Unreadable { value: String, source: io::Error },
+    #[error("{}: expected 64 hex digits", .0.display())]
+    NotHex(PathBuf),
+    #[error("{}: {source}", .path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("no random bytes from the system")]
+    Random,
+}
+
+/// A validated configuration, plus the datasets `-lenient-trusted-server` skipped (to log).
+#[derive(Debug)]
+pub struct Validated {
+    pub config: Config,
+    pub skipped: Vec<ConfigError>,
+}
+
+impl Config {
+    /// Validates the run flags into a [`Config`]. Reads (or creates) the token key file.
+    ///
+    /// # Errors
+    /// The first problem found, naming its flag.
+    pub fn from_args(args: &RunArgs) -> Result<Validated, ConfigError> {
+        let local_fqdn = match &args.local_fqdn {
+            Some(name) if is_host_name(name) => Some(name.to_ascii_lowercase()),
+            Some(name) => return Err(ConfigError::LocalFqdn(name.clone())),
+            None => None,
+        };
+        if args.contact_header_fqdn && local_fqdn.is_none() {
+            return Err(ConfigError::ContactFqdnWithoutLocalFqdn);
+        }
+        let (trusted_servers, skipped) =
+            parse_trusted_servers(&args.trusted_server, args.lenient_trusted_server)?;
+        let trusted_clients = parse_client_ranges(
+            args.trusted_client_ip.as_deref().unwrap_or_default(),
+            args.trusted_client_mask,
+        )?;
+        let default_sip_server = match args.default_sip_server {
+            Some(ip) => Some(
+                trusted_servers
+                    .servers
+                    .iter()
+                    .position(|server| server.ip == ip)
+                    .ok_or(ConfigError::DefaultServerNotTrusted(ip))?,
+            ),
+            None => None,
+        };
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                check_readable("tls-cert", cert)?;
+                check_readable("tls-key", key)?;
+                Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+            }
+            (Some(_), None) => return Err(ConfigError::TlsHalf { given: "tls-cert" }),
+            (None, Some(_)) => return Err(ConfigError::TlsHalf { given: "tls-key" }),
+            (None, None) => None,
+        };
+        if let Some(ca) = &args.tls_ca {
+            check_readable("tls-ca", ca)?;
+        }
+        let ports = Ports {
+            udp: args.udp_port.port(),
+            tcp: args.tcp_port.port(),
+            tls: tls_port("tls-port", args.tls_port, DEFAULT_TLS_PORT, tls.is_some())?,
+            ws: args.ws_port.port(),
+            wss: tls_port("wss-port", args.wss_port, DEFAULT_WSS_PORT, tls.is_some())?,
+        };
+        let limit_args = &args.limits;
+        let limits = Limits {
+            max_message: limit_args.max_message_size,
+            max_connections: limit_args.max_connections,
+            max_connections_per_ip: limit_args.max_connections_per_ip,
+            idle_timeout: Duration::from_secs(limit_args.idle_timeout),
+            handshake_timeout: Duration::from_secs(limit_args.handshake_timeout),
+            read_timeout: Duration::from_secs(limit_args.read_timeout),
+            ws_ping_interval: Duration::from_secs(limit_args.ws_ping_interval),
+            client_cache_size: limit_args.client_cache_size,
+            send_queue: limit_args.send_queue,
+        };
+        let token_key = load_token_key(args.token_key.as_deref(), &args.state_dir)
+            .map_err(ConfigError::TokenKey)?;
+        let config = Config {
+            local_ip: args.local_ip,
+            local_fqdn,
+            bind_ip: args.bind_ip.unwrap_or(args.local_ip),
+            strict_host: args.strict_host,
+            strict_client: args.strict_client,
+            ack_ruri: args.ack_ruri,
+            contact_header_fqdn: args.contact_header_fqdn,
+            trusted_servers,
+            trusted_clients,
+            default_sip_server,
+            default_network: args.default_network,
+            ports,
+            tls,
+            tls_ca: args.tls_ca.clone(),
+            token_key,
+            limits,
+        };
+        Ok(Validated { config, skipped })
+    }
+
+    /// One line per switch group, trusted server and client range, for the start-up log and
+    /// `--check-config`. Never includes the token key.
+    #[must_use]
+    pub fn describe(&self) -> Vec<String> {
+        let Config {
+            local_ip,
+            local_fqdn,
+            bind_ip,
+            strict_host,
+            strict_client,
+            ack_ruri,
+            contact_header_fqdn,
+            trusted_servers,
+            trusted_clients,
+            default_sip_server,
+            default_network,
+            ports,
+            tls,
+            tls_ca,
+            token_key: _,
+            limits,
+        } = self;
+        let port = |transport| match ports.get(transport) {
+            Some(port) => port.to_string(),
+            None => "off".to_owned(),
+        };
+        let default_server = match default_sip_server.and_then(|i| trusted_servers.servers.get(i)) {
+            Some(server) => format!(
+                "{} (trusted-server {})",
+                server.ip,
+                default_sip_server.unwrap_or_default() + 1
+            ),
+            None => "-".to_owned(),
+        };
+        let mut lines = vec![
+            format!(
+                "local-ip={local_ip} local-fqdn={} bind-ip={bind_ip}",
+                local_fqdn.as_deref().unwrap_or("-")
+            ),
+            format!(
+                "strict-host={strict_host} strict-client={strict_client} ack-ruri={ack_ruri} \
+                 contact-header-fqdn={contact_header_fqdn}"
+            ),
+            format!("default-sip-server={default_server} default-network={default_network}"),
+            format!(
+                "ports udp={} tcp={} tls={} ws={} wss={}",
+                port(Transport::Udp),
+                port(Transport::Tcp),
+                port(Transport::Tls),
+                port(Transport::Ws),
+                port(Transport::Wss)
+            ),
+            format!(
+                "tls cert={} key={} ca={}",
+                tls.as_ref()
+                    .map_or("-".into(), |t| t.cert.display().to_string()),
+                tls.as_ref()
+                    .map_or("-".into(), |t| t.key.display().to_string()),
+                tls_ca
+                    .as_ref()
+                    .map_or("-".into(), |ca| ca.display().to_string()),
+            ),
+            format!(
+                "limits max-message-size={} max-connections={} max-connections-per-ip={} \
+                 idle-timeout={}s handshake-timeout={}s read-timeout={}s ws-ping-interval={}s \
+                 client-cache-size={} send-queue={}",
+                limits.max_message,
+                limits.max_connections,
+                limits.max_connections_per_ip,
+                limits.idle_timeout.as_secs(),
+                limits.handshake_timeout.as_secs(),
+                limits.read_timeout.as_secs(),
+                limits.ws_ping_interval.as_secs(),
+                limits.client_cache_size,
+                limits.send_queue,
+            ),
+        ];
+        for (index, server) in trusted_servers.servers.iter().enumerate() {
+            lines.push(format!(
+                "trusted-server {} ip={} fqdns={} port={} transport={} routes={}",
+                index + 1,
+                server.ip,
+                join_or_dash(&server.fqdns),
+                server.port,
+                server.transport,
+                join_or_dash(&server.routes),
+            ));
+        }
+        if trusted_servers.servers.is_empty() {
+            lines.push("trusted-servers none".to_owned());
+        }
+        for range in &trusted_clients.ranges {
+            lines.push(format!("trusted-client-range {range}"));
+        }
+        if trusted_clients.ranges.is_empty() {
+            lines.push("trusted-client-ranges none".to_owned());
+        }
+        lines
+    }
+}
+
+fn join_or_dash<T: fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "-".to_owned();
+    }
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn check_readable(flag: &'static str, path: &Path) -> Result<(), ConfigError> {
+    fs::File::open(path)
+        .map(drop)
+        .map_err(|source| ConfigError::File {
+            flag,
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn tls_port(
+    flag: &'static str,
+    setting: Option<PortSetting>,
+    default: u16,
+    have_certificate: bool,
+) -> Result<Option<u16>, ConfigError> {
+    match (setting, have_certificate) {
+        (None, true) => Ok(Some(default)),
+        (None | Some(PortSetting::Off), _) => Ok(None),
+        (Some(PortSetting::Port(port)), true) => Ok(Some(port)),
+        (Some(PortSetting::Port(port)), false) => {
+            Err(ConfigError::TlsPortWithoutCertificate { flag, port })
+        }
+    }
+}
+
+/// Parses every `-trusted-server` value; datasets are numbered across all of them. An entirely
+/// empty value (an `EnvironmentFile=` placeholder) holds no datasets.
+fn parse_trusted_servers(
+    values: &[String],
+    lenient: bool,
+) -> Result<(TrustedServers, Vec<ConfigError>), ConfigError> {
+    let mut servers: Vec<TrustedServer> = Vec::new();
+    let mut skipped = Vec::new();
+    let datasets = values
+        .iter()
+        .filter(|value| !value.is_empty())
+        .flat_map(|value| value.split(','));
+    for (offset, text) in datasets.enumerate() {
+        let index = offset + 1;
+        let outcome = match parse_dataset(text) {
+            Ok(server) => match servers.iter().position(|known| *known == server) {
+                Some(first) => Err(ConfigError::DuplicateTrustedServer {
+                    index,
+                    text: text.to_owned(),
+                    first: first + 1,
+                }),
+                None => Ok(server),
+            },
+            Err(problem) => Err(ConfigError::TrustedServer {
+                index,
+                text: text.to_owned(),
+                problem,
+            }),
+        };
+        match outcome {
+            Ok(server) => servers.push(server),
+            Err(error) if lenient => skipped.push(error),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((TrustedServers { servers }, skipped))
+}
+
+/// `ip-address:fqdn-list:port:network-protocol:route-list`; `:` inside brackets belongs to an
+/// IPv6 address.
+fn parse_dataset(text: &str) -> Result<TrustedServer, DatasetError> {
+    if text.is_empty() {
+        return Err(DatasetError::Empty);
+    }
+    let fields = split_outside_brackets(text, ':');
+    let [ip, fqdns, port, transport, routes] = fields[..] else {
+        return Err(DatasetError::FieldCount(fields.len()));
+    };
+    let in_field = |field| move |problem| DatasetError::Field { field, problem };
+    Ok(TrustedServer {
+        ip: parse_server_ip(ip).map_err(in_field(DatasetField::IpAddress))?,
+        fqdns: parse_list(fqdns, parse_fqdn).map_err(in_field(DatasetField::FqdnList))?,
+        port: parse_server_port(port).map_err(in_field(DatasetField::Port))?,
+        transport: parse_transport(transport).map_err(in_field(DatasetField::NetworkProtocol))?,
+        routes: parse_list(routes, parse_route_hop).map_err(in_field(DatasetField::RouteList))?,
+    })
+}
+
+fn split_outside_brackets(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0_usize;
+    let mut start = 0;
+    for (at, c) in text.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            c if c == separator && depth == 0 => {
+                parts.push(&text[start..at]);
+                start = at + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// A `/`-separated list; an empty field is an empty list.
+fn parse_list<T>(
+    field: &str,
+    parse_one: fn(&str) -> Result<T, FieldError>,
+) -> Result<Vec<T>, FieldError> {
+    if field.is_empty() {
+        return Ok(Vec::new());
+    }
+    field.split('/').map(parse_one).collect()
+}
+
+/// An IPv6 address in brackets, or an IPv4 address.
+fn parse_bracketed_ip(text: &str) -> Option<IpAddr> {
+    match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        Some(inner) => inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
+        None => text.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+    }
+}
+
+fn parse_server_ip(text: &str) -> Result<IpAddr, FieldError> {
+    if text.is_empty() {
+        return Err(FieldError::Empty);
+    }
+    parse_bracketed_ip(text).ok_or_else(|| FieldError::NotAnIp(text.to_owned()))
+}
+
+fn parse_fqdn(text: &str) -> Result<String, FieldError> {
+    if is_host_name(text) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(FieldError::NotAHostName(text.to_owned()))
+    }
+}
+
+fn parse_server_port(text: &str) -> Result<u16, FieldError> {
+    if text.is_empty() {
+        return Err(FieldError::Empty);
+    }
+    match text.parse::<u16>() {
+        Ok(port) if port != 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
+        _ => Err(FieldError::NotAPort(text.to_owned())),
+    }
+}
+
+fn parse_transport(text: &str) -> Result<Transport, FieldError> {
+    if text.is_empty() {
+        return Err(FieldError::Empty);
+    }
+    Transport::from_token(text.as_bytes())
+        .ok_or_else(|| FieldError::UnknownTransport(text.to_owned()))
+}
+
+fn parse_route_hop(text: &str) -> Result<RouteHop, FieldError> {
+    if let Some(ip) = parse_bracketed_ip(text) {
+        return Ok(RouteHop::Ip(ip));
+    }
+    if is_host_name(text) {
+        return Ok(RouteHop::Name(text.to_ascii_lowercase()));
+    }
+    Err(FieldError::NotARouteHop(text.to_owned()))
+}
+
+/// A DNS host name: labels of letters, digits and inner hyphens (RFC 1123 §2.1), and a last
+/// label that is not all digits so a mistyped IPv4 address is not taken for a name (RFC 3696 §2).
+fn is_host_name(text: &str) -> bool {
+    let valid_label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    text.len() <= 253
+        && text.split('.').all(valid_label)
+        && !text
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `-trusted-client-ip` entries, each reduced to its network; duplicates after reduction are
+/// kept once. An empty list holds no ranges.
+fn parse_client_ranges(list: &str, mask: u8) -> Result<ClientRanges, ConfigError> {
+    let mut ranges: Vec<IpNet> = Vec::new();
+    if list.is_empty() {
+        return Ok(ClientRanges { ranges });
+    }
+    for entry in list.split(',') {
+        let range =
+            parse_client_entry(entry, mask).map_err(|problem| ConfigError::TrustedClient {
+                entry: entry.to_owned(),
+                problem,
+            })?;
+        if !ranges.contains(&range) {
+            ranges.push(range);
+        }
+    }
+    Ok(ClientRanges { ranges })
+}
+
+fn parse_client_entry(entry: &str, mask: u8) -> Result<IpNet, ClientEntryError> {
+    if entry.is_empty() {
+        return Err(ClientEntryError::Empty);
+    }
+    if entry.contains('/') {
+        return entry
+            .parse::<IpNet>()
+            .map(|net| net.trunc())
+            .map_err(|_| ClientEntryError::NotAnAddress);
+    }
+    let ip = parse_bracketed_ip(entry)
+        .or_else(|| entry.parse::<Ipv6Addr>().ok().map(IpAddr::V6))
+        .ok_or(ClientEntryError::NotAnAddress)?;
+    let prefix = match ip {
+        IpAddr::V4(_) if mask > 32 => return Err(ClientEntryError::MaskTooLong(mask)),
+        IpAddr::V4(_) => mask,
+        IpAddr::V6(_) if mask == DEFAULT_CLIENT_MASK => DEFAULT_CLIENT_MASK_V6,
+        IpAddr::V6(_) => mask,
+    };
+    IpNet::new(ip, prefix)
+        .map(|net| net.trunc())
+        .map_err(|_| ClientEntryError::NotAnAddress)
+}
+
+/// `-token-key` as 64 hex digits or a file holding them; without it the key file in the state
+/// directory, created with a fresh random key on first start so tokens survive restarts.
+fn load_token_key(value: Option<&str>, state_dir: &Path) -> Result<[u8; 32], TokenKeyError> {
+    match value {
+        Some(text) => match decode_key_hex(text) {
+            Some(key) => Ok(key),
+            None => {
+                let path = PathBuf::from(text);
+                let contents =
+                    fs::read_to_string(&path).map_err(|source| TokenKeyError::Unreadable {
+                        value: text.to_owned(),
+                        source,
+                    })?;
+                decode_key_hex(contents.trim()).ok_or(TokenKeyError::NotHex(path))
+            }
+        },
+        None => load_or_create_key_file(&state_dir.join(TOKEN_KEY_FILE)),
+    }
+}
+
+fn load_or_create_key_file(path: &Path) -> Result<[u8; 32], TokenKeyError> {
+    let io_error = |source| TokenKeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::read_to_string(path) {
+        Ok(contents) => {
+            return decode_key_hex(contents.trim())
+                .ok_or_else(|| TokenKeyError::NotHex(path.to_owned()));
+        }
+        Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(io_error(error)),
+        Err(_) => {}
+    }
+    let mut key = [0_u8; 32];
+    SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| TokenKeyError::Random)?;
+    // Written whole to a private file first, then linked into place: hard_link fails if the key
+    // file exists, so two instances starting at once agree on one complete key.
+    let staging = path.with_extension(format!("key.{}", std::process::id()));
+    let staged = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&staging)
+        .and_then(|mut file| writeln!(file, "{}", encode_hex(&key)));
+    let linked = staged.and_then(|()| fs::hard_link(&staging, path));
+    // The staging file is only a vehicle; failing to remove it loses nothing.
+    let _ = fs::remove_file(&staging);
+    match linked {
+        Ok(()) => Ok(key),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            let contents = fs::read_to_string(path).map_err(io_error)?;
+            decode_key_hex(contents.trim()).ok_or_else(|| TokenKeyError::NotHex(path.to_owned()))
+        }
+        Err(error) => Err(io_error(error)),
+    }
+}
+
+fn decode_key_hex(text: &str) -> Option<[u8; 32]> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut key = [0_u8; 32];
+    for (byte, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+        let high = char::from(pair[0]).to_digit(16)?;
+        let low = char::from(pair[1]).to_digit(16)?;
+        *byte = u8::try_from(high * 16 + low).ok()?;
+    }
+    Some(key)
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
