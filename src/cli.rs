@@ -78,6 +78,8 @@ where
     I: IntoIterator<Item = OsString>,
 {
     let mut command = Cli::command();
+    // Built, the command also lists clap's own --help and --version, so -help works too.
+    command.build();
     let args = normalize_args(&command, args);
     let matches = command.try_get_matches_from_mut(args)?;
     Cli::from_arg_matches(&matches).map_err(|error| error.format(&mut command))
@@ -538,7 +540,9 @@ mod tests {
     }
 
     fn normalized(args: &[&str]) -> Vec<String> {
-        normalize_args(&Cli::command(), os_args(args))
+        let mut command = Cli::command();
+        command.build();
+        normalize_args(&command, os_args(args))
             .into_iter()
             .map(|arg| arg.into_string().unwrap())
             .collect()
@@ -566,6 +570,7 @@ mod tests {
                 &["rb", "--strict-host", "--ack-ruri"],
             ),
             (&["rb", "-h"], &["rb", "-h"]),
+            (&["rb", "-help"], &["rb", "--help"]),
             (&["rb", "-V"], &["rb", "-V"]),
             // A value that looks like a flag stays a value.
             (

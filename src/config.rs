@@ -436,14 +436,11 @@ impl Config {
             Some(port) => port.to_string(),
             None => "off".to_owned(),
         };
-        let default_server = match default_sip_server.and_then(|i| trusted_servers.servers.get(i)) {
-            Some(server) => format!(
-                "{} (trusted-server {})",
-                server.ip,
-                default_sip_server.unwrap_or_default() + 1
-            ),
-            None => "-".to_owned(),
-        };
+        let default_server = default_sip_server
+            .and_then(|index| Some((index + 1, trusted_servers.servers.get(index)?)))
+            .map_or("-".to_owned(), |(number, server)| {
+                format!("{} (trusted-server {number})", server.ip)
+            });
         let mut lines = vec![
             format!(
                 "local-ip={local_ip} local-fqdn={} bind-ip={bind_ip}",
