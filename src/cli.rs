@@ -20,8 +20,9 @@ const DEFAULT_CSR_KEY: &str = "./key.pem";
 /// A SIP proxy that bridges UDP, TCP, TLS, WS and WSS endpoints.
 ///
 /// Every flag may be written with one dash or two (`-local-ip` or `--local-ip`), and every run
-/// flag may also come from the environment variable named in its help (`ROUNDABOUT_<NAME>`;
-/// booleans take true/false/1/0).
+/// flag may also come from the environment variable named in its help (`ROUNDABOUT_<NAME>`).
+/// Switches take an optional value after `=`, as in Go: `-strict-host` is `-strict-host=true`;
+/// they and their variables accept true/false, 1/0, yes/no and on/off.
 #[derive(Debug, Parser)]
 #[command(name = "roundabout", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -129,7 +130,9 @@ where
         };
         match current.get_arguments().find(|a| a.get_long() == Some(name)) {
             Some(known) => {
-                value_follows = !inline_value && known.get_action().takes_values();
+                value_follows = !inline_value
+                    && known.get_action().takes_values()
+                    && !known.is_require_equals_set();
                 normalized.push(format!("--{long}").into());
             }
             None => normalized.push(arg),
@@ -214,21 +217,28 @@ pub struct RunArgs {
     #[arg(long, env = "ROUNDABOUT_LOCAL_FQDN", value_name = "NAME")]
     pub local_fqdn: Option<String>,
 
-    /// Forward only R-URIs whose host is a trusted server [default: off]
-    #[arg(long, env = "ROUNDABOUT_STRICT_HOST", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    /// Forward only R-URIs whose host is a trusted server
+    #[arg(long, env = "ROUNDABOUT_STRICT_HOST", value_name = "BOOL", action = ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub strict_host: bool,
 
-    /// Accept REGISTER only from trusted client addresses [default: off]
-    #[arg(long, env = "ROUNDABOUT_STRICT_CLIENT", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    /// Accept REGISTER only from trusted client addresses
+    #[arg(long, env = "ROUNDABOUT_STRICT_CLIENT", value_name = "BOOL", action = ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub strict_client: bool,
 
-    /// Route ACK by its R-URI instead of its To host (recommended) [default: off]
-    #[arg(long, env = "ROUNDABOUT_ACK_RURI", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    /// Route ACK by its R-URI instead of its To host (recommended)
+    #[arg(long, env = "ROUNDABOUT_ACK_RURI", value_name = "BOOL", action = ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub ack_ruri: bool,
 
     /// Write -local-fqdn instead of -local-ip into rewritten Contact headers (needs -local-fqdn)
-    /// [default: off]
-    #[arg(long, env = "ROUNDABOUT_CONTACT_HEADER_FQDN", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    #[arg(long, env = "ROUNDABOUT_CONTACT_HEADER_FQDN", value_name = "BOOL", action = ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub contact_header_fqdn: bool,
 
     /// Trusted SIP servers: comma-separated datasets ip-address:fqdn-list:port:network-protocol:route-list
@@ -352,8 +362,10 @@ pub struct RunArgs {
     pub check_config: bool,
 
     /// Log and skip a malformed -trusted-server dataset instead of refusing to start (the
-    /// original's behaviour) [default: off]
-    #[arg(long, env = "ROUNDABOUT_LENIENT_TRUSTED_SERVER", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
+    /// original's behaviour)
+    #[arg(long, env = "ROUNDABOUT_LENIENT_TRUSTED_SERVER", value_name = "BOOL", action = ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_value = "false",
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub lenient_trusted_server: bool,
 
     #[command(flatten)]
@@ -659,6 +671,17 @@ mod tests {
             assert_eq!(cli.run.udp_port, PortSetting::Off);
             assert_eq!(cli.run.tcp_port, PortSetting::Port(5060));
         }
+    }
+
+    #[test]
+    fn switches_take_an_optional_go_style_value() {
+        let cli = parsed(&["rb", "-strict-host=false", "-ack-ruri", "-strict-client=1"]).unwrap();
+        assert!(!cli.run.strict_host);
+        assert!(cli.run.ack_ruri);
+        assert!(cli.run.strict_client);
+        assert!(!cli.run.contact_header_fqdn);
+        assert!(parsed(&["rb", "-strict-host", "true"]).is_err());
+        assert!(parsed(&["rb", "-strict-host=maybe"]).is_err());
     }
 
     #[test]

@@ -130,11 +130,13 @@ fn help_lists_every_flag() {
         "csr-p",
         "csr-san",
     ] {
-        assert!(
-            run.stdout.contains(&format!("--{flag} "))
-                || run.stdout.contains(&format!("--{flag}\n")),
-            "--{flag} missing from --help"
-        );
+        // The whole name: `--csr` must not be found as the start of `--csr-cn`.
+        let listed = run.stdout.lines().any(|line| {
+            line.trim_start()
+                .strip_prefix(&format!("--{flag}"))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '[']))
+        });
+        assert!(listed, "--{flag} missing from --help");
     }
     for documented in [
         "[default: 127.0.0.1]",
