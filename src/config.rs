@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use thiserror::Error;
 
-use crate::cli::{PortSetting, RunArgs};
+use crate::cli::{LimitArgs, PortSetting, RunArgs};
 use crate::transport::Transport;
 
 /// Everything the daemon needs, checked before any socket is bound.
@@ -328,21 +328,61 @@ impl Config {
     /// # Errors
     /// The first problem found, naming its flag.
     pub fn from_args(args: &RunArgs) -> Result<Validated, ConfigError> {
-        let local_fqdn = match &args.local_fqdn {
+        // Destructured whole, so a new flag cannot be silently ignored here.
+        let RunArgs {
+            local_ip,
+            local_fqdn,
+            strict_host,
+            strict_client,
+            ack_ruri,
+            contact_header_fqdn,
+            trusted_server,
+            trusted_client_ip,
+            trusted_client_mask,
+            default_sip_server,
+            default_network,
+            udp_port,
+            tcp_port,
+            tls_port,
+            ws_port,
+            wss_port,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            bind_ip,
+            token_key,
+            state_dir,
+            log_level: _,
+            check_config: _,
+            lenient_trusted_server,
+            limits:
+                LimitArgs {
+                    max_message_size,
+                    max_connections,
+                    max_connections_per_ip,
+                    idle_timeout,
+                    handshake_timeout,
+                    read_timeout,
+                    ws_ping_interval,
+                    client_cache_size,
+                    send_queue,
+                },
+        } = args;
+        let local_fqdn = match local_fqdn {
             Some(name) if is_host_name(name) => Some(name.to_ascii_lowercase()),
             Some(name) => return Err(ConfigError::LocalFqdn(name.clone())),
             None => None,
         };
-        if args.contact_header_fqdn && local_fqdn.is_none() {
+        if *contact_header_fqdn && local_fqdn.is_none() {
             return Err(ConfigError::ContactFqdnWithoutLocalFqdn);
         }
         let (trusted_servers, skipped) =
-            parse_trusted_servers(&args.trusted_server, args.lenient_trusted_server)?;
+            parse_trusted_servers(trusted_server, *lenient_trusted_server)?;
         let trusted_clients = parse_client_ranges(
-            args.trusted_client_ip.as_deref().unwrap_or_default(),
-            args.trusted_client_mask,
+            trusted_client_ip.as_deref().unwrap_or_default(),
+            *trusted_client_mask,
         )?;
-        let default_sip_server = match args.default_sip_server {
+        let default_sip_server = match *default_sip_server {
             Some(ip) => Some(
                 trusted_servers
                     .servers
@@ -352,7 +392,7 @@ impl Config {
             ),
             None => None,
         };
-        let tls = match (&args.tls_cert, &args.tls_key) {
+        let tls = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => {
                 check_readable("tls-cert", cert)?;
                 check_readable("tls-key", key)?;
@@ -365,45 +405,44 @@ impl Config {
             (None, Some(_)) => return Err(ConfigError::TlsHalf { given: "tls-key" }),
             (None, None) => None,
         };
-        if let Some(ca) = &args.tls_ca {
+        if let Some(ca) = tls_ca {
             check_readable("tls-ca", ca)?;
         }
         let ports = Ports {
-            udp: args.udp_port.port(),
-            tcp: args.tcp_port.port(),
-            tls: tls_port("tls-port", args.tls_port, DEFAULT_TLS_PORT, tls.is_some())?,
-            ws: args.ws_port.port(),
-            wss: tls_port("wss-port", args.wss_port, DEFAULT_WSS_PORT, tls.is_some())?,
+            udp: udp_port.port(),
+            tcp: tcp_port.port(),
+            tls: tls_port_for("tls-port", *tls_port, DEFAULT_TLS_PORT, tls.is_some())?,
+            ws: ws_port.port(),
+            wss: tls_port_for("wss-port", *wss_port, DEFAULT_WSS_PORT, tls.is_some())?,
         };
-        let limit_args = &args.limits;
         let limits = Limits {
-            max_message: limit_args.max_message_size,
-            max_connections: limit_args.max_connections,
-            max_connections_per_ip: limit_args.max_connections_per_ip,
-            idle_timeout: Duration::from_secs(limit_args.idle_timeout),
-            handshake_timeout: Duration::from_secs(limit_args.handshake_timeout),
-            read_timeout: Duration::from_secs(limit_args.read_timeout),
-            ws_ping_interval: Duration::from_secs(limit_args.ws_ping_interval),
-            client_cache_size: limit_args.client_cache_size,
-            send_queue: limit_args.send_queue,
+            max_message: *max_message_size,
+            max_connections: *max_connections,
+            max_connections_per_ip: *max_connections_per_ip,
+            idle_timeout: Duration::from_secs(*idle_timeout),
+            handshake_timeout: Duration::from_secs(*handshake_timeout),
+            read_timeout: Duration::from_secs(*read_timeout),
+            ws_ping_interval: Duration::from_secs(*ws_ping_interval),
+            client_cache_size: *client_cache_size,
+            send_queue: *send_queue,
         };
-        let token_key = load_token_key(args.token_key.as_deref(), &args.state_dir)
-            .map_err(ConfigError::TokenKey)?;
+        let token_key =
+            load_token_key(token_key.as_deref(), state_dir).map_err(ConfigError::TokenKey)?;
         let config = Config {
-            local_ip: args.local_ip,
+            local_ip: *local_ip,
             local_fqdn,
-            bind_ip: args.bind_ip.unwrap_or(args.local_ip),
-            strict_host: args.strict_host,
-            strict_client: args.strict_client,
-            ack_ruri: args.ack_ruri,
-            contact_header_fqdn: args.contact_header_fqdn,
+            bind_ip: bind_ip.unwrap_or(*local_ip),
+            strict_host: *strict_host,
+            strict_client: *strict_client,
+            ack_ruri: *ack_ruri,
+            contact_header_fqdn: *contact_header_fqdn,
             trusted_servers,
             trusted_clients,
             default_sip_server,
-            default_network: args.default_network,
+            default_network: *default_network,
             ports,
             tls,
-            tls_ca: args.tls_ca.clone(),
+            tls_ca: tls_ca.clone(),
             token_key,
             limits,
         };
@@ -529,7 +568,7 @@ fn check_readable(flag: &'static str, path: &Path) -> Result<(), ConfigError> {
         })
 }
 
-fn tls_port(
+fn tls_port_for(
     flag: &'static str,
     setting: Option<PortSetting>,
     default: u16,
