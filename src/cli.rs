@@ -10,7 +10,7 @@ use clap::builder::TypedValueParser as _;
 use clap::builder::{BoolishValueParser, PossibleValuesParser, RangedU64ValueParser};
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ConfigError, Limits};
+use crate::config::{parse_port_digits, ConfigError, Limits};
 use crate::csr::CsrRequest;
 use crate::transport::Transport;
 
@@ -165,12 +165,9 @@ impl FromStr for PortSetting {
         if text.eq_ignore_ascii_case("off") {
             return Ok(PortSetting::Off);
         }
-        if !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("\"{text}\" is not a port number (0-65535) or off"));
-        }
-        text.parse()
+        parse_port_digits(text)
             .map(PortSetting::Port)
-            .map_err(|_| format!("\"{text}\" is not a port number (0-65535) or off"))
+            .ok_or_else(|| format!("\"{text}\" is not a port number (0-65535) or off"))
     }
 }
 

@@ -234,7 +234,10 @@ pub enum ConfigError {
 pub enum DatasetError {
     #[error("empty dataset (a stray or trailing comma?)")]
     Empty,
-    #[error("has {0} fields, expected 5: ip-address:fqdn-list:port:network-protocol:route-list")]
+    #[error(
+        "has {0} fields, expected 5: ip-address:fqdn-list:port:network-protocol:route-list \
+         (IPv6 addresses in brackets)"
+    )]
     FieldCount(usize),
     #[error("field {} ({}): {problem}", .field.number(), .field.name())]
     Field {
@@ -699,9 +702,18 @@ fn parse_server_port(text: &str) -> Result<u16, FieldError> {
     if text.is_empty() {
         return Err(FieldError::Empty);
     }
-    match text.parse::<u16>() {
-        Ok(port) if port != 0 && text.bytes().all(|b| b.is_ascii_digit()) => Ok(port),
+    match parse_port_digits(text) {
+        Some(port) if port != 0 => Ok(port),
         _ => Err(FieldError::NotAPort(text.to_owned())),
+    }
+}
+
+/// Decimal digits only: `str::parse` would also take `+5060`.
+pub(crate) fn parse_port_digits(text: &str) -> Option<u16> {
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        text.parse().ok()
+    } else {
+        None
     }
 }
 
