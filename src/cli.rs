@@ -365,6 +365,15 @@ pub struct RunArgs {
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub lenient_trusted_server: bool,
 
+    /// Seconds after SIGTERM during which responses and in-dialog requests still flow
+    #[arg(
+        long,
+        env = "ROUNDABOUT_DRAIN_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 5
+    )]
+    pub drain_timeout: u64,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 }

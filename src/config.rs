@@ -42,6 +42,8 @@ pub struct Config {
     /// `-token-key`, or the key kept in `-state-dir`.
     pub token_key: [u8; 32],
     pub limits: Limits,
+    /// `-drain-timeout`: after SIGTERM, how long responses and in-dialog requests still flow.
+    pub drain_timeout: Duration,
 }
 
 /// Listening port per transport; `None` is `off`, `Some(0)` an ephemeral port.
@@ -358,6 +360,7 @@ impl Config {
             log_level: _,
             check_config: _,
             lenient_trusted_server,
+            drain_timeout,
             limits:
                 LimitArgs {
                     max_message_size,
@@ -448,6 +451,7 @@ impl Config {
             tls_ca: tls_ca.clone(),
             token_key,
             limits,
+            drain_timeout: Duration::from_secs(*drain_timeout),
         };
         Ok(Validated { config, skipped })
     }
@@ -473,6 +477,7 @@ impl Config {
             tls_ca,
             token_key: _,
             limits,
+            drain_timeout,
         } = self;
         let port = |transport| match ports.get(transport) {
             Some(port) => port.to_string(),
@@ -493,6 +498,7 @@ impl Config {
                  contact-header-fqdn={contact_header_fqdn}"
             ),
             format!("default-sip-server={default_server} default-network={default_network}"),
+            format!("drain-timeout={}s", drain_timeout.as_secs()),
             format!(
                 "ports udp={} tcp={} tls={} ws={} wss={}",
                 port(Transport::Udp),
@@ -1330,6 +1336,15 @@ mod tests {
         assert_eq!(config.local_ip, ip("127.0.0.1"));
         assert_eq!(config.bind_ip, ip("127.0.0.1"));
         assert_eq!(config.default_network, Transport::Tcp);
+    }
+
+    #[test]
+    fn drain_timeout() {
+        assert_eq!(config(&[]).drain_timeout, Duration::from_secs(5));
+        assert_eq!(
+            config(&["-drain-timeout", "0"]).drain_timeout,
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -112,6 +112,7 @@ fn help_lists_every_flag() {
         "log-level",
         "check-config",
         "lenient-trusted-server",
+        "drain-timeout",
         "max-message-size",
         "max-connections",
         "max-connections-per-ip",
