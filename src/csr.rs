@@ -18,3 +18,18 @@ pub struct CsrRequest {
     /// Where the PEM CSR goes; `None` is stdout.
     pub out: Option<PathBuf>,
 }
+
+/// Placeholder on the `config` branch so the binary builds; the real command replaces it.
+#[derive(Debug, thiserror::Error)]
+pub enum CsrError {
+    #[error("the csr command is not part of this build")]
+    NotBuilt,
+}
+
+/// Placeholder on the `config` branch; always fails with [`CsrError::NotBuilt`].
+///
+/// # Errors
+/// Always.
+pub fn run(_request: &CsrRequest) -> Result<(), CsrError> {
+    Err(CsrError::NotBuilt)
+}

@@ -5,9 +5,11 @@
 //! where each message goes (`proxy::router` is pure) and glues the rest; `csr` is the once-off
 //! certificate signing request command.
 
+pub mod cli;
 pub mod config;
 pub mod csr;
 pub mod proxy;
 pub mod ratelimit;
+pub mod server;
 pub mod sip;
 pub mod transport;
