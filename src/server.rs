@@ -1,15 +1,89 @@
-//! Placeholder on the `config` branch so the binary builds; the lead's server replaces it.
+//! Binds every listener from the [`Config`], runs the proxy, and stops on a signal: SIGTERM or
+//! SIGINT drain and exit, SIGHUP reloads the TLS certificate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 use crate::config::Config;
+use crate::proxy::router::Router;
+use crate::proxy::Proxy;
+use crate::transport::{Transport, TransportError, Transports};
+
+/// After the drain, how long connections may take to write what is queued.
+const FLUSH: Duration = Duration::from_secs(1);
+/// How often expired client bindings are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {}
+pub enum ServerError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
 
-/// Placeholder: logs that no listener exists in this build and returns.
-///
-/// # Errors
-/// None in the placeholder.
+/// Runs until SIGTERM or SIGINT, then drains for at most `config.drain_timeout`.
 pub async fn run(config: Config) -> Result<(), ServerError> {
-    tracing::info!(local_ip = %config.local_ip, "server placeholder: no listeners in this build");
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+
+    let transports = Transports::bind(&config).await?;
+    let senders = transports.senders();
+    let ports = Transport::ALL
+        .into_iter()
+        .filter_map(|t| senders.local_addr(t).map(|addr| (t, addr.port())))
+        .collect();
+    let proxy = Proxy::new(Router::new(&config, ports), senders);
+    let shutdown = CancellationToken::new();
+    let drain = config.drain_timeout;
+
+    let sweeper = {
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        let gone = proxy.clients().sweep(std::time::Instant::now());
+                        if gone > 0 {
+                            tracing::debug!(gone, "expired client bindings swept");
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let signals = {
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            info!(drain_secs = drain.as_secs_f32(), "shutting down: draining");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            proxy.start_draining();
+            tokio::select! {
+                () = tokio::time::sleep(drain) => {}
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            shutdown.cancel();
+        })
+    };
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    info!("ready");
+    transports
+        .run(Arc::new(proxy), shutdown.clone(), FLUSH)
+        .await;
+    shutdown.cancel();
+    let _ = tokio::join!(sweeper, signals);
+    info!("stopped");
     Ok(())
 }

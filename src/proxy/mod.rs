@@ -1,10 +1,13 @@
 //! The proxy: takes every inbound message, asks the router where it goes, rewrites and sends.
 
 pub mod clients;
+mod handler;
 pub mod rewrite;
 pub mod router;
 pub mod token;
 mod trusted;
+
+pub use handler::Proxy;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! The SIP message model: lazy, zero-copy parsing over [`bytes::Bytes`] and editing that
 //! produces a new head while the body is shared, never copied. No I/O.
 
+pub mod codec;
 mod edit;
 pub mod header;
 mod message;

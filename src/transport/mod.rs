@@ -123,3 +123,231 @@ pub struct Destination {
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, inbound: Inbound);
 }
+
+mod flows;
+mod stream;
+mod tcp;
+mod udp;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info};
+
+use crate::config::{Config, Limits};
+use crate::warn_limited;
+use flows::FlowTable;
+
+/// Why a transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind {
+        transport: Transport,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a message was not handed to a transport.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("no connection to this peer, and it cannot be dialled")]
+    NoFlow,
+    #[error("send queue of the connection is full")]
+    QueueFull,
+    #[error("transport {0} is not available")]
+    Unavailable(Transport),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// What every listener, connection and sender shares.
+pub(crate) struct Shared {
+    pub(crate) limits: Limits,
+    pub(crate) flows: Arc<FlowTable>,
+    pub(crate) handler: OnceLock<Arc<dyn Handler>>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+    udp: Option<Arc<tokio::net::UdpSocket>>,
+    local: Vec<(Transport, SocketAddr)>,
+}
+
+/// The listeners bound from the configuration, not yet running.
+pub struct Transports {
+    shared: Arc<Shared>,
+    tcp: Option<tokio::net::TcpListener>,
+}
+
+impl Transports {
+    /// Binds every enabled listener on `-bind-ip`; logs one `listening` line per listener.
+    pub async fn bind(config: &Config) -> Result<Transports, TransportError> {
+        let mut local = Vec::new();
+        let bind_error = |transport, addr| {
+            move |source| TransportError::Bind {
+                transport,
+                addr,
+                source,
+            }
+        };
+        let udp = match config.ports.udp {
+            Some(port) => {
+                let addr = SocketAddr::new(config.bind_ip, port);
+                let socket = udp::bind(addr).map_err(bind_error(Transport::Udp, addr))?;
+                let bound = socket
+                    .local_addr()
+                    .map_err(bind_error(Transport::Udp, addr))?;
+                local.push((Transport::Udp, bound));
+                Some(Arc::new(socket))
+            }
+            None => None,
+        };
+        let tcp = match config.ports.tcp {
+            Some(port) => {
+                let addr = SocketAddr::new(config.bind_ip, port);
+                let listener = tcp::bind(addr).map_err(bind_error(Transport::Tcp, addr))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(bind_error(Transport::Tcp, addr))?;
+                local.push((Transport::Tcp, bound));
+                Some(listener)
+            }
+            None => None,
+        };
+        for (transport, addr) in &local {
+            info!(%transport, %addr, "listening");
+        }
+        let limits = config.limits;
+        Ok(Transports {
+            shared: Arc::new(Shared {
+                limits,
+                flows: Arc::new(FlowTable::new(
+                    limits.max_connections,
+                    limits.max_connections_per_ip,
+                )),
+                handler: OnceLock::new(),
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                udp,
+                local,
+            }),
+            tcp,
+        })
+    }
+
+    #[must_use]
+    pub fn senders(&self) -> Senders {
+        Senders {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Runs every listener until `shutdown`, then lets connections flush for at most `flush`.
+    pub async fn run(
+        self,
+        handler: Arc<dyn Handler>,
+        shutdown: CancellationToken,
+        flush: Duration,
+    ) {
+        let Transports { shared, tcp } = self;
+        let _ = shared.handler.set(handler);
+        if let Some(socket) = shared.udp.clone() {
+            shared
+                .tracker
+                .spawn(udp::receive(socket, Arc::clone(&shared)));
+        }
+        if let Some(listener) = tcp {
+            shared.tracker.spawn(tcp::accept(
+                listener,
+                Transport::Tcp,
+                Arc::clone(&shared),
+                tcp::serve_plain,
+            ));
+        }
+        shutdown.cancelled().await;
+        shared.shutdown.cancel();
+        shared.tracker.close();
+        if tokio::time::timeout(flush, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            debug!("connections still open at exit");
+        }
+    }
+}
+
+/// Cheap-clone handle for sending on any transport.
+#[derive(Clone)]
+pub struct Senders {
+    shared: Arc<Shared>,
+}
+
+impl Senders {
+    /// Hands `msg` to the transport without waiting: UDP sends at once; a stream queues on
+    /// the flow's connection, dialling one first when none exists and `dest.may_connect`.
+    pub fn send(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError> {
+        let shared = &self.shared;
+        let key = dest.flow;
+        if key.transport == Transport::Udp {
+            let socket = shared
+                .udp
+                .as_ref()
+                .ok_or(SendError::Unavailable(Transport::Udp))?;
+            return udp::send(socket, key.remote, msg);
+        }
+        if let Some(queue) = shared.flows.queue(&key) {
+            return queue.try_send(msg).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => SendError::NoFlow,
+            });
+        }
+        if !dest.may_connect {
+            return Err(SendError::NoFlow);
+        }
+        self.dial(dest, msg)
+    }
+
+    fn dial(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError> {
+        let shared = Arc::clone(&self.shared);
+        let key = dest.flow;
+        if key.transport != Transport::Tcp {
+            return Err(SendError::Unavailable(key.transport));
+        }
+        let admission = shared
+            .flows
+            .admit(key.remote.ip())
+            .map_err(|limit| SendError::Io(std::io::Error::other(limit.to_string())))?;
+        let flow = stream::Registered::new(key, &shared);
+        let _ = flow.tx.try_send(msg);
+        let tracker = shared.tracker.clone();
+        tracker.spawn(async move {
+            match tcp::connect(key, &shared).await {
+                Ok(socket) => stream::serve(socket, flow, shared, admission).await,
+                Err(error) => {
+                    shared.flows.remove(&key, flow.id);
+                    warn_limited!(flow = %key, %error, "cannot connect");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    #[must_use]
+    pub fn has_flow(&self, flow: &FlowKey) -> bool {
+        flow.transport == Transport::Udp || self.shared.flows.contains(flow)
+    }
+
+    /// The address the listener of `transport` is bound to, if it listens.
+    #[must_use]
+    pub fn local_addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.shared
+            .local
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map(|(_, addr)| *addr)
+    }
+}

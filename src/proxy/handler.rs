@@ -1,0 +1,303 @@
+//! The one entry point every transport feeds: parse, route, rewrite, send. Never blocks; the
+//! only work moved off the listener's task is resolving a host name.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tracing::debug;
+
+use crate::sip::{reply, Message, Method, ParseError};
+use crate::transport::{Destination, FlowKey, Handler, Inbound, SendError, Senders, Transport};
+use crate::warn_limited;
+
+use super::clients::ClientCache;
+use super::rewrite::Registration;
+use super::router::{Forward, NextHop, RequestAction, ResponseAction, Router, Status};
+
+/// Host names being resolved at once; beyond this, requests to unknown names get 503.
+const MAX_PENDING_RESOLVES: usize = 64;
+
+/// Cheap-clone handle to the proxy.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    router: Router,
+    senders: Senders,
+    draining: AtomicBool,
+    resolves: Arc<Semaphore>,
+}
+
+impl Proxy {
+    #[must_use]
+    pub fn new(router: Router, senders: Senders) -> Proxy {
+        Proxy {
+            inner: Arc::new(Inner {
+                router,
+                senders,
+                draining: AtomicBool::new(false),
+                resolves: Arc::new(Semaphore::new(MAX_PENDING_RESOLVES)),
+            }),
+        }
+    }
+
+    /// Shutting down: new out-of-dialog requests get 503; responses, ACKs, CANCELs and
+    /// in-dialog requests still go through so calls in progress complete.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    #[must_use]
+    pub fn clients(&self) -> &ClientCache {
+        &self.inner.router.clients
+    }
+
+    fn request(&self, msg: Message, source: FlowKey) {
+        let method = msg.method();
+        if let Err(error) = msg.validate_request() {
+            debug!(flow = %source, %error, "invalid request");
+            if method != Some(Method::Ack) {
+                self.reply(&msg, &source, Status::new(400, bad_request_reason(error)));
+            }
+            return;
+        }
+        if self.inner.draining.load(Ordering::Relaxed) && starts_new_work(&msg) {
+            self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
+            return;
+        }
+        match self
+            .inner
+            .router
+            .route_request(&msg, &source, Instant::now())
+        {
+            RequestAction::Reply(status) => {
+                debug!(flow = %source, code = status.code, "request answered by the proxy");
+                self.reply(&msg, &source, status);
+            }
+            RequestAction::Drop(reason) => debug!(flow = %source, reason, "request dropped"),
+            RequestAction::Forward(forward) => match forward.next.clone() {
+                NextHop::Flow(dest) => self.send_request(&msg, &source, &forward, &dest),
+                NextHop::Resolve {
+                    host,
+                    port,
+                    transport,
+                } => self.resolve_then_send(msg, source, forward, host, port, transport),
+            },
+        }
+    }
+
+    fn send_request(&self, msg: &Message, source: &FlowKey, forward: &Forward, dest: &Destination) {
+        let out = match self
+            .inner
+            .router
+            .rewrite_request(msg, source, forward, dest.flow.transport)
+        {
+            Ok(out) => out,
+            Err(error) => {
+                debug!(flow = %source, %error, "request cannot be rewritten");
+                self.reply(msg, source, Status::new(400, bad_request_reason(error)));
+                return;
+            }
+        };
+        match self.inner.senders.send(dest, out) {
+            Ok(()) => debug!(from = %source, to = %dest.flow, "request forwarded"),
+            Err(SendError::NoFlow) => match &forward.fallback {
+                Some(fallback) => self.send_request(
+                    msg,
+                    source,
+                    &Forward {
+                        fallback: None,
+                        ..forward.clone()
+                    },
+                    fallback,
+                ),
+                None => {
+                    debug!(from = %source, to = %dest.flow, "flow gone");
+                    self.reply(msg, source, Status::TEMPORARILY_UNAVAILABLE);
+                }
+            },
+            Err(error) => {
+                warn_limited!(to = %dest.flow, %error, "request not sent");
+                self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
+            }
+        }
+    }
+
+    /// Unknown host names (only without `-strict-host`) are resolved off the listener's task.
+    fn resolve_then_send(
+        &self,
+        msg: Message,
+        source: FlowKey,
+        forward: Forward,
+        host: String,
+        port: u16,
+        transport: Transport,
+    ) {
+        let Ok(permit) = Arc::clone(&self.inner.resolves).try_acquire_owned() else {
+            warn_limited!(%host, "too many host names being resolved");
+            self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
+            return;
+        };
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            let resolved = tokio::net::lookup_host((host.as_str(), port)).await;
+            drop(permit);
+            match resolved.ok().and_then(|mut addrs| addrs.next()) {
+                Some(remote) => {
+                    let dest = Destination {
+                        flow: FlowKey { transport, remote },
+                        server_name: Some(Arc::from(host.as_str())),
+                        may_connect: true,
+                    };
+                    proxy.send_request(&msg, &source, &forward, &dest);
+                }
+                None => {
+                    debug!(%host, "host name does not resolve");
+                    proxy.reply(&msg, &source, Status::new(404, "Not Found (host unknown)"));
+                }
+            }
+        });
+    }
+
+    fn response(&self, msg: Message, source: FlowKey) {
+        let dest = match self.inner.router.route_response(&msg) {
+            ResponseAction::Forward(dest) => dest,
+            ResponseAction::Drop(reason) => {
+                debug!(flow = %source, reason, "response dropped");
+                return;
+            }
+        };
+        let (out, registrations) =
+            match self
+                .inner
+                .router
+                .rewrite_response(&msg, &source, dest.flow.transport)
+            {
+                Ok(rewritten) => rewritten,
+                Err(error) => {
+                    warn_limited!(flow = %source, %error, "malformed response dropped");
+                    return;
+                }
+            };
+        self.update_clients(registrations);
+        match self.inner.senders.send(&dest, out) {
+            Ok(()) => debug!(from = %source, to = %dest.flow, "response forwarded"),
+            Err(error) => debug!(to = %dest.flow, %error, "response not sent"),
+        }
+    }
+
+    fn update_clients(&self, registrations: Vec<Registration>) {
+        let now = Instant::now();
+        for Registration {
+            user,
+            flow,
+            contact,
+            expires,
+        } in registrations
+        {
+            if expires.is_zero() {
+                self.clients().remove(&user);
+                debug!(user = %String::from_utf8_lossy(&user), "client unregistered");
+            } else if let Err(error) = self.clients().bind(&user, flow, contact, expires, now) {
+                warn_limited!(%error, "client binding not stored");
+            } else {
+                debug!(user = %String::from_utf8_lossy(&user), %flow, ?expires, "client registered");
+            }
+        }
+    }
+
+    /// Sends a response of the proxy's own on the flow the request came in on. To an unverified
+    /// UDP source nothing larger than the request goes back, so replies cannot amplify a flood.
+    fn reply(&self, request: &Message, source: &FlowKey, status: Status) {
+        if request.method() == Some(Method::Ack) {
+            return;
+        }
+        let out = reply::response(request, status.code, status.reason, &to_tag(request));
+        self.send_reply(request.bytes(), source, out);
+    }
+
+    fn malformed(&self, data: &Bytes, source: FlowKey, error: ParseError) {
+        match reply::salvage_bad_request(data, bad_request_reason(error)) {
+            Some(out) => {
+                debug!(flow = %source, %error, "malformed request answered 400");
+                self.send_reply(data, &source, out);
+            }
+            None => warn_limited!(flow = %source, %error, "malformed message dropped"),
+        }
+    }
+
+    fn send_reply(&self, request: &Bytes, source: &FlowKey, out: crate::sip::Encoded) {
+        if source.transport == Transport::Udp
+            && out.len() > request.len()
+            && !self.inner.router.servers.is_server_address(source)
+        {
+            debug!(flow = %source, "reply larger than the request not sent to a UDP source");
+            return;
+        }
+        let dest = Destination {
+            flow: *source,
+            server_name: None,
+            may_connect: false,
+        };
+        if let Err(error) = self.inner.senders.send(&dest, out) {
+            debug!(flow = %source, %error, "reply not sent");
+        }
+    }
+}
+
+impl Handler for Proxy {
+    fn handle(&self, inbound: Inbound) {
+        let Inbound { data, flow } = inbound;
+        match Message::parse(data.clone()) {
+            Ok(msg) if msg.is_request() => self.request(msg, flow),
+            Ok(msg) => self.response(msg, flow),
+            Err(error) => self.malformed(&data, flow, error),
+        }
+    }
+}
+
+/// An out-of-dialog request other than ACK and CANCEL (no To tag): what draining refuses.
+fn starts_new_work(msg: &Message) -> bool {
+    !matches!(msg.method(), Some(Method::Ack | Method::Cancel))
+        && msg
+            .to()
+            .is_ok_and(|to| to.param(msg.bytes(), "tag").is_none())
+}
+
+/// The reason phrase of a 400 says what was wrong (RFC 3261 §21.4.1).
+fn bad_request_reason(error: ParseError) -> &'static str {
+    match error {
+        ParseError::MissingHeader("Via") => "Bad Request (missing Via)",
+        ParseError::MissingHeader("CSeq") | ParseError::BadHeaderValue("CSeq") => {
+            "Bad Request (bad CSeq)"
+        }
+        ParseError::MissingHeader("Call-ID") => "Bad Request (missing Call-ID)",
+        ParseError::MissingHeader("From") | ParseError::MissingHeader("To") => {
+            "Bad Request (missing From or To)"
+        }
+        ParseError::BadHeaderValue("Max-Forwards") => "Bad Request (bad Max-Forwards)",
+        ParseError::BadHeaderValue("Content-Length") | ParseError::BodyTruncated => {
+            "Bad Request (bad Content-Length)"
+        }
+        ParseError::BadUri => "Bad Request (bad URI)",
+        _ => "Bad Request",
+    }
+}
+
+/// A To tag that is the same for retransmissions of the same request.
+fn to_tag(request: &Message) -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    request.call_id().unwrap_or_default().hash(&mut hasher);
+    request
+        .cseq()
+        .map(|c| c.number)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    format!("rb{:x}", hasher.finish())
+}

@@ -1,0 +1,169 @@
+//! Stream framing (TCP, TLS): one SIP message at a time out of a byte stream, by
+//! Content-Length (RFC 3261 §18.3), with the CRLF keep-alives of RFC 5626 §3.5.1.
+
+use bytes::{Buf, Bytes, BytesMut};
+use memchr::memmem;
+
+use super::header::parse_u32;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Message(Bytes),
+    /// A double CRLF: the peer asks for a single CRLF back.
+    Ping,
+    /// A lone CRLF: the answer to our ping, or padding; nothing to do.
+    Pong,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("message larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("message on a stream without Content-Length")]
+    MissingContentLength,
+    #[error("malformed Content-Length")]
+    BadContentLength,
+}
+
+/// Takes the next frame off the front of `buf`; `Ok(None)` when more bytes are needed. The size
+/// cap is checked before more is buffered, so a peer cannot make a connection hold more than
+/// `max` bytes of one message.
+pub fn frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
+    if buf.starts_with(b"\r\n\r\n") {
+        buf.advance(4);
+        return Ok(Some(Frame::Ping));
+    }
+    if buf.starts_with(b"\r\n") {
+        if buf.len() < 4 && b"\r\n\r\n".starts_with(buf) {
+            // Could still become a ping.
+            return Ok(None);
+        }
+        buf.advance(2);
+        return Ok(Some(Frame::Pong));
+    }
+    let Some(head_end) = memmem::find(buf, b"\r\n\r\n") else {
+        return if buf.len() > max {
+            Err(FrameError::TooLarge(max))
+        } else {
+            Ok(None)
+        };
+    };
+    let body_start = head_end + 4;
+    let length = content_length(&buf[..head_end])?.ok_or(FrameError::MissingContentLength)?;
+    let total = body_start + length;
+    if total > max {
+        return Err(FrameError::TooLarge(max));
+    }
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    Ok(Some(Frame::Message(buf.split_to(total).freeze())))
+}
+
+/// Reads `Content-Length` (or compact `l`) from a head, tolerating case, spacing and folding.
+fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
+    let mut lines = head.split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+            continue;
+        }
+        let value = line[colon + 1..].trim_ascii();
+        let is_folded = |l: &&[u8]| l.first().is_some_and(|b| matches!(b, b' ' | b'\t'));
+        let length = if lines.peek().is_some_and(is_folded) {
+            // Rare: the value continues on folded lines; join them (RFC 3261 §7.3.1).
+            let mut joined = value.to_vec();
+            while let Some(next) = lines.next_if(is_folded) {
+                joined.extend_from_slice(next.trim_ascii());
+            }
+            parse_u32(&joined)
+        } else {
+            parse_u32(value)
+        };
+        return length
+            .map(|n| Some(n as usize))
+            .ok_or(FrameError::BadContentLength);
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const A: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nl: 3\r\n\r\nabc";
+    const B: &[u8] = b"SIP/2.0 200 OK\r\ncontent-LENGTH :\r\n 0\r\n\r\n";
+
+    fn all(mut buf: BytesMut) -> Result<Vec<Frame>, FrameError> {
+        let mut out = Vec::new();
+        while let Some(f) = frame(&mut buf, 1000)? {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn messages_and_keepalives() {
+        let mut input = BytesMut::new();
+        input.extend_from_slice(b"\r\n\r\n");
+        input.extend_from_slice(A);
+        input.extend_from_slice(b"\r\n");
+        input.extend_from_slice(B);
+        assert_eq!(
+            all(input).unwrap(),
+            vec![
+                Frame::Ping,
+                Frame::Message(Bytes::from_static(A)),
+                Frame::Pong,
+                Frame::Message(Bytes::from_static(B)),
+            ]
+        );
+    }
+
+    #[test]
+    fn incomplete_input_waits() {
+        for cut in 0..A.len() {
+            let mut buf = BytesMut::from(&A[..cut]);
+            assert_eq!(frame(&mut buf, 1000), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn errors() {
+        let mut buf = BytesMut::from(&b"OPTIONS sip:a@b SIP/2.0\r\n\r\n"[..]);
+        assert_eq!(frame(&mut buf, 1000), Err(FrameError::MissingContentLength));
+        let mut buf = BytesMut::from(&b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n"[..]);
+        assert_eq!(frame(&mut buf, 1000), Err(FrameError::BadContentLength));
+        let mut buf =
+            BytesMut::from(&b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 2000\r\n\r\n"[..]);
+        assert_eq!(frame(&mut buf, 1000), Err(FrameError::TooLarge(1000)));
+        let mut buf = BytesMut::from(&vec![b'x'; 1001][..]);
+        assert_eq!(frame(&mut buf, 1000), Err(FrameError::TooLarge(1000)));
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_frames_the_same(split in 0usize..(A.len() + B.len())) {
+            let stream = [A, B].concat();
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for chunk in [&stream[..split], &stream[split..]] {
+                buf.extend_from_slice(chunk);
+                while let Some(f) = frame(&mut buf, 1000).unwrap() {
+                    got.push(f);
+                }
+            }
+            prop_assert_eq!(got, vec![Frame::Message(Bytes::from_static(A)), Frame::Message(Bytes::from_static(B))]);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = all(BytesMut::from(&bytes[..]));
+        }
+    }
+}

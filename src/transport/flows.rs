@@ -1,0 +1,152 @@
+//! The flow table: every open stream connection, keyed by (transport, remote address), so that
+//! responses and requests for a peer go back on the connection it uses. Also the connection
+//! limits, counted here where connections are admitted and released.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+use super::{Encoded, FlowKey};
+
+/// The write side of a connection: a bounded queue its writer task drains.
+#[derive(Clone, Debug)]
+pub(crate) struct FlowHandle {
+    pub(crate) queue: mpsc::Sender<Encoded>,
+    /// Tells two connections that had the same key apart (a reconnect reuses the address).
+    pub(crate) id: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct FlowTable {
+    flows: DashMap<FlowKey, FlowHandle>,
+    per_ip: DashMap<IpAddr, usize>,
+    total: AtomicUsize,
+    next_id: AtomicU64,
+    max_total: usize,
+    max_per_ip: usize,
+}
+
+/// A connection slot; releasing it (on drop) frees the counts it took.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    table: Arc<FlowTable>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.table.total.fetch_sub(1, Ordering::Relaxed);
+        if let dashmap::Entry::Occupied(mut count) = self.table.per_ip.entry(self.ip) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LimitReached {
+    #[error("connection limit ({0}) reached")]
+    Total(usize),
+    #[error("per-address connection limit ({0}) reached")]
+    PerAddress(usize),
+}
+
+impl FlowTable {
+    pub(crate) fn new(max_total: usize, max_per_ip: usize) -> FlowTable {
+        FlowTable {
+            flows: DashMap::new(),
+            per_ip: DashMap::new(),
+            total: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            max_total,
+            max_per_ip,
+        }
+    }
+
+    /// Takes a connection slot for `ip` if the limits allow.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, LimitReached> {
+        if self.total.fetch_add(1, Ordering::Relaxed) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(LimitReached::Total(self.max_total));
+        }
+        let mut count = self.per_ip.entry(ip).or_insert(0);
+        if *count >= self.max_per_ip {
+            drop(count);
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(LimitReached::PerAddress(self.max_per_ip));
+        }
+        *count += 1;
+        Ok(Admission {
+            table: Arc::clone(self),
+            ip,
+        })
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn insert(&self, key: FlowKey, handle: FlowHandle) {
+        self.flows.insert(key, handle);
+    }
+
+    /// Removes the flow, unless a newer connection has taken the key meanwhile.
+    pub(crate) fn remove(&self, key: &FlowKey, id: u64) {
+        self.flows.remove_if(key, |_, handle| handle.id == id);
+    }
+
+    pub(crate) fn queue(&self, key: &FlowKey) -> Option<mpsc::Sender<Encoded>> {
+        self.flows.get(key).map(|handle| handle.queue.clone())
+    }
+
+    pub(crate) fn contains(&self, key: &FlowKey) -> bool {
+        self.flows.contains_key(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_enforced_and_released() {
+        let table = Arc::new(FlowTable::new(3, 2));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let a1 = table.admit(a).unwrap();
+        let _a2 = table.admit(a).unwrap();
+        assert_eq!(table.admit(a).unwrap_err(), LimitReached::PerAddress(2));
+        let _b1 = table.admit(b).unwrap();
+        assert_eq!(table.admit(b).unwrap_err(), LimitReached::Total(3));
+        drop(a1);
+        assert!(table.admit(b).is_ok());
+    }
+
+    #[test]
+    fn remove_only_the_same_connection() {
+        let table = FlowTable::new(10, 10);
+        let key = FlowKey {
+            transport: super::super::Transport::Tcp,
+            remote: "192.0.2.1:5060".parse().unwrap(),
+        };
+        let (tx, _rx) = mpsc::channel(1);
+        table.insert(
+            key,
+            FlowHandle {
+                queue: tx.clone(),
+                id: 1,
+            },
+        );
+        table.insert(key, FlowHandle { queue: tx, id: 2 });
+        table.remove(&key, 1);
+        assert!(table.contains(&key));
+        table.remove(&key, 2);
+        assert!(!table.contains(&key));
+    }
+}

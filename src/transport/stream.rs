@@ -1,0 +1,167 @@
+//! One byte-stream connection (TCP, or TLS over it): a reader that frames messages for the
+//! handler and a writer that drains the flow's queue. Used for accepted and dialled connections.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::sip::codec::{self, Frame};
+use crate::warn_limited;
+
+use super::flows::{Admission, FlowHandle};
+use super::{Encoded, FlowKey, Shared};
+
+/// Bytes read per call; the buffer grows only as far as one message needs.
+const READ_CHUNK: usize = 4096;
+
+/// A flow registered in the table before its connection is up, so that messages sent
+/// meanwhile queue behind the first instead of dialling again.
+pub(crate) struct Registered {
+    pub(crate) key: FlowKey,
+    pub(crate) id: u64,
+    pub(crate) tx: mpsc::Sender<Encoded>,
+    pub(crate) rx: mpsc::Receiver<Encoded>,
+}
+
+impl Registered {
+    pub(crate) fn new(key: FlowKey, shared: &Shared) -> Registered {
+        let (tx, rx) = mpsc::channel(shared.limits.send_queue);
+        let id = shared.flows.next_id();
+        shared.flows.insert(
+            key,
+            FlowHandle {
+                queue: tx.clone(),
+                id,
+            },
+        );
+        Registered { key, id, tx, rx }
+    }
+}
+
+/// Serves a registered flow's connection until it closes, idles out or shutdown.
+pub(crate) async fn serve<S>(stream: S, flow: Registered, shared: Arc<Shared>, admission: Admission)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let Registered { key, id, tx, rx } = flow;
+    debug!(flow = %key, "connection open");
+    let (reader, writer) = tokio::io::split(stream);
+    let closing = shared.shutdown.child_token();
+    let writer = tokio::spawn(write_loop(writer, rx, closing.clone()));
+    let reason = read_loop(reader, key, &tx, &shared, &closing).await;
+    shared.flows.remove(&key, id);
+    drop(tx);
+    closing.cancel();
+    let _ = writer.await;
+    drop(admission);
+    debug!(flow = %key, reason, "connection closed");
+}
+
+async fn read_loop<R: AsyncRead>(
+    reader: R,
+    key: FlowKey,
+    pong: &mpsc::Sender<Encoded>,
+    shared: &Shared,
+    closing: &CancellationToken,
+) -> &'static str {
+    tokio::pin!(reader);
+    let limits = &shared.limits;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        loop {
+            match codec::frame(&mut buf, limits.max_message) {
+                Ok(Some(Frame::Message(data))) => {
+                    if let Some(handler) = shared.handler.get() {
+                        handler.handle(super::Inbound { data, flow: key });
+                    }
+                }
+                // RFC 5626 §3.5.1: answer a double CRLF with a single one.
+                Ok(Some(Frame::Ping)) => {
+                    let _ = pong.try_send(Encoded {
+                        head: Bytes::from_static(b"\r\n"),
+                        body: Bytes::new(),
+                    });
+                }
+                Ok(Some(Frame::Pong)) => {}
+                Ok(None) => break,
+                Err(error) => {
+                    warn_limited!(flow = %key, %error, "stream closed: cannot frame");
+                    return "framing error";
+                }
+            }
+        }
+        // Silence between messages is bounded by the idle timeout; a message once started
+        // must complete within the read timeout (slowloris).
+        let wait = if buf.is_empty() {
+            limits.idle_timeout
+        } else {
+            limits.read_timeout.min(limits.idle_timeout)
+        };
+        buf.reserve(READ_CHUNK);
+        let read = tokio::select! {
+            () = closing.cancelled() => return "shutdown",
+            read = tokio::time::timeout(wait, reader.read_buf(&mut buf)) => read,
+        };
+        match read {
+            Err(_) if buf.is_empty() => return "idle timeout",
+            Err(_) => {
+                warn_limited!(flow = %key, "stream closed: message incomplete at read timeout");
+                return "read timeout";
+            }
+            Ok(Ok(0)) => return "closed by peer",
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                debug!(flow = %key, %error, "read error");
+                return "read error";
+            }
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite>(
+    writer: W,
+    mut queue: mpsc::Receiver<Encoded>,
+    closing: CancellationToken,
+) {
+    tokio::pin!(writer);
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = queue.recv() => next,
+            () = closing.cancelled() => {
+                // Flush what is already queued, then stop.
+                queue.close();
+                queue.recv().await
+            }
+        };
+        let Some(msg) = next else { break };
+        if write_message(&mut writer, &msg).await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Writes head and body with vectored writes, so the body is never copied into the head.
+async fn write_message<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    msg: &Encoded,
+) -> std::io::Result<()> {
+    let (mut head, mut body) = (&msg.head[..], &msg.body[..]);
+    while !head.is_empty() || !body.is_empty() {
+        let slices = [IoSlice::new(head), IoSlice::new(body)];
+        let n = writer.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        body = &body[n - from_head..];
+    }
+    writer.flush().await
+}

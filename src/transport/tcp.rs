@@ -1,0 +1,93 @@
+//! TCP: the accept loop and dialling out. Each connection becomes a flow served by `stream`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::warn_limited;
+
+use super::flows::Admission;
+use super::{stream, FlowKey, Shared, Transport};
+
+/// Pending connections the kernel queues before accept.
+const BACKLOG: i32 = 1024;
+
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts connections until shutdown. `upgrade` turns the TCP stream into the transport's
+/// stream (identity for TCP, a TLS handshake for TLS) and serves it.
+pub(crate) async fn accept<F, Fut>(
+    listener: TcpListener,
+    transport: Transport,
+    shared: Arc<Shared>,
+    upgrade: F,
+) where
+    F: Fn(TcpStream, FlowKey, Arc<Shared>, Admission) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: keep serving existing flows and retry.
+                warn_limited!(%transport, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let admission = match shared.flows.admit(remote.ip()) {
+            Ok(admission) => admission,
+            Err(limit) => {
+                warn_limited!(%transport, %remote, %limit, "connection refused");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let key = FlowKey { transport, remote };
+        shared
+            .tracker
+            .spawn(upgrade(socket, key, Arc::clone(&shared), admission));
+    }
+}
+
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
+}
+
+/// Serves an accepted plain TCP connection.
+pub(crate) async fn serve_plain(
+    socket: TcpStream,
+    key: FlowKey,
+    shared: Arc<Shared>,
+    admission: Admission,
+) {
+    let flow = stream::Registered::new(key, &shared);
+    stream::serve(socket, flow, shared, admission).await;
+}
+
+/// Connects to `key.remote` within the handshake timeout.
+pub(crate) async fn connect(key: FlowKey, shared: &Shared) -> std::io::Result<TcpStream> {
+    let socket = tokio::time::timeout(
+        shared.limits.handshake_timeout,
+        TcpStream::connect(key.remote),
+    )
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let _ = socket.set_nodelay(true);
+    Ok(socket)
+}
