@@ -218,8 +218,21 @@ impl Proxy {
         if request.method() == Some(Method::Ack) {
             return;
         }
-        let out = reply::response(request, status.code, status.reason, &to_tag(request));
+        let tag = to_tag(request);
+        let mut out = reply::response(request, status.code, status.reason, &tag);
+        if self.amplifies(request.bytes(), source, &out) {
+            // The detail in a reason phrase is a courtesy; the bare phrase may still fit.
+            let bare = status.reason.split(" (").next().unwrap_or(status.reason);
+            out = reply::response(request, status.code, bare, &tag);
+        }
         self.send_reply(request.bytes(), source, out);
+    }
+
+    /// Whether a reply to an unverified UDP source would be larger than its request.
+    fn amplifies(&self, request: &Bytes, source: &FlowKey, out: &crate::sip::Encoded) -> bool {
+        source.transport == Transport::Udp
+            && out.len() > request.len()
+            && !self.inner.router.servers.is_server_address(source)
     }
 
     fn malformed(&self, data: &Bytes, source: FlowKey, error: ParseError) {
@@ -233,10 +246,7 @@ impl Proxy {
     }
 
     fn send_reply(&self, request: &Bytes, source: &FlowKey, out: crate::sip::Encoded) {
-        if source.transport == Transport::Udp
-            && out.len() > request.len()
-            && !self.inner.router.servers.is_server_address(source)
-        {
+        if self.amplifies(request, source, &out) {
             debug!(flow = %source, "reply larger than the request not sent to a UDP source");
             return;
         }
@@ -299,5 +309,7 @@ fn to_tag(request: &Message) -> String {
         .map(|c| c.number)
         .unwrap_or_default()
         .hash(&mut hasher);
-    format!("rb{:x}", hasher.finish())
+    // 32 bits are plenty to tell the proxy's answers apart within one Call-ID, and a short tag
+    // keeps small answers under the size of their request (see `amplifies`).
+    format!("rb{:08x}", hasher.finish() as u32)
 }

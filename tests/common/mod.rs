@@ -1,0 +1,303 @@
+//! Shared helpers for the end-to-end tests: the real `roundabout` binary on ephemeral ports,
+//! SIPp, and raw SIP peers on loopback. Everything is bounded in time and stopped by PID.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_roundabout");
+
+/// Whether an external program is there. Under `CI=true` a missing one fails the test loudly;
+/// elsewhere the test is skipped with a notice.
+pub fn require(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{program} is required under CI=true but is not installed (scripts/test.sh installs it)"
+        );
+        eprintln!("SKIPPED: {program} is not installed");
+    }
+    found
+}
+
+/// A running `roundabout` with its log captured.
+pub struct Roundabout {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    lines: mpsc::Receiver<String>,
+    pub listening: HashMap<String, SocketAddr>,
+    _state: tempfile::TempDir,
+}
+
+impl Roundabout {
+    /// Starts the binary on ephemeral ports (`-udp-port 0 -tcp-port 0 -ws-port 0`, debug log)
+    /// plus `args`, and waits until every listener has said where it listens.
+    pub fn start(args: &[&str]) -> Roundabout {
+        let state = tempfile::tempdir().unwrap();
+        let mut all: Vec<String> = [
+            "-local-ip",
+            "127.0.0.1",
+            "-log-level",
+            "debug",
+            "-udp-port",
+            "0",
+            "-tcp-port",
+            "0",
+            "-ws-port",
+            "0",
+            "-drain-timeout",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(["-state-dir".to_string(), state.path().display().to_string()]);
+        all.extend(args.iter().map(|s| s.to_string()));
+        let mut child = Command::new(BIN)
+            .args(&all)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("roundabout starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+                let _ = tx.send(line);
+            }
+        });
+        let mut rb = Roundabout {
+            child,
+            log,
+            lines,
+            listening: HashMap::new(),
+            _state: state,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rb.lines.recv_timeout(left) {
+                Ok(line) if line.contains(" ready") => break,
+                Ok(line) => {
+                    if let Some((t, addr)) = parse_listening(&line) {
+                        rb.listening.insert(t, addr);
+                    }
+                }
+                Err(_) => panic!("roundabout did not start:\n{}", rb.logs()),
+            }
+        }
+        rb
+    }
+
+    pub fn addr(&self, transport: &str) -> SocketAddr {
+        *self
+            .listening
+            .get(transport)
+            .unwrap_or_else(|| panic!("no {transport} listener:\n{}", self.logs()))
+    }
+
+    pub fn port(&self, transport: &str) -> u16 {
+        self.addr(transport).port()
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line containing `needle` (lines already seen count too).
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            let _ = self.lines.recv_timeout(Duration::from_millis(50));
+        }
+        self.logs().contains(needle)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the proxy.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the proxy to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            let _ = self.lines.recv_timeout(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Roundabout {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `listening transport=udp addr=127.0.0.1:40123` → ("udp", addr).
+fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
+    let rest = &line[line.find("listening transport=")? + "listening transport=".len()..];
+    let (transport, rest) = rest.split_once(' ')?;
+    let addr = rest.strip_prefix("addr=")?.split_whitespace().next()?;
+    Some((transport.to_string(), addr.parse().ok()?))
+}
+
+/// A port that was free a moment ago on `ip` for both UDP and TCP (SIPp cannot bind port 0).
+pub fn free_port(ip: &str) -> u16 {
+    loop {
+        let udp = UdpSocket::bind((ip, 0)).unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(name)
+}
+
+/// A SIPp process, killed on drop, with its message trace in a temp dir.
+pub struct Sipp {
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sipp {
+    /// Starts `sipp` with the common bounded options plus `args`.
+    pub fn spawn(args: &[&str]) -> Sipp {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("messages.log");
+        let errors = dir.path().join("errors.log");
+        let child = Command::new("sipp")
+            .args(args)
+            .args(["-nostdin", "-timeout", "30", "-trace_msg", "-message_file"])
+            .arg(&trace)
+            .args(["-trace_err", "-error_file"])
+            .arg(&errors)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp starts");
+        Sipp { child, dir }
+    }
+
+    /// Waits for SIPp to finish; its exit code (0: every call succeeded).
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Every message SIPp received, as it logged them.
+    pub fn received(&self) -> Vec<String> {
+        self.trace("message received")
+    }
+
+    /// Every message SIPp sent.
+    pub fn sent(&self) -> Vec<String> {
+        self.trace("message sent")
+    }
+
+    fn trace(&self, kind: &str) -> Vec<String> {
+        let trace =
+            std::fs::read_to_string(self.dir.path().join("messages.log")).unwrap_or_default();
+        trace
+            .split("----------------------------------------------- ")
+            .filter(|block| block.lines().nth(1).is_some_and(|l| l.contains(kind)))
+            // "<timestamp>\n<T> message received [N] bytes :\n\n<message>" (sent: "(N bytes):").
+            .filter_map(|block| {
+                let (_, rest) = block.split_once('\n')?;
+                let (_, msg) = rest.split_once('\n')?;
+                Some(msg.trim_start_matches('\n').to_string())
+            })
+            .collect()
+    }
+
+    pub fn errors(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("errors.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the first header `name` in a message text (full name, case-insensitive).
+pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+/// A raw UDP SIP peer for byte-level checks.
+pub struct UdpPeer {
+    pub socket: UdpSocket,
+}
+
+impl UdpPeer {
+    pub fn bind(ip: &str) -> UdpPeer {
+        let socket = UdpSocket::bind((ip, 0)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        UdpPeer { socket }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    pub fn send(&self, to: SocketAddr, msg: &str) {
+        self.socket.send_to(msg.as_bytes(), to).unwrap();
+    }
+
+    /// The next datagram, or `None` after the read timeout.
+    pub fn recv(&self) -> Option<String> {
+        let mut buf = vec![0u8; 65_536];
+        let (n, _) = self.socket.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
