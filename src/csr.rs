@@ -1,6 +1,30 @@
-//! `roundabout csr`: a certificate signing request from an existing RSA or ECDSA key.
+//! `roundabout csr`: a certificate signing request (PKCS#10, RFC 2986) from an existing key.
+//!
+//! The key is a PEM file in any of the forms OpenSSL writes: PKCS#1 (`openssl genrsa
+//! -traditional`), PKCS#8 (`openssl genpkey`, and `openssl genrsa` since OpenSSL 3) or SEC1
+//! (`openssl ecparam -genkey`, whose `EC PARAMETERS` block before the key is skipped). rcgen,
+//! built on ring, loads only PKCS#8, so PKCS#1 and SEC1 keys are wrapped in a PKCS#8
+//! `PrivateKeyInfo` first; the key bytes themselves are carried over untouched. RSA keys of 2048
+//! bits or more, ECDSA P-256 and P-384 and Ed25519 keys can sign; anything else (weak RSA, P-521,
+//! encrypted PEM, other algorithms) is refused with an error that names the file and the reason.
+//!
+//! The subject holds exactly the given C, ST, L, O, OU and CN; the subject alternative names are
+//! the `--san` entries (IP addresses as IP SANs, the rest as DNS SANs) or, when none is given, the
+//! common name. The PEM CSR goes to `--out` (only once it is fully built, through a temporary file
+//! renamed into place) or stdout; a summary of what was requested goes to stderr.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use pkcs8::der::asn1::{AnyRef, UintRef};
+use pkcs8::der::zeroize::Zeroizing;
+use pkcs8::der::{Decode, Encode, Header, SliceReader, Tag};
+use pkcs8::{AlgorithmIdentifierRef, ObjectIdentifier, PrivateKeyInfo};
+use rcgen::{CertificateParams, DistinguishedName, DnType, DnValue, KeyPair, SanType};
+use rustls_pki_types::PrivatePkcs8KeyDer;
 
 /// What to put in the CSR, from either spelling of the command line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,17 +43,1049 @@ pub struct CsrRequest {
     pub out: Option<PathBuf>,
 }
 
-/// Placeholder on the `config` branch so the binary builds; the real command replaces it.
+/// Why no CSR was written.
 #[derive(Debug, thiserror::Error)]
 pub enum CsrError {
-    #[error("the csr command is not part of this build")]
-    NotBuilt,
+    #[error("cannot read key file {}: {source}", .path.display())]
+    ReadKey { path: PathBuf, source: io::Error },
+    #[error("key file {}: {problem}", .path.display())]
+    Key { path: PathBuf, problem: KeyProblem },
+    #[error("subject {field} \"{value}\": {reason}")]
+    Subject {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("subject {field} is longer than the {max} characters RFC 5280 allows")]
+    SubjectTooLong { field: &'static str, max: usize },
+    #[error("subject alternative name \"{value}\": {reason}")]
+    San { value: String, reason: &'static str },
+    #[error(
+        "no --san given and the common name \"{0}\" is neither a DNS name nor an IP address, \
+         so it cannot be the subject alternative name; give the names with --san"
+    )]
+    NoSan(String),
+    #[error("cannot build the CSR: {0}")]
+    Build(rcgen::Error),
+    #[error("refusing to write the CSR over the key file {}", .0.display())]
+    OutIsKey(PathBuf),
+    #[error("cannot write {}: {source}", .path.display())]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot write the CSR to stdout: {0}")]
+    Stdout(io::Error),
 }
 
-/// Placeholder on the `config` branch; always fails with [`CsrError::NotBuilt`].
+/// What is wrong with the contents of a key file (the file name is added by [`CsrError::Key`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("larger than any key file (over 1 MiB); is this the right file?")]
+    TooLarge,
+    #[error("not a PEM file (expected a \"-----BEGIN ... PRIVATE KEY-----\" block)")]
+    NotPem,
+    #[error("no private key in it (found: {})", .0.join(", "))]
+    NoPrivateKey(Vec<String>),
+    #[error("holds more than one private key; keep only the one to sign with")]
+    SeveralKeys,
+    #[error(
+        "the private key is encrypted; write a decrypted copy first \
+         (openssl pkey -in KEY -out PLAIN) and use that"
+    )]
+    Encrypted,
+    #[error("the {label} block is not valid PEM: {detail}")]
+    BadPem { label: String, detail: String },
+    #[error("the {label} block is not a valid {format} key: {detail}")]
+    BadDer {
+        label: String,
+        format: KeyFormat,
+        detail: String,
+    },
+    #[error("the RSA key has only {0} bits, which is too weak; use at least 2048")]
+    WeakRsa(usize),
+    #[error("ECDSA on {0} is not supported (ring cannot sign with it); use a P-256 or P-384 key")]
+    UnsupportedCurve(String),
+    #[error("the EC key does not name its curve")]
+    NoCurve,
+    #[error("{0} keys are not supported; use an RSA, ECDSA P-256/P-384 or Ed25519 key")]
+    UnsupportedAlgorithm(String),
+    #[error("the {kind} key was rejected: {detail}")]
+    Rejected { kind: KeyKind, detail: String },
+}
+
+/// The PEM encoding a key arrived in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// `RSA PRIVATE KEY`: an RFC 8017 `RSAPrivateKey`.
+    Pkcs1,
+    /// `PRIVATE KEY`: an RFC 5208/5958 `PrivateKeyInfo`.
+    Pkcs8,
+    /// `EC PRIVATE KEY`: an RFC 5915 `ECPrivateKey`.
+    Sec1,
+}
+
+impl fmt::Display for KeyFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Pkcs1 => "PKCS#1",
+            Self::Pkcs8 => "PKCS#8",
+            Self::Sec1 => "SEC1",
+        })
+    }
+}
+
+/// The key types this command can sign with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa { bits: usize },
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+impl KeyKind {
+    /// The CSR signature algorithm: SHA-256 for RSA (the common choice CAs accept) and the hash
+    /// that matches the curve size for ECDSA.
+    fn algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            Self::Rsa { .. } => &rcgen::PKCS_RSA_SHA256,
+            Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            Self::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rsa { bits } => write!(f, "RSA {bits}-bit"),
+            Self::EcdsaP256 => f.write_str("ECDSA P-256"),
+            Self::EcdsaP384 => f.write_str("ECDSA P-384"),
+            Self::Ed25519 => f.write_str("Ed25519"),
+        }
+    }
+}
+
+/// A key ready for rcgen: PKCS#8 DER plus what it is.
+struct LoadedKey {
+    pkcs8: Zeroizing<Vec<u8>>,
+    kind: KeyKind,
+    format: KeyFormat,
+}
+
+/// `rsaEncryption` (RFC 8017 appendix A.1; RFC 3279 section 2.3.1).
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+/// `id-ecPublicKey` (RFC 5480 section 2.1.1).
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// `id-Ed25519` (RFC 8410 section 3).
+const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+/// `secp256r1` / P-256 (RFC 5480 section 2.1.1.1).
+const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+/// `secp384r1` / P-384.
+const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+/// `secp521r1` / P-521: valid, but ring cannot sign with it.
+const SECP521R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
+
+/// Far above any PEM key file (a 16384-bit RSA key is about 12 KiB).
+const MAX_KEY_FILE: u64 = 1 << 20;
+
+/// Below this an RSA key is refused: NIST SP 800-57 retired 1024-bit RSA, CAs reject it and ring
+/// will not sign with it.
+const MIN_RSA_BITS: usize = 2048;
+
+/// Writes the CSR `request` describes and a summary of it on stderr.
 ///
 /// # Errors
-/// Always.
-pub fn run(_request: &CsrRequest) -> Result<(), CsrError> {
-    Err(CsrError::NotBuilt)
+/// An unreadable or unusable key file, a subject field or SAN that cannot go in a certificate, or
+/// a failed write. Nothing is written to `--out` unless the whole CSR was built.
+pub fn run(request: &CsrRequest) -> Result<(), CsrError> {
+    // Check the names before touching the key: they are the cheaper mistakes to report.
+    let subject = subject(request)?;
+    let (sans, sans_from_cn) = if request.sans.is_empty() {
+        let san = classify_san(&request.common_name)
+            .map_err(|_| CsrError::NoSan(request.common_name.clone()))?;
+        (vec![san], true)
+    } else {
+        (classify_sans(&request.sans)?, false)
+    };
+
+    let key = load_key(&request.key)?;
+    let key_pair = KeyPair::from_pkcs8_der_and_sign_algo(
+        &PrivatePkcs8KeyDer::from(key.pkcs8.as_slice()),
+        key.kind.algorithm(),
+    )
+    .map_err(|error| CsrError::Key {
+        path: request.key.clone(),
+        problem: KeyProblem::Rejected {
+            kind: key.kind,
+            detail: error.to_string(),
+        },
+    })?;
+
+    let mut params = CertificateParams::default();
+    // Replaces rcgen's default `CN=rcgen self signed cert` entirely.
+    params.distinguished_name = subject;
+    // rcgen puts the SANs in an extensionRequest attribute (RFC 2985 section 5.4.2), the
+    // attribute RFC 2986 section 4.1 leaves room for and CAs copy extensions from.
+    params.subject_alt_names = sans;
+    let pem = params
+        .serialize_request(&key_pair)
+        .and_then(|csr| csr.pem())
+        .map_err(CsrError::Build)?;
+
+    match &request.out {
+        Some(out) => write_out(out, &request.key, pem.as_bytes())?,
+        None => {
+            let mut stdout = io::stdout().lock();
+            stdout
+                .write_all(pem.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(CsrError::Stdout)?;
+        }
+    }
+
+    eprintln!(
+        "roundabout csr: subject {}",
+        describe_subject(&params.distinguished_name)
+    );
+    let san_list = params
+        .subject_alt_names
+        .iter()
+        .map(describe_san)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if sans_from_cn {
+        eprintln!(
+            "roundabout csr: subject alternative name {san_list} (the common name; no --san given)"
+        );
+    } else {
+        eprintln!("roundabout csr: subject alternative names {san_list}");
+    }
+    eprintln!(
+        "roundabout csr: signed with the {} key in {} ({})",
+        key.kind,
+        request.key.display(),
+        key.format
+    );
+    if let Some(out) = &request.out {
+        eprintln!("roundabout csr: wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// The subject in the conventional C, ST, L, O, OU, CN order. Empty optional fields are left out.
+fn subject(request: &CsrRequest) -> Result<DistinguishedName, CsrError> {
+    let mut dn = DistinguishedName::new();
+    if let Some(country) = request.country.as_deref().filter(|c| !c.is_empty()) {
+        // RFC 5280 appendix A: X520countryName ::= PrintableString (SIZE (2)), an ISO 3166
+        // alpha-2 code.
+        let printable = (country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic()))
+            .then(|| rcgen::string::PrintableString::try_from(country).ok())
+            .flatten()
+            .ok_or_else(|| CsrError::Subject {
+                field: "country (C)",
+                value: country.to_owned(),
+                reason: "must be a two-letter ISO 3166 code such as US",
+            })?;
+        dn.push(DnType::CountryName, DnValue::PrintableString(printable));
+    }
+    // Upper bounds from RFC 5280 appendix A (ub-state-name, ub-locality-name, ...); CAs refuse
+    // longer values.
+    let fields: [(&Option<String>, DnType, &'static str, usize); 4] = [
+        (
+            &request.state,
+            DnType::StateOrProvinceName,
+            "state (ST)",
+            128,
+        ),
+        (&request.locality, DnType::LocalityName, "locality (L)", 128),
+        (
+            &request.organization,
+            DnType::OrganizationName,
+            "organisation (O)",
+            64,
+        ),
+        (
+            &request.organizational_unit,
+            DnType::OrganizationalUnitName,
+            "organisational unit (OU)",
+            64,
+        ),
+    ];
+    for (value, ty, field, max) in fields {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            dn.push(ty, checked_text(field, value, max)?);
+        }
+    }
+    if request.common_name.is_empty() {
+        return Err(CsrError::Subject {
+            field: "common name (CN)",
+            value: String::new(),
+            reason: "must not be empty",
+        });
+    }
+    dn.push(
+        DnType::CommonName,
+        checked_text("common name (CN)", &request.common_name, 64)?,
+    );
+    Ok(dn)
+}
+
+/// A subject attribute as a UTF8String (RFC 5280 section 4.1.2.4), within its length bound.
+fn checked_text(field: &'static str, value: &str, max: usize) -> Result<DnValue, CsrError> {
+    if value.chars().count() > max {
+        return Err(CsrError::SubjectTooLong { field, max });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(CsrError::Subject {
+            field,
+            value: value.to_owned(),
+            reason: "contains a control character",
+        });
+    }
+    Ok(DnValue::Utf8String(value.to_owned()))
+}
+
+/// The `--san` entries as SANs, in order, without repeats; blanks around entries are ignored.
+fn classify_sans(entries: &[String]) -> Result<Vec<SanType>, CsrError> {
+    let mut sans: Vec<SanType> = Vec::new();
+    for entry in entries.iter().map(|e| e.trim()) {
+        if entry.is_empty() {
+            return Err(CsrError::San {
+                value: String::new(),
+                reason: "empty entry (a stray or trailing comma?)",
+            });
+        }
+        let san = classify_san(entry).map_err(|reason| CsrError::San {
+            value: entry.to_owned(),
+            reason,
+        })?;
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    Ok(sans)
+}
+
+/// One SAN: an IP address becomes an iPAddress SAN, anything else must be a DNS name
+/// (RFC 5280 section 4.2.1.6). DNS names are lower-cased, as they compare case-insensitively.
+fn classify_san(entry: &str) -> Result<SanType, &'static str> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    check_dns_name(entry)?;
+    rcgen::string::Ia5String::try_from(entry.to_ascii_lowercase())
+        .map(SanType::DnsName)
+        .map_err(|_| "not an ASCII DNS name")
+}
+
+/// RFC 5280 section 4.2.1.6 wants DNS names in the RFC 1034 "preferred name syntax" (as relaxed
+/// by RFC 1123 to allow leading digits), with internationalised names as A-labels (`xn--`); a
+/// single `*` leftmost label is the usual wildcard.
+fn check_dns_name(name: &str) -> Result<(), &'static str> {
+    if !name.is_ascii() {
+        return Err("not ASCII; write internationalised names in their xn-- form");
+    }
+    if name.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    for (index, label) in labels.iter().enumerate() {
+        if *label == "*" && index == 0 && labels.len() > 2 {
+            continue;
+        }
+        if label.is_empty() {
+            return Err("has an empty label (a stray dot?)");
+        }
+        if label.len() > 63 {
+            return Err("has a label longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err("is neither an IP address nor a DNS name (letters, digits, - and .)");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("has a label that starts or ends with -");
+        }
+    }
+    // No top-level domain is all digits, so this is a mistyped address, not a name.
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("is not a valid IP address");
+    }
+    Ok(())
+}
+
+fn describe_san(san: &SanType) -> String {
+    match san {
+        SanType::IpAddress(ip) => format!("IP:{ip}"),
+        SanType::DnsName(name) => format!("DNS:{}", name.as_str()),
+        other => format!("{other:?}"),
+    }
+}
+
+fn describe_subject(dn: &DistinguishedName) -> String {
+    dn.iter()
+        .map(|(ty, value)| {
+            let key = match ty {
+                DnType::CountryName => "C",
+                DnType::StateOrProvinceName => "ST",
+                DnType::LocalityName => "L",
+                DnType::OrganizationName => "O",
+                DnType::OrganizationalUnitName => "OU",
+                DnType::CommonName => "CN",
+                _ => "?",
+            };
+            let value = match value {
+                DnValue::Utf8String(text) => text.clone(),
+                DnValue::PrintableString(text) => text.as_str().to_owned(),
+                other => format!("{other:?}"),
+            };
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads `path` and turns the private key in it into PKCS#8 for rcgen.
+fn load_key(path: &Path) -> Result<LoadedKey, CsrError> {
+    let read_error = |source| CsrError::ReadKey {
+        path: path.to_owned(),
+        source,
+    };
+    let mut text = Zeroizing::new(Vec::new());
+    // Bounded, so a wrong path such as /dev/zero or a disk image fails instead of filling memory.
+    fs::File::open(path)
+        .and_then(|file| file.take(MAX_KEY_FILE + 1).read_to_end(&mut text))
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(CsrError::Key {
+            path: path.to_owned(),
+            problem: KeyProblem::TooLarge,
+        });
+    }
+    key_from_pem(&text).map_err(|problem| CsrError::Key {
+        path: path.to_owned(),
+        problem,
+    })
+}
+
+/// The single private key in a PEM file, as PKCS#8.
+fn key_from_pem(text: &[u8]) -> Result<LoadedKey, KeyProblem> {
+    let text = std::str::from_utf8(text).map_err(|_| KeyProblem::NotPem)?;
+    let blocks = pem_blocks(text);
+    if blocks.is_empty() {
+        return Err(KeyProblem::NotPem);
+    }
+    let mut keys = blocks.iter().filter(|block| {
+        matches!(
+            block.label,
+            "RSA PRIVATE KEY" | "PRIVATE KEY" | "EC PRIVATE KEY" | "ENCRYPTED PRIVATE KEY"
+        )
+    });
+    let Some(block) = keys.next() else {
+        return Err(KeyProblem::NoPrivateKey(
+            blocks.iter().map(|b| b.label.to_owned()).collect(),
+        ));
+    };
+    if keys.next().is_some() {
+        return Err(KeyProblem::SeveralKeys);
+    }
+    // PKCS#8 encryption (RFC 5958 EncryptedPrivateKeyInfo) has its own label; OpenSSL's legacy
+    // encryption keeps the plain label and adds RFC 1421 headers (`Proc-Type: 4,ENCRYPTED`).
+    if block.label == "ENCRYPTED PRIVATE KEY" || block.text.contains("Proc-Type:") {
+        return Err(KeyProblem::Encrypted);
+    }
+    let (_, der) =
+        pkcs8::der::pem::decode_vec(block.text.as_bytes()).map_err(|e| KeyProblem::BadPem {
+            label: block.label.to_owned(),
+            detail: e.to_string(),
+        })?;
+    let der = Zeroizing::new(der);
+    let bad_der = |format, detail: String| KeyProblem::BadDer {
+        label: block.label.to_owned(),
+        format,
+        detail,
+    };
+    match block.label {
+        "RSA PRIVATE KEY" => {
+            let bits =
+                rsa_modulus_bits(&der).map_err(|e| bad_der(KeyFormat::Pkcs1, e.to_string()))?;
+            check_rsa_bits(bits)?;
+            let pkcs8 = wrap_pkcs1(&der).map_err(|e| bad_der(KeyFormat::Pkcs1, e.to_string()))?;
+            Ok(LoadedKey {
+                pkcs8,
+                kind: KeyKind::Rsa { bits },
+                format: KeyFormat::Pkcs1,
+            })
+        }
+        "EC PRIVATE KEY" => {
+            let (pkcs8, kind) = wrap_sec1(&der).map_err(|problem| match problem {
+                WrapProblem::Der(e) => bad_der(KeyFormat::Sec1, e.to_string()),
+                WrapProblem::Key(problem) => problem,
+            })?;
+            Ok(LoadedKey {
+                pkcs8,
+                kind,
+                format: KeyFormat::Sec1,
+            })
+        }
+        _ => {
+            let kind = pkcs8_kind(&der).map_err(|problem| match problem {
+                WrapProblem::Der(e) => bad_der(KeyFormat::Pkcs8, e.to_string()),
+                WrapProblem::Key(problem) => problem,
+            })?;
+            Ok(LoadedKey {
+                pkcs8: der,
+                kind,
+                format: KeyFormat::Pkcs8,
+            })
+        }
+    }
+}
+
+/// One `-----BEGIN label-----` … `-----END label-----` block, boundaries included.
+struct PemBlock<'a> {
+    label: &'a str,
+    text: Zeroizing<String>,
+}
+
+/// The PEM blocks in `text`, in order; text around them (OpenSSL's `-text` dumps, comments) is
+/// skipped, as RFC 7468 section 5.2 allows. A block without its END line (a truncated copy) is
+/// left out, which shows up as "not PEM" or a missing key.
+fn pem_blocks(text: &str) -> Vec<PemBlock<'_>> {
+    let mut blocks = Vec::new();
+    let mut open: Option<PemBlock<'_>> = None;
+    for line in text.lines().map(str::trim_end) {
+        if let Some(label) = line
+            .strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+        {
+            // A BEGIN inside an open block abandons the open one.
+            open = Some(PemBlock {
+                label,
+                text: Zeroizing::new(String::new()),
+            });
+        }
+        let Some(block) = open.as_mut() else {
+            continue;
+        };
+        block.text.push_str(line);
+        block.text.push('\n');
+        if line
+            .strip_prefix("-----END ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+            .is_some_and(|label| label == block.label)
+        {
+            blocks.extend(open.take());
+        }
+    }
+    blocks
+}
+
+/// Why a key could not be wrapped or classified: broken DER, or a well-formed key we refuse.
+#[derive(Debug)]
+enum WrapProblem {
+    Der(pkcs8::der::Error),
+    Key(KeyProblem),
+}
+
+impl From<pkcs8::der::Error> for WrapProblem {
+    fn from(error: pkcs8::der::Error) -> Self {
+        Self::Der(error)
+    }
+}
+
+impl From<KeyProblem> for WrapProblem {
+    fn from(problem: KeyProblem) -> Self {
+        Self::Key(problem)
+    }
+}
+
+/// The size of an RFC 8017 `RSAPrivateKey`'s modulus in bits. Only the version and modulus are
+/// read; ring checks the rest when it loads the key.
+fn rsa_modulus_bits(pkcs1: &[u8]) -> pkcs8::der::Result<usize> {
+    let mut reader = SliceReader::new(pkcs1)?;
+    Header::decode(&mut reader)?.tag.assert_eq(Tag::Sequence)?;
+    let _version = UintRef::decode(&mut reader)?;
+    // UintRef strips the sign byte, so the first byte is the most significant non-zero one.
+    let modulus = UintRef::decode(&mut reader)?.as_bytes();
+    Ok(match modulus.first() {
+        Some(&top) => modulus.len() * 8 - top.leading_zeros() as usize,
+        None => 0,
+    })
+}
+
+fn check_rsa_bits(bits: usize) -> Result<(), KeyProblem> {
+    if bits < MIN_RSA_BITS {
+        return Err(KeyProblem::WeakRsa(bits));
+    }
+    Ok(())
+}
+
+/// Wraps an RFC 8017 `RSAPrivateKey` in a PKCS#8 `PrivateKeyInfo` (RFC 5208 section 5): algorithm
+/// `rsaEncryption` with NULL parameters (RFC 3279 section 2.3.1), the key as the octet string.
+fn wrap_pkcs1(pkcs1: &[u8]) -> pkcs8::der::Result<Zeroizing<Vec<u8>>> {
+    let info = PrivateKeyInfo::new(
+        AlgorithmIdentifierRef {
+            oid: RSA_ENCRYPTION,
+            parameters: Some(AnyRef::NULL),
+        },
+        pkcs1,
+    );
+    info.to_der().map(Zeroizing::new)
+}
+
+/// Wraps an RFC 5915 `ECPrivateKey` in a PKCS#8 `PrivateKeyInfo`: algorithm `id-ecPublicKey`
+/// with the key's named curve as parameters (RFC 5480 section 2.1.1; RFC 5915 section 3), the
+/// `ECPrivateKey` itself, unchanged, as the octet string.
+fn wrap_sec1(sec1: &[u8]) -> Result<(Zeroizing<Vec<u8>>, KeyKind), WrapProblem> {
+    let key = sec1::EcPrivateKey::from_der(sec1)?;
+    let curve = key
+        .parameters
+        .and_then(sec1::EcParameters::named_curve)
+        .ok_or(KeyProblem::NoCurve)?;
+    let kind = ec_kind(curve)?;
+    let info = PrivateKeyInfo::new(
+        AlgorithmIdentifierRef {
+            oid: EC_PUBLIC_KEY,
+            parameters: Some(AnyRef::from(&curve)),
+        },
+        sec1,
+    );
+    Ok((Zeroizing::new(info.to_der()?), kind))
+}
+
+/// What a PKCS#8 key is, refusing the kinds this command cannot sign with.
+fn pkcs8_kind(der: &[u8]) -> Result<KeyKind, WrapProblem> {
+    let info = PrivateKeyInfo::from_der(der)?;
+    let oid = info.algorithm.oid;
+    if oid == RSA_ENCRYPTION {
+        let bits = rsa_modulus_bits(info.private_key)?;
+        check_rsa_bits(bits)?;
+        Ok(KeyKind::Rsa { bits })
+    } else if oid == EC_PUBLIC_KEY {
+        // The curve is normally in the AlgorithmIdentifier; fall back to the inner ECPrivateKey.
+        let curve = match info.algorithm.parameters {
+            Some(parameters) => Some(ObjectIdentifier::try_from(parameters)?),
+            None => sec1::EcPrivateKey::from_der(info.private_key)?
+                .parameters
+                .and_then(sec1::EcParameters::named_curve),
+        };
+        Ok(ec_kind(curve.ok_or(KeyProblem::NoCurve)?)?)
+    } else if oid == ED25519 {
+        Ok(KeyKind::Ed25519)
+    } else {
+        let name = match oid.to_string().as_str() {
+            "1.2.840.113549.1.1.10" => "RSA-PSS".to_owned(),
+            "1.3.101.113" => "Ed448".to_owned(),
+            "1.3.101.110" => "X25519".to_owned(),
+            "1.3.101.111" => "X448".to_owned(),
+            "1.2.840.10040.4.1" => "DSA".to_owned(),
+            "1.2.840.10046.2.1" => "DH".to_owned(),
+            other => format!("algorithm {other}"),
+        };
+        Err(KeyProblem::UnsupportedAlgorithm(name).into())
+    }
+}
+
+fn ec_kind(curve: ObjectIdentifier) -> Result<KeyKind, KeyProblem> {
+    if curve == SECP256R1 {
+        Ok(KeyKind::EcdsaP256)
+    } else if curve == SECP384R1 {
+        Ok(KeyKind::EcdsaP384)
+    } else if curve == SECP521R1 {
+        Err(KeyProblem::UnsupportedCurve("P-521".to_owned()))
+    } else {
+        Err(KeyProblem::UnsupportedCurve(format!("curve {curve}")))
+    }
+}
+
+/// Writes `contents` to `out` through a temporary file in the same directory and a rename, so
+/// `out` is either the old file or the complete CSR, never a partial one.
+fn write_out(out: &Path, key: &Path, contents: &[u8]) -> Result<(), CsrError> {
+    // A slip like `--out key.pem` would otherwise destroy the private key.
+    if let (Ok(out_real), Ok(key_real)) = (fs::canonicalize(out), fs::canonicalize(key)) {
+        if out_real == key_real {
+            return Err(CsrError::OutIsKey(out.to_owned()));
+        }
+    }
+    let write_error = |source| CsrError::Write {
+        path: out.to_owned(),
+        source,
+    };
+    let Some(name) = out.file_name() else {
+        return Err(write_error(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file name",
+        )));
+    };
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = out.with_file_name(temp_name);
+    let result = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut file| {
+            file.write_all(contents)?;
+            file.sync_all()
+        })
+        .and_then(|()| fs::rename(&temp, out));
+    if let Err(source) = result {
+        // Best effort: the temporary file may not exist if creating it was what failed.
+        let _ = fs::remove_file(&temp);
+        return Err(write_error(source));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair};
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        pkcs8::der::pem::encode_string(label, pkcs8::LineEnding::LF, der).unwrap()
+    }
+
+    /// A SEC1 key as `openssl ecparam -genkey` writes it, from a ring-generated PKCS#8 key
+    /// (ring leaves the curve out of the inner ECPrivateKey; OpenSSL puts it in).
+    fn sec1_from_ring(
+        alg: &'static signature::EcdsaSigningAlgorithm,
+        curve: ObjectIdentifier,
+    ) -> Vec<u8> {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new()).unwrap();
+        let info = PrivateKeyInfo::from_der(pkcs8.as_ref()).unwrap();
+        let mut key = sec1::EcPrivateKey::from_der(info.private_key).unwrap();
+        key.parameters = Some(curve.into());
+        key.to_der().unwrap()
+    }
+
+    /// A minimal `RSAPrivateKey` whose modulus has exactly `bits` bits (the other fields are
+    /// dummies: only the wrapping and the size check look at it).
+    fn fake_pkcs1(bits: usize) -> Vec<u8> {
+        let mut modulus = vec![0xff_u8; bits.div_ceil(8)];
+        modulus[0] = 0xff >> ((8 - bits % 8) % 8);
+        let mut body = Vec::new();
+        UintRef::new(&[0])
+            .unwrap()
+            .encode_to_vec(&mut body)
+            .unwrap();
+        UintRef::new(&modulus)
+            .unwrap()
+            .encode_to_vec(&mut body)
+            .unwrap();
+        UintRef::new(&[1, 0, 1])
+            .unwrap()
+            .encode_to_vec(&mut body)
+            .unwrap();
+        let mut der = Vec::new();
+        Header::new(Tag::Sequence, body.len())
+            .unwrap()
+            .encode_to_vec(&mut der)
+            .unwrap();
+        der.extend_from_slice(&body);
+        der
+    }
+
+    #[test]
+    fn rsa_modulus_size() {
+        for bits in [1024, 2047, 2048, 3072, 4096] {
+            assert_eq!(rsa_modulus_bits(&fake_pkcs1(bits)).unwrap(), bits);
+        }
+        assert!(rsa_modulus_bits(b"\x30\x03\x02\x01").is_err());
+    }
+
+    #[test]
+    fn pkcs1_is_wrapped_with_rsa_encryption_and_null_parameters() {
+        let pkcs1 = fake_pkcs1(2048);
+        let wrapped = wrap_pkcs1(&pkcs1).unwrap();
+        let info = PrivateKeyInfo::from_der(&wrapped).unwrap();
+        assert_eq!(info.algorithm.oid, RSA_ENCRYPTION);
+        assert_eq!(info.algorithm.parameters, Some(AnyRef::NULL));
+        assert_eq!(info.private_key, pkcs1.as_slice());
+        assert_eq!(info.public_key, None);
+
+        let key = key_from_pem(pem("RSA PRIVATE KEY", &pkcs1).as_bytes()).unwrap();
+        assert_eq!(key.kind, KeyKind::Rsa { bits: 2048 });
+        assert_eq!(key.format, KeyFormat::Pkcs1);
+        assert_eq!(key.pkcs8.as_slice(), wrapped.as_slice());
+    }
+
+    #[test]
+    fn weak_rsa_is_refused_in_either_format() {
+        let pkcs1 = fake_pkcs1(1024);
+        assert_eq!(
+            key_from_pem(pem("RSA PRIVATE KEY", &pkcs1).as_bytes()).err(),
+            Some(KeyProblem::WeakRsa(1024))
+        );
+        let pkcs8 = wrap_pkcs1(&pkcs1).unwrap();
+        assert_eq!(
+            key_from_pem(pem("PRIVATE KEY", &pkcs8).as_bytes()).err(),
+            Some(KeyProblem::WeakRsa(1024))
+        );
+    }
+
+    #[test]
+    fn sec1_is_wrapped_with_its_curve_and_loads_in_rcgen() {
+        for (alg, curve, kind, rcgen_alg) in [
+            (
+                &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                SECP256R1,
+                KeyKind::EcdsaP256,
+                &rcgen::PKCS_ECDSA_P256_SHA256,
+            ),
+            (
+                &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+                SECP384R1,
+                KeyKind::EcdsaP384,
+                &rcgen::PKCS_ECDSA_P384_SHA384,
+            ),
+        ] {
+            let sec1 = sec1_from_ring(alg, curve);
+            let (wrapped, wrapped_kind) = wrap_sec1(&sec1).unwrap();
+            assert_eq!(wrapped_kind, kind);
+            let info = PrivateKeyInfo::from_der(&wrapped).unwrap();
+            assert_eq!(info.algorithm.oid, EC_PUBLIC_KEY);
+            assert_eq!(info.algorithm.parameters_oid().unwrap(), curve);
+            assert_eq!(info.private_key, sec1.as_slice());
+
+            // As OpenSSL writes it: curve parameters first, then the key.
+            let text = format!(
+                "{}{}",
+                pem("EC PARAMETERS", &curve.to_der().unwrap()),
+                pem("EC PRIVATE KEY", &sec1)
+            );
+            let key = key_from_pem(text.as_bytes()).unwrap();
+            assert_eq!((key.kind, key.format), (kind, KeyFormat::Sec1));
+            let pair = KeyPair::from_pkcs8_der_and_sign_algo(
+                &PrivatePkcs8KeyDer::from(key.pkcs8.as_slice()),
+                kind.algorithm(),
+            )
+            .unwrap();
+            assert_eq!(pair.algorithm(), rcgen_alg);
+        }
+    }
+
+    #[test]
+    fn sec1_without_a_curve_or_on_p521_is_refused() {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+            &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &SystemRandom::new(),
+        )
+        .unwrap();
+        let info = PrivateKeyInfo::from_der(pkcs8.as_ref()).unwrap();
+        let mut key = sec1::EcPrivateKey::from_der(info.private_key).unwrap();
+        key.parameters = None;
+        assert!(matches!(
+            wrap_sec1(&key.to_der().unwrap()),
+            Err(WrapProblem::Key(KeyProblem::NoCurve))
+        ));
+        key.parameters = Some(SECP521R1.into());
+        assert_eq!(
+            key_from_pem(pem("EC PRIVATE KEY", &key.to_der().unwrap()).as_bytes()).err(),
+            Some(KeyProblem::UnsupportedCurve("P-521".into()))
+        );
+    }
+
+    #[test]
+    fn pkcs8_keys_pass_through() {
+        let rng = SystemRandom::new();
+        let ec =
+            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P384_SHA384_ASN1_SIGNING, &rng).unwrap();
+        let key = key_from_pem(pem("PRIVATE KEY", ec.as_ref()).as_bytes()).unwrap();
+        assert_eq!(
+            (key.kind, key.format),
+            (KeyKind::EcdsaP384, KeyFormat::Pkcs8)
+        );
+        assert_eq!(key.pkcs8.as_slice(), ec.as_ref());
+
+        let ed = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let key = key_from_pem(pem("PRIVATE KEY", ed.as_ref()).as_bytes()).unwrap();
+        assert_eq!(key.kind, KeyKind::Ed25519);
+        KeyPair::from_pkcs8_der_and_sign_algo(
+            &PrivatePkcs8KeyDer::from(key.pkcs8.as_slice()),
+            key.kind.algorithm(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn pem_problems() {
+        assert_eq!(
+            key_from_pem(b"\x30\x82\x01\x00").err(),
+            Some(KeyProblem::NotPem)
+        );
+        assert_eq!(key_from_pem(b"hello\n").err(), Some(KeyProblem::NotPem));
+        assert_eq!(
+            key_from_pem(pem("CERTIFICATE", b"\x30\x00").as_bytes()).err(),
+            Some(KeyProblem::NoPrivateKey(vec!["CERTIFICATE".into()]))
+        );
+        assert_eq!(
+            key_from_pem(pem("ENCRYPTED PRIVATE KEY", b"\x30\x00").as_bytes()).err(),
+            Some(KeyProblem::Encrypted)
+        );
+        let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+                      DEK-Info: AES-256-CBC,D3C806FDAA7F28ACF3372715C535390E\n\nAAAA\n\
+                      -----END RSA PRIVATE KEY-----\n";
+        assert_eq!(
+            key_from_pem(legacy.as_bytes()).err(),
+            Some(KeyProblem::Encrypted)
+        );
+        let two = format!(
+            "{}{}",
+            pem("PRIVATE KEY", b"\x30\x00"),
+            pem("PRIVATE KEY", b"\x30\x00")
+        );
+        assert_eq!(
+            key_from_pem(two.as_bytes()).err(),
+            Some(KeyProblem::SeveralKeys)
+        );
+        assert!(matches!(
+            key_from_pem(b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n").err(),
+            Some(KeyProblem::BadPem { .. })
+        ));
+        assert!(matches!(
+            key_from_pem(pem("PRIVATE KEY", b"\x30\x00").as_bytes()).err(),
+            Some(KeyProblem::BadDer {
+                format: KeyFormat::Pkcs8,
+                ..
+            })
+        ));
+        // An unterminated block is no block, and does not swallow the blocks after it.
+        assert_eq!(
+            key_from_pem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n").err(),
+            Some(KeyProblem::NotPem)
+        );
+        let truncated = format!(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n{}",
+            pem("CERTIFICATE", b"\x30\x00").replace('\n', "\r\n")
+        );
+        assert_eq!(
+            key_from_pem(truncated.as_bytes()).err(),
+            Some(KeyProblem::NoPrivateKey(vec!["CERTIFICATE".into()]))
+        );
+    }
+
+    #[test]
+    fn other_pkcs8_algorithms_are_named() {
+        let ed448 = PrivateKeyInfo::new(
+            AlgorithmIdentifierRef {
+                oid: ObjectIdentifier::new_unwrap("1.3.101.113"),
+                parameters: None,
+            },
+            &[4, 0],
+        )
+        .to_der()
+        .unwrap();
+        assert_eq!(
+            key_from_pem(pem("PRIVATE KEY", &ed448).as_bytes()).err(),
+            Some(KeyProblem::UnsupportedAlgorithm("Ed448".into()))
+        );
+    }
+
+    #[test]
+    fn sans_are_classified() {
+        let sans = classify_sans(&[
+            "proxya.example.com".into(),
+            " 203.0.113.5".into(),
+            "2001:db8::1".into(),
+            "*.Example.com".into(),
+            "PROXYA.example.com".into(),
+            "10.example".into(),
+        ])
+        .unwrap();
+        let described: Vec<String> = sans.iter().map(describe_san).collect();
+        assert_eq!(
+            described,
+            [
+                "DNS:proxya.example.com",
+                "IP:203.0.113.5",
+                "IP:2001:db8::1",
+                "DNS:*.example.com",
+                "DNS:10.example"
+            ]
+        );
+        for bad in [
+            "",
+            "a..b",
+            "a_b.example",
+            "-a.example",
+            "192.0.2.300",
+            "1.2.3",
+            "*.com",
+            "a.*.example",
+            "é.example",
+            "two words",
+            "[2001:db8::1]",
+        ] {
+            assert!(
+                classify_sans(&[bad.to_owned()]).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    fn request() -> CsrRequest {
+        CsrRequest {
+            key: "key.pem".into(),
+            common_name: "proxya.example.com".into(),
+            country: Some("US".into()),
+            state: Some("California".into()),
+            locality: Some("Mountain View".into()),
+            organization: Some("The Firm".into()),
+            organizational_unit: Some("Development".into()),
+            ..CsrRequest::default()
+        }
+    }
+
+    #[test]
+    fn subject_holds_exactly_the_given_fields_in_order() {
+        let dn = subject(&request()).unwrap();
+        assert_eq!(
+            describe_subject(&dn),
+            "C=US, ST=California, L=Mountain View, O=The Firm, OU=Development, CN=proxya.example.com"
+        );
+        let only_cn = CsrRequest {
+            common_name: "a.example".into(),
+            organization: Some(String::new()),
+            ..CsrRequest::default()
+        };
+        assert_eq!(
+            describe_subject(&subject(&only_cn).unwrap()),
+            "CN=a.example"
+        );
+    }
+
+    #[test]
+    fn bad_subject_fields_are_refused() {
+        for bad in [
+            CsrRequest {
+                country: Some("USA".into()),
+                ..request()
+            },
+            CsrRequest {
+                common_name: String::new(),
+                ..request()
+            },
+            CsrRequest {
+                common_name: "x".repeat(65),
+                ..request()
+            },
+            CsrRequest {
+                organization: Some("a\nb".into()),
+                ..request()
+            },
+        ] {
+            assert!(subject(&bad).is_err(), "{bad:?}");
+        }
+    }
 }
