@@ -62,6 +62,7 @@ fn router() -> Router {
         },
         tls: None,
         tls_ca: None,
+        ws_path: None,
         token_key: [9; 32],
         limits: Limits {
             max_message: 65_536,

@@ -326,6 +326,10 @@ pub struct RunArgs {
     #[arg(long, env = "ROUNDABOUT_TLS_CA", value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
 
+    /// Request path WS and WSS clients must use, e.g. /ws [default: any path]
+    #[arg(long, env = "ROUNDABOUT_WS_PATH", value_name = "PATH")]
+    pub ws_path: Option<String>,
+
     /// Address the listeners bind, e.g. 0.0.0.0 behind 1:1 NAT [default: -local-ip]
     #[arg(long, env = "ROUNDABOUT_BIND_IP", value_name = "IP")]
     pub bind_ip: Option<IpAddr>,

@@ -39,6 +39,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// `-tls-ca`: extra roots for outbound TLS and WSS.
     pub tls_ca: Option<PathBuf>,
+    /// `-ws-path`: the one path WS and WSS handshakes may request; `None` accepts any.
+    pub ws_path: Option<String>,
     /// `-token-key`, or the key kept in `-state-dir`.
     pub token_key: [u8; 32],
     pub limits: Limits,
@@ -215,6 +217,8 @@ pub enum ConfigError {
     ContactFqdnWithoutLocalFqdn,
     #[error("-default-sip-server {0} is not the IP address of any -trusted-server")]
     DefaultServerNotTrusted(IpAddr),
+    #[error("-ws-path {0:?}: a path starts with / and has no spaces")]
+    WsPath(String),
     #[error("-tls-cert and -tls-key go together; only -{given} was given")]
     TlsHalf { given: &'static str },
     #[error("-{flag} {port} needs -tls-cert and -tls-key")]
@@ -354,6 +358,7 @@ impl Config {
             tls_cert,
             tls_key,
             tls_ca,
+            ws_path,
             bind_ip,
             token_key,
             state_dir,
@@ -449,6 +454,12 @@ impl Config {
             ports,
             tls,
             tls_ca: tls_ca.clone(),
+            ws_path: match ws_path {
+                Some(path) if !path.starts_with('/') || path.contains(char::is_whitespace) => {
+                    return Err(ConfigError::WsPath(path.clone()))
+                }
+                path => path.clone(),
+            },
             token_key,
             limits,
             drain_timeout: Duration::from_secs(*drain_timeout),
@@ -475,6 +486,7 @@ impl Config {
             ports,
             tls,
             tls_ca,
+            ws_path,
             token_key: _,
             limits,
             drain_timeout,
@@ -517,6 +529,7 @@ impl Config {
                     .as_ref()
                     .map_or("-".into(), |ca| ca.display().to_string()),
             ),
+            format!("ws-path={}", ws_path.as_deref().unwrap_or("any")),
             format!(
                 "limits max-message-size={} max-connections={} max-connections-per-ip={} \
                  idle-timeout={}s handshake-timeout={}s read-timeout={}s ws-ping-interval={}s \

@@ -61,6 +61,8 @@ fn run(args: &RunArgs) -> ExitCode {
         };
     }
     init_tracing(args.log_level);
+    // One crypto provider for rustls, chosen here rather than by feature detection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     for error in &skipped {
         tracing::warn!("{error} (skipped: -lenient-trusted-server)");
     }

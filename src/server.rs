@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::proxy::router::Router;
@@ -30,6 +30,7 @@ pub enum ServerError {
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
 
     let transports = Transports::bind(&config).await?;
     let senders = transports.senders();
@@ -52,6 +53,21 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                         let gone = proxy.clients().sweep(std::time::Instant::now());
                         if gone > 0 {
                             tracing::debug!(gone, "expired client bindings swept");
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let reloads = {
+        let (senders, shutdown) = (proxy.senders().clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = hangup.recv() => {
+                        if let Err(error) = senders.reload_tls() {
+                            warn!(%error, "TLS certificate not reloaded; the old one stays in use");
                         }
                     }
                 }
@@ -83,7 +99,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .run(Arc::new(proxy), shutdown.clone(), FLUSH)
         .await;
     shutdown.cancel();
-    let _ = tokio::join!(sweeper, signals);
+    let _ = tokio::join!(sweeper, reloads, signals);
     info!("stopped");
     Ok(())
 }

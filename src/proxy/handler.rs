@@ -54,6 +54,11 @@ impl Proxy {
     }
 
     #[must_use]
+    pub fn senders(&self) -> &Senders {
+        &self.inner.senders
+    }
+
+    #[must_use]
     pub fn clients(&self) -> &ClientCache {
         &self.inner.router.clients
     }

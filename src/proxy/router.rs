@@ -167,6 +167,7 @@ impl Router {
             tls: _,
             tls_ca: _,
             drain_timeout: _,
+            ws_path: _,
         } = config;
         Router {
             identity: Identity {

@@ -76,6 +76,7 @@ fn config() -> Config {
         },
         tls: None,
         tls_ca: None,
+        ws_path: None,
         token_key: [3; 32],
         limits: limits(),
         drain_timeout: Duration::from_secs(5),

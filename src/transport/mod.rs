@@ -127,7 +127,11 @@ pub trait Handler: Send + Sync + 'static {
 mod flows;
 mod stream;
 mod tcp;
+mod tls;
 mod udp;
+mod ws;
+
+pub use tls::TlsError;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -151,6 +155,8 @@ pub enum TransportError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Why a message was not handed to a transport.
@@ -173,6 +179,9 @@ pub(crate) struct Shared {
     pub(crate) handler: OnceLock<Arc<dyn Handler>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    pub(crate) tls: tls::TlsContext,
+    /// `-ws-path`: the only request path WS and WSS handshakes may use (`None`: any).
+    pub(crate) ws_path: Option<Arc<str>>,
     udp: Option<Arc<tokio::net::UdpSocket>>,
     local: Vec<(Transport, SocketAddr)>,
 }
@@ -180,12 +189,16 @@ pub(crate) struct Shared {
 /// The listeners bound from the configuration, not yet running.
 pub struct Transports {
     shared: Arc<Shared>,
-    tcp: Option<tokio::net::TcpListener>,
+    /// TCP, TLS, WS and WSS listeners.
+    streams: Vec<(Transport, tokio::net::TcpListener)>,
 }
 
 impl Transports {
-    /// Binds every enabled listener on `-bind-ip`; logs one `listening` line per listener.
+    /// Loads the TLS material, then binds every enabled listener on `-bind-ip`; logs one
+    /// `listening` line per listener.
     pub async fn bind(config: &Config) -> Result<Transports, TransportError> {
+        // Before any socket: a bad certificate must stop the start with nothing bound.
+        let tls = tls::TlsContext::load(config.tls.as_ref(), config.tls_ca.as_deref())?;
         let mut local = Vec::new();
         let bind_error = |transport, addr| {
             move |source| TransportError::Bind {
@@ -206,18 +219,22 @@ impl Transports {
             }
             None => None,
         };
-        let tcp = match config.ports.tcp {
-            Some(port) => {
-                let addr = SocketAddr::new(config.bind_ip, port);
-                let listener = tcp::bind(addr).map_err(bind_error(Transport::Tcp, addr))?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(bind_error(Transport::Tcp, addr))?;
-                local.push((Transport::Tcp, bound));
-                Some(listener)
-            }
-            None => None,
-        };
+        let mut streams = Vec::new();
+        for transport in [
+            Transport::Tcp,
+            Transport::Tls,
+            Transport::Ws,
+            Transport::Wss,
+        ] {
+            let Some(port) = config.ports.get(transport) else {
+                continue;
+            };
+            let addr = SocketAddr::new(config.bind_ip, port);
+            let listener = tcp::bind(addr).map_err(bind_error(transport, addr))?;
+            let bound = listener.local_addr().map_err(bind_error(transport, addr))?;
+            local.push((transport, bound));
+            streams.push((transport, listener));
+        }
         for (transport, addr) in &local {
             info!(%transport, %addr, "listening");
         }
@@ -232,10 +249,12 @@ impl Transports {
                 handler: OnceLock::new(),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
+                tls,
+                ws_path: config.ws_path.as_deref().map(Arc::from),
                 udp,
                 local,
             }),
-            tcp,
+            streams,
         })
     }
 
@@ -253,20 +272,31 @@ impl Transports {
         shutdown: CancellationToken,
         flush: Duration,
     ) {
-        let Transports { shared, tcp } = self;
+        let Transports { shared, streams } = self;
         let _ = shared.handler.set(handler);
         if let Some(socket) = shared.udp.clone() {
             shared
                 .tracker
                 .spawn(udp::receive(socket, Arc::clone(&shared)));
         }
-        if let Some(listener) = tcp {
-            shared.tracker.spawn(tcp::accept(
-                listener,
-                Transport::Tcp,
-                Arc::clone(&shared),
-                tcp::serve_plain,
-            ));
+        for (transport, listener) in streams {
+            let shared = Arc::clone(&shared);
+            let tracker = shared.tracker.clone();
+            match transport {
+                Transport::Tcp => {
+                    tracker.spawn(tcp::accept(listener, transport, shared, tcp::serve_plain))
+                }
+                Transport::Tls => {
+                    tracker.spawn(tcp::accept(listener, transport, shared, tcp::serve_tls))
+                }
+                Transport::Ws => {
+                    tracker.spawn(tcp::accept(listener, transport, shared, ws::serve_plain))
+                }
+                Transport::Wss => {
+                    tracker.spawn(tcp::accept(listener, transport, shared, ws::serve_secure))
+                }
+                Transport::Udp => continue,
+            };
         }
         shutdown.cancelled().await;
         shared.shutdown.cancel();
@@ -279,6 +309,14 @@ impl Transports {
         }
     }
 }
+
+/// The connection-oriented transports.
+const STREAMS: [Transport; 4] = [
+    Transport::Tcp,
+    Transport::Tls,
+    Transport::Ws,
+    Transport::Wss,
+];
 
 /// Cheap-clone handle for sending on any transport.
 #[derive(Clone)]
@@ -299,41 +337,68 @@ impl Senders {
                 .ok_or(SendError::Unavailable(Transport::Udp))?;
             return udp::send(socket, key.remote, msg);
         }
-        if let Some(queue) = shared.flows.queue(&key) {
-            return queue.try_send(msg).map_err(|e| match e {
+        let queue = shared.flows.queue(&key).or_else(|| {
+            if dest.may_connect {
+                return None;
+            }
+            // A connection the peer opened: its Via may name another stream transport than the
+            // one it really used (WebSocket clients often write WSS over plain WS), and the
+            // remote address alone already identifies the connection.
+            STREAMS
+                .into_iter()
+                .filter(|&t| t != key.transport)
+                .find_map(|transport| {
+                    shared.flows.queue(&FlowKey {
+                        transport,
+                        remote: key.remote,
+                    })
+                })
+        });
+        match queue {
+            Some(queue) => queue.try_send(msg).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
                 mpsc::error::TrySendError::Closed(_) => SendError::NoFlow,
-            });
+            }),
+            None if dest.may_connect => self.dial(dest, msg),
+            None => Err(SendError::NoFlow),
         }
-        if !dest.may_connect {
-            return Err(SendError::NoFlow);
-        }
-        self.dial(dest, msg)
     }
 
     fn dial(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError> {
         let shared = Arc::clone(&self.shared);
         let key = dest.flow;
-        if key.transport != Transport::Tcp {
-            return Err(SendError::Unavailable(key.transport));
-        }
         let admission = shared
             .flows
             .admit(key.remote.ip())
             .map_err(|limit| SendError::Io(std::io::Error::other(limit.to_string())))?;
         let flow = stream::Registered::new(key, &shared);
         let _ = flow.tx.try_send(msg);
+        let name = dest.server_name.clone();
         let tracker = shared.tracker.clone();
         tracker.spawn(async move {
-            match tcp::connect(key, &shared).await {
-                Ok(socket) => stream::serve(socket, flow, shared, admission).await,
-                Err(error) => {
-                    shared.flows.remove(&key, flow.id);
-                    warn_limited!(flow = %key, %error, "cannot connect");
-                }
-            }
+            let (id, name) = (flow.id, name.as_deref());
+            let connected = match key.transport {
+                Transport::Ws | Transport::Wss => match ws::connect(key, name, &shared).await {
+                    Ok(socket) => return ws::serve(socket, flow, shared, admission).await,
+                    Err(error) => error,
+                },
+                _ => match tcp::connect(key, name, &shared).await {
+                    Ok(socket) => return stream::serve(socket, flow, shared, admission).await,
+                    Err(error) => error,
+                },
+            };
+            shared.flows.remove(&key, id);
+            warn_limited!(flow = %key, error = %connected, "cannot connect");
         });
         Ok(())
+    }
+
+    /// SIGHUP: rereads the TLS certificate and key for new handshakes.
+    ///
+    /// # Errors
+    /// The new files are unusable; the old certificate stays in use.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.shared.tls.reload()
     }
 
     #[must_use]

@@ -19,6 +19,10 @@ use super::{Encoded, FlowKey, Shared};
 /// Bytes read per call; the buffer grows only as far as one message needs.
 const READ_CHUNK: usize = 4096;
 
+/// A connected byte stream: plain TCP or TLS over it.
+pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+
 /// A flow registered in the table before its connection is up, so that messages sent
 /// meanwhile queue behind the first instead of dialling again.
 pub(crate) struct Registered {

@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::warn_limited;
 
 use super::flows::Admission;
+use super::stream::ByteStream;
 use super::{stream, FlowKey, Shared, Transport};
 
 /// Pending connections the kernel queues before accept.
@@ -80,14 +81,44 @@ pub(crate) async fn serve_plain(
     stream::serve(socket, flow, shared, admission).await;
 }
 
-/// Connects to `key.remote` within the handshake timeout.
-pub(crate) async fn connect(key: FlowKey, shared: &Shared) -> std::io::Result<TcpStream> {
-    let socket = tokio::time::timeout(
-        shared.limits.handshake_timeout,
-        TcpStream::connect(key.remote),
-    )
-    .await
-    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let _ = socket.set_nodelay(true);
-    Ok(socket)
+/// Serves an accepted TLS connection once its handshake completes within the handshake timeout.
+pub(crate) async fn serve_tls(
+    socket: TcpStream,
+    key: FlowKey,
+    shared: Arc<Shared>,
+    admission: Admission,
+) {
+    let Some(acceptor) = shared.tls.acceptor().cloned() else {
+        return;
+    };
+    match tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(socket)).await {
+        Ok(Ok(tls)) => {
+            let flow = stream::Registered::new(key, &shared);
+            stream::serve(tls, flow, shared, admission).await;
+        }
+        Ok(Err(error)) => warn_limited!(flow = %key, %error, "TLS handshake failed"),
+        Err(_) => warn_limited!(flow = %key, "TLS handshake timed out"),
+    }
+}
+
+/// Connects to `key.remote` within the handshake timeout, with TLS on top for TLS and WSS
+/// (the peer verified as `name`, its FQDN, else as its IP address).
+pub(crate) async fn connect(
+    key: FlowKey,
+    name: Option<&str>,
+    shared: &Shared,
+) -> std::io::Result<Box<dyn ByteStream>> {
+    let connecting = async {
+        let socket = TcpStream::connect(key.remote).await?;
+        let _ = socket.set_nodelay(true);
+        Ok::<Box<dyn ByteStream>, std::io::Error>(match key.transport {
+            Transport::Tls | Transport::Wss => {
+                Box::new(shared.tls.connect(socket, name, key.remote.ip()).await?)
+            }
+            _ => Box::new(socket),
+        })
+    };
+    tokio::time::timeout(shared.limits.handshake_timeout, connecting)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
