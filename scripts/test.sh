@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as the README gives it: installs the real peers the tests drive (SIPp),
+# The whole test suite, as the README gives it: installs the real peers the tests drive (SIPp,
+# Kamailio with its TLS and WebSocket modules, Node for JsSIP, systemd-analyze),
 # then format and lint checks, every test, and a build of the benchmarks.
 # Under CI=true a peer that cannot be installed fails the run; the tests themselves also refuse
 # to skip under CI=true.
@@ -10,11 +11,26 @@ as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Debian packages that provide the programs the tests need: program=package.
-needs=(sipp=sip-tester openssl=openssl)
+# Debian packages that provide the programs the tests need: program=package (a path for
+# Kamailio modules, which come in their own packages).
+needs=(
+    sipp=sip-tester
+    openssl=openssl
+    kamailio=kamailio
+    /usr/lib/*/kamailio/modules/tls.so=kamailio-tls-modules
+    /usr/lib/*/kamailio/modules/websocket.so=kamailio-websocket-modules
+    systemd-analyze=systemd
+    node=nodejs
+    npm=npm
+)
 missing=()
 for need in "${needs[@]}"; do
-    command -v "${need%%=*}" >/dev/null 2>&1 || missing+=("${need#*=}")
+    program=${need%%=*}
+    if [[ $program == /* ]]; then
+        compgen -G "$program" >/dev/null || missing+=("${need#*=}")
+    else
+        command -v "$program" >/dev/null 2>&1 || missing+=("${need#*=}")
+    fi
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
@@ -23,6 +39,11 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "cannot install ${missing[*]}" >&2
         [ "${CI:-}" = "true" ] && exit 1
     fi
+fi
+
+# JsSIP and ws for the WebSocket tests, exactly as locked.
+if [ -f tests/node/package-lock.json ]; then
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 cargo fmt --check
