@@ -12,6 +12,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod certs;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_roundabout");
 
 /// Whether an external program is there. Under `CI=true` a missing one fails the test loudly;
