@@ -88,16 +88,10 @@ pub(crate) async fn serve_tls(
     shared: Arc<Shared>,
     admission: Admission,
 ) {
-    let Some(acceptor) = shared.tls.acceptor().cloned() else {
-        return;
-    };
-    match tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(socket)).await {
-        Ok(Ok(tls)) => {
-            let flow = stream::Registered::new(key, &shared);
-            stream::serve(tls, flow, shared, admission).await;
-        }
-        Ok(Err(error)) => warn_limited!(flow = %key, %error, "TLS handshake failed"),
-        Err(_) => warn_limited!(flow = %key, "TLS handshake timed out"),
+    let limit = shared.limits.handshake_timeout;
+    if let Some(tls) = shared.tls.accept(socket, key, limit).await {
+        let flow = stream::Registered::new(key, &shared);
+        stream::serve(tls, flow, shared, admission).await;
     }
 }
 

@@ -4,16 +4,20 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
-use tokio_rustls::{client, TlsAcceptor, TlsConnector};
+use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 use tracing::{info, warn};
 
 use crate::config::TlsFiles;
+use crate::warn_limited;
+
+use super::FlowKey;
 
 /// Why TLS material could not be loaded. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +80,26 @@ impl TlsContext {
         })
     }
 
-    pub(crate) fn acceptor(&self) -> Option<&TlsAcceptor> {
-        self.server.as_ref().map(|(acceptor, _, _)| acceptor)
+    /// The server side of a handshake on an accepted connection, within `limit`. A failure is
+    /// logged (rate-limited) and gives `None`; so does a context without a certificate.
+    pub(crate) async fn accept(
+        &self,
+        socket: TcpStream,
+        key: FlowKey,
+        limit: Duration,
+    ) -> Option<server::TlsStream<TcpStream>> {
+        let (acceptor, _, _) = self.server.as_ref()?;
+        match tokio::time::timeout(limit, acceptor.accept(socket)).await {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(error)) => {
+                warn_limited!(flow = %key, %error, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                warn_limited!(flow = %key, "TLS handshake timed out");
+                None
+            }
+        }
     }
 
     /// Rereads the certificate and key; new handshakes use them, open connections keep theirs.

@@ -60,14 +60,9 @@ pub(crate) async fn serve_secure(
     shared: Arc<Shared>,
     admission: Admission,
 ) {
-    let Some(acceptor) = shared.tls.acceptor().cloned() else {
-        return;
-    };
     let limit = shared.limits.handshake_timeout;
-    match tokio::time::timeout(limit, acceptor.accept(socket)).await {
-        Ok(Ok(tls)) => accept(tls, key, shared, admission).await,
-        Ok(Err(error)) => warn_limited!(flow = %key, %error, "TLS handshake failed"),
-        Err(_) => warn_limited!(flow = %key, "TLS handshake timed out"),
+    if let Some(tls) = shared.tls.accept(socket, key, limit).await {
+        accept(tls, key, shared, admission).await;
     }
 }
 
