@@ -263,3 +263,36 @@ fn answers_of_its_own_and_recovery_from_bad_input() {
         rb.logs()
     );
 }
+
+/// RFC 3261 §16.9: a request whose next hop cannot be connected to is answered 503, not lost.
+#[test]
+fn unreachable_server_is_answered_503() {
+    // A TCP port with nothing listening: bind, learn the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let trusted = format!("127.0.0.2::{port}:tcp:");
+    let rb = Roundabout::start(&["-strict-host", "-trusted-server", &trusted]);
+    let client = UdpPeer::bind("127.0.0.3");
+    let ruri = format!("sip:x@127.0.0.2:{port}");
+    client.send(
+        rb.addr("udp"),
+        &options(&ruri, &client, "Max-Forwards: 70\r\n"),
+    );
+    let answer = client.recv().expect("503");
+    assert!(
+        answer.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    // Only the client's own Via comes back, with received/rport.
+    let vias: Vec<&str> = answer.lines().filter(|l| l.starts_with("Via:")).collect();
+    assert_eq!(vias.len(), 1, "{answer}");
+    assert!(vias[0].contains("received=127.0.0.3"), "{answer}");
+    assert!(
+        rb.wait_for_log("cannot connect", Duration::from_secs(1)),
+        "{}",
+        rb.logs()
+    );
+}

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use crate::sip::{reply, Message, Method, ParseError};
+use crate::sip::{reply, Encoded, Message, Method, ParseError};
 use crate::transport::{Destination, FlowKey, Handler, Inbound, SendError, Senders, Transport};
 use crate::warn_limited;
 
@@ -273,6 +273,24 @@ impl Handler for Proxy {
             Ok(msg) if msg.is_request() => self.request(msg, flow),
             Ok(msg) => self.response(msg, flow),
             Err(error) => self.malformed(&data, flow, error),
+        }
+    }
+
+    /// RFC 3261 §16.9: a request that could not be sent is answered as if the next hop had
+    /// sent 503. The 503 is built from the request as forwarded (our Via on top) and then takes
+    /// the path of any response, back to the sender.
+    fn undelivered(&self, msg: Encoded, flow: FlowKey) {
+        let Ok(request) = Message::parse(msg.to_contiguous()) else {
+            return;
+        };
+        if !request.is_request() || request.method() == Some(Method::Ack) {
+            return;
+        }
+        let status = Status::SERVICE_UNAVAILABLE;
+        let answer = reply::response(&request, status.code, status.reason, &to_tag(&request));
+        if let Ok(response) = Message::parse(answer.to_contiguous()) {
+            debug!(to = %flow, "request not delivered: answered 503");
+            self.response(response, flow);
         }
     }
 }

@@ -122,6 +122,10 @@ pub struct Destination {
 /// the listener's task, so sending is queueing (see `Senders::send`).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, inbound: Inbound);
+
+    /// A message queued for `flow` that could not be sent because the connection could not
+    /// be opened (RFC 3261 §16.9: for a request, as if a 503 had come back).
+    fn undelivered(&self, msg: Encoded, flow: FlowKey);
 }
 
 mod flows;
@@ -389,6 +393,13 @@ impl Senders {
             };
             shared.flows.remove(&key, id);
             warn_limited!(flow = %key, error = %connected, "cannot connect");
+            let mut queued = flow.rx;
+            queued.close();
+            if let Some(handler) = shared.handler.get() {
+                while let Ok(msg) = queued.try_recv() {
+                    handler.undelivered(msg, key);
+                }
+            }
         });
         Ok(())
     }
