@@ -28,6 +28,12 @@ pub enum TlsError {
         #[source]
         source: rustls::pki_types::pem::Error,
     },
+    #[error("-tls-cert {path}: unusable certificate: {source}")]
+    BadCertificate {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
     #[error("-tls-cert {0}: no certificate in the file")]
     NoCertificate(PathBuf),
     #[error("-tls-key {path}: {source}")]
@@ -163,6 +169,10 @@ fn load_certified_key(files: &TlsFiles) -> Result<Arc<CertifiedKey>, TlsError> {
             rustls::Error::InconsistentKeys(_) => TlsError::Mismatch {
                 cert: files.cert.clone(),
                 key: files.key.clone(),
+            },
+            source @ rustls::Error::InvalidCertificate(_) => TlsError::BadCertificate {
+                path: files.cert.clone(),
+                source,
             },
             source => TlsError::Key {
                 path: files.key.clone(),

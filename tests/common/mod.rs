@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod certs;
+pub mod kamailio;
+pub mod node;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_roundabout");
 
