@@ -74,6 +74,7 @@ fn router() -> Router {
             ws_ping_interval: Duration::from_secs(30),
             client_cache_size: 1000,
             send_queue: 1024,
+            rate_limit: 0,
         },
         drain_timeout: Duration::from_secs(5),
     };

@@ -439,6 +439,12 @@ pub struct LimitArgs {
           default_value_t = Limits::DEFAULT.send_queue,
           value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub send_queue: usize,
+
+    /// Messages per second accepted from one source IP that is not a trusted server (bursts
+    /// of twice as many pass); 0 turns the limit off
+    #[arg(long, env = "ROUNDABOUT_RATE_LIMIT", value_name = "N",
+          default_value_t = Limits::DEFAULT.rate_limit)]
+    pub rate_limit: u32,
 }
 
 /// The original's once-off CSR flags (`-csr -csr-cn … -tls-key …`).

@@ -98,6 +98,9 @@ pub struct Limits {
     pub client_cache_size: usize,
     /// Messages queued per connection before sends to it are refused (default 1024).
     pub send_queue: usize,
+    /// Messages per second accepted from one source address that is not a trusted server;
+    /// 0 turns the limit off. Bursts of twice as many pass.
+    pub rate_limit: u32,
 }
 
 /// One `-trusted-server` dataset: `ip-address:fqdn-list:port:network-protocol:route-list`.
@@ -161,6 +164,7 @@ impl Limits {
         ws_ping_interval: Duration::from_secs(30),
         client_cache_size: 100_000,
         send_queue: 1024,
+        rate_limit: 1000,
     };
 }
 
@@ -377,6 +381,7 @@ impl Config {
                     ws_ping_interval,
                     client_cache_size,
                     send_queue,
+                    rate_limit,
                 },
         } = args;
         let local_fqdn = match local_fqdn {
@@ -436,6 +441,7 @@ impl Config {
             ws_ping_interval: Duration::from_secs(*ws_ping_interval),
             client_cache_size: *client_cache_size,
             send_queue: *send_queue,
+            rate_limit: *rate_limit,
         };
         let token_key =
             load_token_key(token_key.as_deref(), state_dir).map_err(ConfigError::TokenKey)?;
@@ -533,7 +539,7 @@ impl Config {
             format!(
                 "limits max-message-size={} max-connections={} max-connections-per-ip={} \
                  idle-timeout={}s handshake-timeout={}s read-timeout={}s ws-ping-interval={}s \
-                 client-cache-size={} send-queue={}",
+                 client-cache-size={} send-queue={} rate-limit={}",
                 limits.max_message,
                 limits.max_connections,
                 limits.max_connections_per_ip,
@@ -543,6 +549,7 @@ impl Config {
                 limits.ws_ping_interval.as_secs(),
                 limits.client_cache_size,
                 limits.send_queue,
+                limits.rate_limit,
             ),
         ];
         for (index, server) in trusted_servers.servers.iter().enumerate() {

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::proxy::flood::SourceLimiter;
 use crate::proxy::router::Router;
 use crate::proxy::Proxy;
 use crate::transport::{Transport, TransportError, Transports};
@@ -38,7 +39,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .into_iter()
         .filter_map(|t| senders.local_addr(t).map(|addr| (t, addr.port())))
         .collect();
-    let proxy = Proxy::new(Router::new(&config, ports), senders);
+    let limiter = SourceLimiter::new(config.limits.rate_limit);
+    let proxy = Proxy::new(Router::new(&config, ports), senders, limiter);
     let shutdown = CancellationToken::new();
     let drain = config.drain_timeout;
 
@@ -50,10 +52,12 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     _ = tick.tick() => {
-                        let gone = proxy.clients().sweep(std::time::Instant::now());
+                        let now = std::time::Instant::now();
+                        let gone = proxy.clients().sweep(now);
                         if gone > 0 {
                             tracing::debug!(gone, "expired client bindings swept");
                         }
+                        proxy.sweep_flood_limits(now);
                     }
                 }
             }

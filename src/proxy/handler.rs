@@ -15,6 +15,7 @@ use crate::transport::{Destination, FlowKey, Handler, Inbound, SendError, Sender
 use crate::warn_limited;
 
 use super::clients::ClientCache;
+use super::flood::SourceLimiter;
 use super::rewrite::Registration;
 use super::router::{Forward, NextHop, RequestAction, ResponseAction, Router, Status};
 
@@ -30,17 +31,19 @@ pub struct Proxy {
 struct Inner {
     router: Router,
     senders: Senders,
+    limiter: SourceLimiter,
     draining: AtomicBool,
     resolves: Arc<Semaphore>,
 }
 
 impl Proxy {
     #[must_use]
-    pub fn new(router: Router, senders: Senders) -> Proxy {
+    pub fn new(router: Router, senders: Senders, limiter: SourceLimiter) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 router,
                 senders,
+                limiter,
                 draining: AtomicBool::new(false),
                 resolves: Arc::new(Semaphore::new(MAX_PENDING_RESOLVES)),
             }),
@@ -51,6 +54,11 @@ impl Proxy {
     /// in-dialog requests still go through so calls in progress complete.
     pub fn start_draining(&self) {
         self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Forgets flood buckets that have refilled.
+    pub fn sweep_flood_limits(&self, now: Instant) {
+        self.inner.limiter.sweep(now);
     }
 
     #[must_use]
@@ -269,6 +277,13 @@ impl Proxy {
 impl Handler for Proxy {
     fn handle(&self, inbound: Inbound) {
         let Inbound { data, flow } = inbound;
+        if !self.inner.router.servers.is_server_address(&flow)
+            && !self.inner.limiter.allow(flow.remote.ip(), Instant::now())
+        {
+            // Dropped before parsing: a flood costs as little as possible and gets no answer.
+            warn_limited!(source = %flow.remote.ip(), "flood: messages over -rate-limit dropped");
+            return;
+        }
         match Message::parse(data.clone()) {
             Ok(msg) if msg.is_request() => self.request(msg, flow),
             Ok(msg) => self.response(msg, flow),

@@ -1,6 +1,7 @@
 //! The proxy: takes every inbound message, asks the router where it goes, rewrites and sends.
 
 pub mod clients;
+pub mod flood;
 mod handler;
 pub mod rewrite;
 pub mod router;

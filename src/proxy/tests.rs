@@ -22,6 +22,7 @@ fn limits() -> Limits {
         ws_ping_interval: Duration::from_secs(30),
         client_cache_size: 100,
         send_queue: 64,
+        rate_limit: 0,
     }
 }
 
