@@ -135,3 +135,100 @@ fn strict_host_relays_to_no_foreign_address() {
         .unwrap();
     assert_eq!(foreign.recv(), None, "nothing reached the foreign address");
 }
+
+/// Opens `n` TCP connections to `addr` from `ip`.
+fn connect_many(ip: &str, addr: std::net::SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
+    (0..n)
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket
+                .bind(&std::net::SocketAddr::new(ip.parse().unwrap(), 0).into())
+                .unwrap();
+            socket.connect(&addr.into()).unwrap();
+            let stream: std::net::TcpStream = socket.into();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            stream
+        })
+        .collect()
+}
+
+/// Whether the proxy closed `stream` (end of stream or a reset) within its read timeout.
+fn closed_by_proxy(mut stream: &std::net::TcpStream) -> bool {
+    use std::io::{ErrorKind, Read};
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+    }
+}
+
+#[test]
+fn connection_limits_and_slow_clients() {
+    let server = UdpPeer::bind("127.0.8.22");
+    let trusted = format!("127.0.8.22::{}:udp:", server.addr().port());
+    let rb = Roundabout::start(&[
+        "-trusted-server",
+        &trusted,
+        "-max-connections-per-ip",
+        "20",
+        "-read-timeout",
+        "1",
+        "-idle-timeout",
+        "2",
+    ]);
+    let tcp = rb.addr("tcp");
+
+    // One address may hold 20 connections; the 21st to 30th are closed at once.
+    let hogs = connect_many("127.0.8.23", tcp, 30);
+    assert!(
+        rb.wait_for_log(
+            "per-address connection limit (20) reached",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        rb.logs()
+    );
+    let refused = hogs[20..].iter().filter(|s| closed_by_proxy(s)).count();
+    assert_eq!(refused, 10);
+
+    // Another address is served meanwhile.
+    let client = UdpPeer::bind("127.0.8.24");
+    let mut other = connect_many("127.0.8.24", tcp, 1).remove(0);
+    let ruri = format!("sip:x@{}", server.addr());
+    let request = options(&ruri, &client, "tcp-ok", "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    std::io::Write::write_all(&mut other, request.as_bytes()).unwrap();
+    let relayed = server
+        .recv()
+        .expect("request over a new connection relayed");
+    assert_eq!(header(&relayed, "Call-ID"), Some("tcp-ok@hardening"));
+
+    // Slowloris: a message started and never finished is cut at the read timeout (1 s).
+    let mut slow = connect_many("127.0.8.25", tcp, 1).remove(0);
+    std::io::Write::write_all(
+        &mut slow,
+        b"OPTIONS sip:x@127.0.8.22 SIP/2.0\r\nVia: SIP/2.0/TCP",
+    )
+    .unwrap();
+    let started = Instant::now();
+    assert!(closed_by_proxy(&slow), "a partial message is cut");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        rb.wait_for_log("message incomplete at read timeout", Duration::from_secs(1)),
+        "{}",
+        rb.logs()
+    );
+
+    // Idle connections are closed at the idle timeout (2 s), which frees the address's slots.
+    assert!(closed_by_proxy(&hogs[0]), "idle connection closed");
+    drop(hogs);
+    let again = connect_many("127.0.8.23", tcp, 20);
+    assert_eq!(again.len(), 20);
+}
