@@ -232,3 +232,70 @@ fn connection_limits_and_slow_clients() {
     let again = connect_many("127.0.8.23", tcp, 20);
     assert_eq!(again.len(), 20);
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Many idle TCP and WebSocket connections are held within the limits and new clients are
+/// still served. `ROUNDABOUT_IDLE_CONNECTIONS` sets how many (default 1000; the figures in
+/// SECURITY.md are for 10000). Prints the resident memory per idle connection.
+#[test]
+fn idle_connections_are_held_and_new_ones_served() {
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
+    let total: usize = std::env::var("ROUNDABOUT_IDLE_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let server = UdpPeer::bind("127.0.8.32");
+    let trusted = format!("127.0.8.32::{}:udp:", server.addr().port());
+    let max = (total + 10).to_string();
+    let rb = Roundabout::start(&["-trusted-server", &trusted, "-max-connections", &max]);
+    let (tcp, ws) = (rb.addr("tcp"), rb.addr("ws"));
+    let before = rss_kib(rb.pid());
+
+    // 100 connections per source address (the default per-address limit), half TCP, half WS.
+    let mut held_tcp = Vec::new();
+    let mut held_ws = Vec::new();
+    for n in 0..total {
+        let ip = format!("127.0.9.{}", n / 100 + 1);
+        let stream = connect_many(&ip, if n % 2 == 0 { tcp } else { ws }, 1).remove(0);
+        if n % 2 == 0 {
+            held_tcp.push(stream);
+        } else {
+            let mut request = format!("ws://{ws}/").into_client_request().unwrap();
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", "sip".parse().unwrap());
+            let (socket, _) = tungstenite::client(request, stream).unwrap();
+            held_ws.push(socket);
+        }
+    }
+    // Every WebSocket completed its handshake, so every one of them is a served flow; give the
+    // TCP ones a moment to be accepted by sending through the last of them.
+    let client = UdpPeer::bind("127.0.8.33");
+    let ruri = format!("sip:x@{}", server.addr());
+    let request = options(&ruri, &client, "last-tcp", "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    std::io::Write::write_all(&mut held_tcp.last().unwrap(), request.as_bytes()).unwrap();
+    assert_eq!(
+        header(&server.recv().expect("relayed"), "Call-ID"),
+        Some("last-tcp@hardening")
+    );
+    let after = rss_kib(rb.pid());
+    eprintln!(
+        "{total} idle connections: RSS {before} KiB -> {after} KiB, {:.1} KiB per connection",
+        (after.saturating_sub(before)) as f64 / total as f64
+    );
+
+    // A new client is still served while they are all held.
+    client.send(rb.addr("udp"), &options(&ruri, &client, "new", ""));
+    assert_eq!(
+        header(&server.recv().expect("new client served"), "Call-ID"),
+        Some("new@hardening")
+    );
+    assert!(!rb.logs().contains("connection refused"), "{}", rb.logs());
+    drop((held_tcp, held_ws));
+}
