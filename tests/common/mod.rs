@@ -46,27 +46,24 @@ pub struct Roundabout {
 }
 
 impl Roundabout {
-    /// Starts the binary on ephemeral ports (`-udp-port 0 -tcp-port 0 -ws-port 0`, debug log)
-    /// plus `args`, and waits until every listener has said where it listens.
+    /// Starts the binary on ephemeral ports (`-udp-port 0 -tcp-port 0 -ws-port 0`, debug log,
+    /// `-drain-timeout 1`; a flag given in `args` replaces its default) plus `args`, and waits
+    /// until every listener has said where it listens (so `-log-level` must be info or finer).
     pub fn start(args: &[&str]) -> Roundabout {
         let state = tempfile::tempdir().unwrap();
-        let mut all: Vec<String> = [
-            "-local-ip",
-            "127.0.0.1",
-            "-log-level",
-            "debug",
-            "-udp-port",
-            "0",
-            "-tcp-port",
-            "0",
-            "-ws-port",
-            "0",
-            "-drain-timeout",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let defaults = [
+            ("-local-ip", "127.0.0.1"),
+            ("-log-level", "debug"),
+            ("-udp-port", "0"),
+            ("-tcp-port", "0"),
+            ("-ws-port", "0"),
+            ("-drain-timeout", "1"),
+        ];
+        let mut all: Vec<String> = defaults
+            .iter()
+            .filter(|(flag, _)| !args.contains(flag))
+            .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+            .collect();
         all.extend(["-state-dir".to_string(), state.path().display().to_string()]);
         all.extend(args.iter().map(|s| s.to_string()));
         let mut child = Command::new(BIN)
