@@ -5,6 +5,8 @@
 //! where each message goes (`proxy::router` is pure) and glues the rest; `csr` is the once-off
 //! certificate signing request command.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod csr;

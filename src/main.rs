@@ -1,6 +1,8 @@
 //! `roundabout`: parse the command line, validate, set up logging, run the proxy or the CSR
 //! command, and map errors to exit codes.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 

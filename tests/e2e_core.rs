@@ -199,11 +199,18 @@ fn answers_of_its_own_and_recovery_from_bad_input() {
     // -strict-host: an unknown host is refused and nothing is relayed.
     client.send(
         proxy,
-        &options("sip:x@192.0.2.99", &client, "Max-Forwards: 70\r\n"),
+        &options(
+            "sip:x@192.0.2.99",
+            &client,
+            "Max-Forwards: 70\r\nUser-Agent: roundabout-e2e-test-client/1.0\r\n",
+        ),
     );
     let answer = client.recv().expect("403");
     assert!(answer.starts_with("SIP/2.0 403 Forbidden\r\n"), "{answer}");
     assert!(header(&answer, "To").unwrap().contains(";tag="), "{answer}");
+    // RFC 3261 §18.2.1: the answer's Via says where the request really came from.
+    let via = header(&answer, "Via").unwrap();
+    assert!(via.contains(";received=127.0.0.3"), "{answer}");
 
     // Max-Forwards 0.
     client.send(

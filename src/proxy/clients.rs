@@ -3,6 +3,7 @@
 //! Filled from the 2xx answers to REGISTER (the granted expiry), emptied by `Expires: 0`, by
 //! expiry and by the periodic sweep; bounded in size so a registration flood cannot grow it.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -85,8 +86,12 @@ impl ClientCache {
         Ok(())
     }
 
-    pub fn remove(&self, user: &[u8]) {
-        self.bindings.remove(user);
+    /// Removes `user`'s binding if it is to a client at `remote` (another device of the same
+    /// user, registered later from elsewhere, keeps its binding).
+    pub fn remove_at(&self, user: &[u8], remote: SocketAddr) -> bool {
+        self.bindings
+            .remove_if(user, |_, binding| binding.flow.remote == remote)
+            .is_some()
     }
 
     /// Drops expired bindings; returns how many went.
@@ -164,7 +169,11 @@ mod tests {
             .unwrap();
         assert_eq!(cache.len(), 1);
         assert!(matches!(cache.lookup(b"1000", t0), ClientLookup::Bound(b) if b.flow == flow(2)));
-        cache.remove(b"1000");
+        assert!(
+            !cache.remove_at(b"1000", flow(1).remote),
+            "bound to the newer flow"
+        );
+        assert!(cache.remove_at(b"1000", flow(2).remote));
         assert_eq!(cache.lookup(b"1000", t0), ClientLookup::Unknown);
     }
 

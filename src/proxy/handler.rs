@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use crate::sip::{reply, Encoded, Message, Method, ParseError};
+use crate::sip::{reply, Editor, Encoded, Message, Method, ParseError};
 use crate::transport::{Destination, FlowKey, Handler, Inbound, SendError, Senders, Transport};
 use crate::warn_limited;
 
@@ -186,18 +186,17 @@ impl Proxy {
                 return;
             }
         };
-        let (out, registrations) =
-            match self
-                .inner
-                .router
-                .rewrite_response(&msg, &source, dest.flow.transport)
-            {
-                Ok(rewritten) => rewritten,
-                Err(error) => {
-                    warn_limited!(flow = %source, %error, "malformed response dropped");
-                    return;
-                }
-            };
+        let (out, registrations) = match self
+            .inner
+            .router
+            .rewrite_response(&msg, &source, &dest.flow)
+        {
+            Ok(rewritten) => rewritten,
+            Err(error) => {
+                warn_limited!(flow = %source, %error, "malformed response dropped");
+                return;
+            }
+        };
         self.update_clients(registrations);
         match self.inner.senders.send(&dest, out) {
             Ok(()) => debug!(from = %source, to = %dest.flow, "response forwarded"),
@@ -215,8 +214,9 @@ impl Proxy {
         } in registrations
         {
             if expires.is_zero() {
-                self.clients().remove(&user);
-                debug!(user = %String::from_utf8_lossy(&user), "client unregistered");
+                if self.clients().remove_at(&user, flow.remote) {
+                    debug!(user = %String::from_utf8_lossy(&user), "client unregistered");
+                }
             } else if let Err(error) = self.clients().bind(&user, flow, contact, expires, now) {
                 warn_limited!(%error, "client binding not stored");
             } else {
@@ -232,13 +232,27 @@ impl Proxy {
             return;
         }
         let tag = to_tag(request);
-        let mut out = reply::response(request, status.code, status.reason, &tag);
-        if self.amplifies(request.bytes(), source, &out) {
-            // The detail in a reason phrase is a courtesy; the bare phrase may still fit.
-            let bare = status.reason.split(" (").next().unwrap_or(status.reason);
-            out = reply::response(request, status.code, bare, &tag);
+        let stamped = with_via_source(request, source);
+        let bare = status.reason.split(" (").next().unwrap_or(status.reason);
+        // The detail in a reason phrase, then received/rport, are courtesies that give way
+        // when the answer would otherwise be larger than the request (see `amplifies`).
+        let candidates = [
+            (stamped.as_ref(), status.reason),
+            (stamped.as_ref(), bare),
+            (Some(request), bare),
+        ];
+        let fitting = candidates
+            .into_iter()
+            .filter_map(|(answered, reason)| {
+                answered.map(|m| reply::response(m, status.code, reason, &tag))
+            })
+            .find(|out| !self.amplifies(request.bytes(), source, out));
+        match fitting {
+            Some(out) => self.send_reply(request.bytes(), source, out),
+            None => {
+                debug!(flow = %source, "reply larger than the request not sent to a UDP source")
+            }
         }
-        self.send_reply(request.bytes(), source, out);
     }
 
     /// Whether a reply to an unverified UDP source would be larger than its request.
@@ -336,6 +350,15 @@ fn bad_request_reason(error: ParseError) -> &'static str {
         ParseError::BadUri => "Bad Request (bad URI)",
         _ => "Bad Request",
     }
+}
+
+/// The request with `received`/`rport` on its top Via, as the answer must carry them back
+/// (RFC 3261 §18.2.1, RFC 3581 §4); `None` if the Via cannot be read.
+fn with_via_source(request: &Message, source: &FlowKey) -> Option<Message> {
+    let top = request.top_via().ok()?;
+    let mut ed = Editor::new(request);
+    ed.set_via_source(&top, source.remote.ip(), source.remote.port());
+    Message::parse(ed.finish().to_contiguous()).ok()
 }
 
 /// A To tag that is the same for retransmissions of the same request.

@@ -24,7 +24,7 @@ pub struct Registration {
     pub user: Bytes,
     pub flow: FlowKey,
     pub contact: Bytes,
-    /// Zero removes the binding.
+    /// Zero removes the binding (if it is still to the same client).
     pub expires: Duration,
 }
 
@@ -91,21 +91,22 @@ impl Router {
         Ok(ed.finish())
     }
 
-    /// The response as it goes back towards `egress`: our Via popped, Contact rewritten for
-    /// 1xx/2xx (a REGISTER 2xx instead gets the client's own contacts back).
+    /// The response as it goes back to `dest`: our Via popped, Contact rewritten for 1xx/2xx
+    /// (a REGISTER 2xx instead gets the client's own contacts back).
     pub fn rewrite_response(
         &self,
         msg: &Message,
         source: &FlowKey,
-        egress: Transport,
+        dest: &FlowKey,
     ) -> Result<(Encoded, Vec<Registration>), ParseError> {
+        let egress = dest.transport;
         let mut ed = Editor::new(msg);
         ed.pop_via()?;
         let code = msg.status_code().unwrap_or(0);
         let cseq = msg.cseq()?;
         let mut registrations = Vec::new();
         if Method::from_token(cseq.method) == Method::Register && (200..300).contains(&code) {
-            registrations = self.restore_registered_contacts(&mut ed)?;
+            registrations = self.restore_registered_contacts(&mut ed, dest)?;
         } else if code < 300 {
             self.rewrite_contacts(&mut ed, source, egress)?;
         }
@@ -164,11 +165,16 @@ impl Router {
         Ok(())
     }
 
-    /// REGISTER 2xx on its way back to the client: each Contact we rewrote is turned back into
-    /// what the client wrote, and reported so the client cache can be updated.
+    /// REGISTER 2xx on its way back to the client at `dest`: each Contact we rewrote is turned
+    /// back into what its client wrote. The bindings of the client the response goes to are
+    /// reported so the client cache can follow them; the registrar may list other devices of
+    /// the same user too, which must not take this client's place. When none of the listed
+    /// contacts is this client's, it has unregistered (RFC 3261 §10.3 step 8: the 2xx lists the
+    /// bindings that remain), and its binding is reported with expiry zero.
     fn restore_registered_contacts(
         &self,
         ed: &mut Editor<'_>,
+        dest: &FlowKey,
     ) -> Result<Vec<Registration>, ParseError> {
         let msg = ed.message();
         let buf = msg.bytes();
@@ -194,7 +200,8 @@ impl Router {
                 .and_then(|v| crate::sip::header::parse_u32(&buf[v.range()]))
                 .unwrap_or(default_expires);
             ed.replace(contact.uri, &token.original_uri);
-            if let Some(user) = &user {
+            // By address alone: a WebSocket client's Via may name WSS over plain WS.
+            if let Some(user) = user.as_ref().filter(|_| token.flow.remote == dest.remote) {
                 registrations.push(Registration {
                     user: user.clone(),
                     flow: token.flow,
@@ -202,6 +209,14 @@ impl Router {
                     expires: Duration::from_secs(u64::from(expires)),
                 });
             }
+        }
+        if let (Some(user), true) = (user, registrations.is_empty()) {
+            registrations.push(Registration {
+                user,
+                flow: *dest,
+                contact: Bytes::new(),
+                expires: Duration::ZERO,
+            });
         }
         Ok(registrations)
     }

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::clients::ClientCache;
 use super::router::{NextHop, RequestAction, ResponseAction, Router, Status};
 use crate::config::{ClientRanges, Config, Limits, Ports, RouteHop, TrustedServer, TrustedServers};
 use crate::sip::{Encoded, Message};
@@ -466,9 +467,7 @@ fn token_flow_of_a_browser_is_not_dialled_back() {
          Contact: <sip:bob@203.0.113.20:5060;transport=tcp>\r\nContent-Length: 0\r\n\r\n"
     )))
     .unwrap();
-    let (out, _) = r
-        .rewrite_response(&resp, &server_flow, Transport::Ws)
-        .unwrap();
+    let (out, _) = r.rewrite_response(&resp, &server_flow, &client()).unwrap();
     let out = wire(&out);
     assert!(
         out.starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/WS x.invalid"),
@@ -737,11 +736,7 @@ fn register_2xx_restores_the_client_contact_and_reports_the_binding() {
     )))
     .unwrap();
     let (out, regs) = r
-        .rewrite_response(
-            &ok,
-            &flow(Transport::Tcp, "203.0.113.20:5060"),
-            Transport::Ws,
-        )
+        .rewrite_response(&ok, &flow(Transport::Tcp, "203.0.113.20:5060"), &client())
         .unwrap();
     assert!(
         wire(&out).contains("Contact: <sip:abc@df7jal23ls0d.invalid;transport=ws>;expires=300\r\n"),
@@ -752,4 +747,83 @@ fn register_2xx_restores_the_client_contact_and_reports_the_binding() {
     assert_eq!(&regs[0].user[..], b"1000");
     assert_eq!(regs[0].flow, client());
     assert_eq!(regs[0].expires, Duration::from_secs(300));
+}
+
+#[test]
+fn register_2xx_binds_only_the_client_it_goes_to_and_reports_unregistration() {
+    let r = router_with(|_| {});
+    let other_device = flow(Transport::Ws, "192.0.2.77:40000");
+    let tokened = |source: FlowKey, contact: &str| {
+        let reg = request(
+            "REGISTER",
+            "sip:server.example.com",
+            &format!("Contact: <{contact}>\r\n"),
+        );
+        let RequestAction::Forward(f) = route(&r, &reg, source) else {
+            panic!()
+        };
+        contact_uri(&wire(
+            &r.rewrite_request(&reg, &source, &f, Transport::Tcp)
+                .unwrap(),
+        ))
+    };
+    let mine = tokened(client(), "sip:abc@mine.invalid;transport=ws");
+    let theirs = tokened(other_device, "sip:xyz@theirs.invalid;transport=ws");
+    let ok = |contacts: &str| {
+        Message::parse(Bytes::from(format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP {US}:5060;branch=z9hG4bKrb1\r\n\
+             Via: SIP/2.0/WSS mine.invalid;branch=z9hG4bKa;received=192.0.2.10;rport=50000\r\n\
+             From: <sip:1000@example.com>;tag=1\r\nTo: <sip:1000@server.example.com>;tag=9\r\n\
+             Call-ID: c1\r\nCSeq: 2 REGISTER\r\n{contacts}Content-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    };
+    let server = flow(Transport::Tcp, "203.0.113.20:5060");
+    // The registrar lists the other device first: only this client's binding is reported,
+    // yet both contacts are shown as their devices wrote them.
+    let both = ok(&format!(
+        "Contact: <{theirs}>;expires=500\r\nContact: <{mine}>;expires=300\r\n"
+    ));
+    let (out, regs) = r.rewrite_response(&both, &server, &client()).unwrap();
+    let out = wire(&out);
+    assert!(
+        out.contains("Contact: <sip:xyz@theirs.invalid;transport=ws>;expires=500\r\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Contact: <sip:abc@mine.invalid;transport=ws>;expires=300\r\n"),
+        "{out}"
+    );
+    assert_eq!(regs.len(), 1);
+    assert_eq!(
+        (regs[0].flow, regs[0].expires),
+        (client(), Duration::from_secs(300))
+    );
+    // After an un-REGISTER only the other device remains: this client's binding goes.
+    let (_, regs) = r
+        .rewrite_response(
+            &ok(&format!("Contact: <{theirs}>;expires=500\r\n")),
+            &server,
+            &client(),
+        )
+        .unwrap();
+    assert_eq!(regs.len(), 1);
+    assert_eq!(
+        (&regs[0].user[..], regs[0].expires),
+        (&b"1000"[..], Duration::ZERO)
+    );
+    // The client cache removes a binding only when it is still to that client.
+    let now = Instant::now();
+    let cache = ClientCache::new(10);
+    cache
+        .bind(
+            b"1000",
+            other_device,
+            Bytes::new(),
+            Duration::from_secs(60),
+            now,
+        )
+        .unwrap();
+    assert!(!cache.remove_at(b"1000", client().remote));
+    assert!(cache.remove_at(b"1000", other_device.remote));
 }
