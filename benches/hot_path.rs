@@ -2,11 +2,13 @@
 //! `cargo bench --bench hot_path`.
 
 #![allow(clippy::unwrap_used)] // a benchmark of fixed inputs: a failure is a bug to see at once
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use roundabout::config::{ClientRanges, Config, Limits, Ports, TrustedServer, TrustedServers};
 use roundabout::proxy::router::{RequestAction, Router};
 use roundabout::sip::Message;
@@ -113,5 +115,68 @@ fn hot_path(c: &mut Criterion) {
     group.finish();
 }
 
+/// Counts heap allocations, so the cost of the hot path in allocations is a number, not a guess.
+struct CountingAllocator;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed straight to the system allocator; only a counter is added.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Allocations (and reallocations) of parse → validate → route → rewrite for one INVITE,
+/// UDP in, TCP out: the figure the README quotes.
+fn allocations_per_forwarded_invite() -> usize {
+    let invite = Bytes::from_static(INVITE);
+    let source = FlowKey {
+        transport: Transport::Udp,
+        remote: "127.0.0.3:5070".parse().unwrap(),
+    };
+    let router = router();
+    let forward_once = || {
+        let msg = Message::parse(invite.clone()).unwrap();
+        msg.validate_request().unwrap();
+        let RequestAction::Forward(forward) = router.route_request(&msg, &source, Instant::now())
+        else {
+            panic!("not forwarded");
+        };
+        black_box(
+            router
+                .rewrite_request(&msg, &source, &forward, Transport::Tcp)
+                .unwrap(),
+        );
+    };
+    forward_once();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    forward_once();
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
 criterion_group!(benches, hot_path);
-criterion_main!(benches);
+
+fn main() {
+    println!(
+        "allocations per forwarded INVITE (parse, validate, route, rewrite): {}",
+        allocations_per_forwarded_invite()
+    );
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
