@@ -77,6 +77,7 @@ fn router() -> Router {
             client_cache_size: 1000,
             send_queue: 1024,
             rate_limit: 0,
+            max_new_requests: 0,
         },
         drain_timeout: Duration::from_secs(5),
     };

@@ -445,6 +445,12 @@ pub struct LimitArgs {
     #[arg(long, env = "ROUNDABOUT_RATE_LIMIT", value_name = "N",
           default_value_t = Limits::DEFAULT.rate_limit)]
     pub rate_limit: u32,
+
+    /// New (out-of-dialog) requests per second over all sources before further ones get 503,
+    /// so calls in progress keep flowing under overload; 0 turns the guard off
+    #[arg(long, env = "ROUNDABOUT_MAX_NEW_REQUESTS", value_name = "N",
+          default_value_t = Limits::DEFAULT.max_new_requests)]
+    pub max_new_requests: u32,
 }
 
 /// The original's once-off CSR flags (`-csr -csr-cn … -tls-key …`).

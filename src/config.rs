@@ -101,6 +101,9 @@ pub struct Limits {
     /// Messages per second accepted from one source address that is not a trusted server;
     /// 0 turns the limit off. Bursts of twice as many pass.
     pub rate_limit: u32,
+    /// New (out-of-dialog) requests per second over all sources; beyond it they get 503.
+    /// 0 turns the guard off.
+    pub max_new_requests: u32,
 }
 
 /// One `-trusted-server` dataset: `ip-address:fqdn-list:port:network-protocol:route-list`.
@@ -165,6 +168,7 @@ impl Limits {
         client_cache_size: 100_000,
         send_queue: 1024,
         rate_limit: 1000,
+        max_new_requests: 20_000,
     };
 }
 
@@ -382,6 +386,7 @@ impl Config {
                     client_cache_size,
                     send_queue,
                     rate_limit,
+                    max_new_requests,
                 },
         } = args;
         let local_fqdn = match local_fqdn {
@@ -442,6 +447,7 @@ impl Config {
             client_cache_size: *client_cache_size,
             send_queue: *send_queue,
             rate_limit: *rate_limit,
+            max_new_requests: *max_new_requests,
         };
         let token_key =
             load_token_key(token_key.as_deref(), state_dir).map_err(ConfigError::TokenKey)?;
@@ -539,7 +545,7 @@ impl Config {
             format!(
                 "limits max-message-size={} max-connections={} max-connections-per-ip={} \
                  idle-timeout={}s handshake-timeout={}s read-timeout={}s ws-ping-interval={}s \
-                 client-cache-size={} send-queue={} rate-limit={}",
+                 client-cache-size={} send-queue={} rate-limit={} max-new-requests={}",
                 limits.max_message,
                 limits.max_connections,
                 limits.max_connections_per_ip,
@@ -550,6 +556,7 @@ impl Config {
                 limits.client_cache_size,
                 limits.send_queue,
                 limits.rate_limit,
+                limits.max_new_requests,
             ),
         ];
         for (index, server) in trusted_servers.servers.iter().enumerate() {

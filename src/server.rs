@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::proxy::flood::SourceLimiter;
+use crate::proxy::flood::{OverloadGuard, SourceLimiter};
 use crate::proxy::router::Router;
 use crate::proxy::Proxy;
 use crate::transport::{Transport, TransportError, Transports};
@@ -40,7 +40,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .filter_map(|t| senders.local_addr(t).map(|addr| (t, addr.port())))
         .collect();
     let limiter = SourceLimiter::new(config.limits.rate_limit);
-    let proxy = Proxy::new(Router::new(&config, ports), senders, limiter);
+    let overload = OverloadGuard::new(config.limits.max_new_requests);
+    let proxy = Proxy::new(Router::new(&config, ports), senders, limiter, overload);
     let shutdown = CancellationToken::new();
     let drain = config.drain_timeout;
 

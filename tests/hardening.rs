@@ -299,3 +299,70 @@ fn idle_connections_are_held_and_new_ones_served() {
     assert!(!rb.logs().contains("connection refused"), "{}", rb.logs());
     drop((held_tcp, held_ws));
 }
+
+/// Over `-max-new-requests`, new requests get 503 while in-dialog requests (To tag) still pass,
+/// so calls already up can finish.
+#[test]
+fn overload_refuses_new_work_but_not_calls_in_progress() {
+    let server = UdpPeer::bind("127.0.8.42");
+    let trusted = format!("127.0.8.42::{}:udp:", server.addr().port());
+    let rb = Roundabout::start(&[
+        "-trusted-server",
+        &trusted,
+        "-rate-limit",
+        "0",
+        "-max-new-requests",
+        "40",
+    ]);
+    let proxy = rb.addr("udp");
+    let ruri = format!("sip:x@{}", server.addr());
+    let clients: Vec<UdpPeer> = (0..4)
+        .map(|n| UdpPeer::bind(&format!("127.0.8.{}", 43 + n)))
+        .collect();
+    for n in 0..200 {
+        let client = &clients[n % 4];
+        // Long enough that a 503 is no larger than the request (no amplification).
+        let extra = "User-Agent: roundabout-hardening-overload-test/1.0\r\n";
+        client.send(proxy, &options(&ruri, client, &format!("new{n}"), extra));
+    }
+    let in_dialog = options(&ruri, &clients[0], "dialog", "").replacen(
+        &format!("To: <{ruri}>"),
+        &format!("To: <{ruri}>;tag=established"),
+        1,
+    );
+    clients[0].send(proxy, &in_dialog);
+    let relayed = drain(&server, Duration::from_millis(500));
+    let new = relayed.iter().filter(|c| c.starts_with("new")).count();
+    // One or two one-second windows may be touched by the burst.
+    assert!((40..=80).contains(&new), "{new} new requests relayed");
+    assert!(
+        relayed.iter().any(|c| c == "dialog@hardening"),
+        "in-dialog request relayed"
+    );
+    let refused: usize = clients
+        .iter()
+        .map(|c| {
+            let mut n = 0;
+            c.socket
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            while let Some(answer) = c.recv() {
+                assert!(
+                    answer.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+                    "{answer}"
+                );
+                n += 1;
+            }
+            n
+        })
+        .sum();
+    assert_eq!(
+        refused + new,
+        200,
+        "every new request was relayed or refused"
+    );
+    assert!(rb.wait_for_log(
+        "overload: new requests over -max-new-requests",
+        Duration::from_secs(1)
+    ));
+}

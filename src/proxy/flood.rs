@@ -1,8 +1,11 @@
-//! Per-source flood limit: a token bucket per source IP address, so one scanner or broken phone
-//! cannot take the proxy's time from everyone else. Trusted servers are exempt (a trunk carries
-//! many users' traffic from one address). Pure apart from the map; time is passed in.
+//! Flood limits. Per source: a token bucket per IP address, so one scanner or broken phone
+//! cannot take the proxy's time from everyone else; trusted servers are exempt (a trunk carries
+//! many users' traffic from one address). Overall: a cap on new requests per second, above
+//! which new work is refused with 503 so calls already up keep their in-dialog requests and
+//! responses flowing. Time is passed in.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -93,6 +96,56 @@ impl SourceLimiter {
     }
 }
 
+/// The overall cap on new (out-of-dialog) requests per second.
+#[derive(Debug)]
+pub struct OverloadGuard {
+    /// New requests per second; 0 disables the guard.
+    max: u64,
+    epoch: Instant,
+    /// The current one-second window (seconds since `epoch`) in the high 32 bits, the requests
+    /// counted in it in the low 32: one atomic word, so no lock on the hot path.
+    window: AtomicU64,
+}
+
+impl OverloadGuard {
+    #[must_use]
+    pub fn new(max_per_second: u32) -> OverloadGuard {
+        OverloadGuard {
+            max: u64::from(max_per_second),
+            epoch: Instant::now(),
+            window: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether one more new request may start now.
+    pub fn admit(&self, now: Instant) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        let second = now.saturating_duration_since(self.epoch).as_secs() & 0xffff_ffff;
+        let mut current = self.window.load(Ordering::Relaxed);
+        loop {
+            let next = if current >> 32 == second {
+                if current & 0xffff_ffff >= self.max {
+                    return false;
+                }
+                current + 1
+            } else {
+                (second << 32) | 1
+            };
+            match self.window.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +168,22 @@ mod tests {
         assert_eq!(passed(&limiter, A, 100, t0 + Duration::from_millis(500)), 5);
         // After a quiet spell the bucket is full again, never fuller.
         assert_eq!(passed(&limiter, A, 100, t0 + Duration::from_secs(60)), 20);
+    }
+
+    #[test]
+    fn overload_guard_caps_each_second() {
+        let guard = OverloadGuard::new(100);
+        let t0 = guard.epoch;
+        let admitted = |at: Instant| (0..1000).filter(|_| guard.admit(at)).count();
+        assert_eq!(admitted(t0), 100);
+        assert_eq!(admitted(t0 + Duration::from_millis(900)), 0, "same second");
+        assert_eq!(
+            admitted(t0 + Duration::from_millis(1100)),
+            100,
+            "next second"
+        );
+        let off = OverloadGuard::new(0);
+        assert_eq!((0..1000).filter(|_| off.admit(t0)).count(), 1000);
     }
 
     #[test]

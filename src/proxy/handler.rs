@@ -15,7 +15,7 @@ use crate::transport::{Destination, FlowKey, Handler, Inbound, SendError, Sender
 use crate::warn_limited;
 
 use super::clients::ClientCache;
-use super::flood::SourceLimiter;
+use super::flood::{OverloadGuard, SourceLimiter};
 use super::rewrite::Registration;
 use super::router::{Forward, NextHop, RequestAction, ResponseAction, Router, Status};
 
@@ -32,18 +32,25 @@ struct Inner {
     router: Router,
     senders: Senders,
     limiter: SourceLimiter,
+    overload: OverloadGuard,
     draining: AtomicBool,
     resolves: Arc<Semaphore>,
 }
 
 impl Proxy {
     #[must_use]
-    pub fn new(router: Router, senders: Senders, limiter: SourceLimiter) -> Proxy {
+    pub fn new(
+        router: Router,
+        senders: Senders,
+        limiter: SourceLimiter,
+        overload: OverloadGuard,
+    ) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 router,
                 senders,
                 limiter,
+                overload,
                 draining: AtomicBool::new(false),
                 resolves: Arc::new(Semaphore::new(MAX_PENDING_RESOLVES)),
             }),
@@ -80,9 +87,16 @@ impl Proxy {
             }
             return;
         }
-        if self.inner.draining.load(Ordering::Relaxed) && starts_new_work(&msg) {
-            self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
-            return;
+        if starts_new_work(&msg) {
+            if self.inner.draining.load(Ordering::Relaxed) {
+                self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
+                return;
+            }
+            if !self.inner.overload.admit(Instant::now()) {
+                warn_limited!("overload: new requests over -max-new-requests refused with 503");
+                self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
+                return;
+            }
         }
         match self
             .inner

@@ -24,6 +24,7 @@ fn limits() -> Limits {
         client_cache_size: 100,
         send_queue: 64,
         rate_limit: 0,
+        max_new_requests: 0,
     }
 }
 
