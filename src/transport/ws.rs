@@ -32,13 +32,17 @@ const SUBPROTOCOL: &str = "sip";
 const READ_BUFFER: usize = 4096;
 /// Frames the reader asks the writer to send (pongs are queued by tungstenite itself).
 const CONTROL_QUEUE: usize = 4;
+/// Messages written together before a flush.
+const MAX_BATCH: usize = 32;
+/// Frames collect in the write buffer up to this size until the batch is flushed.
+const WRITE_BUFFER: usize = 16 * 1024;
 
 fn config(shared: &Shared) -> WebSocketConfig {
     let max = shared.limits.max_message;
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_write_buffer_size(max * 4)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + 2 * max)
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
 }
@@ -294,8 +298,24 @@ async fn write_loop<W>(
                 break;
             }
         };
-        let last = matches!(frame, Message::Close(_));
-        if sink.send(frame).await.is_err() || last {
+        if matches!(frame, Message::Close(_)) {
+            let _ = sink.send(frame).await;
+            break;
+        }
+        // Whatever else is already queued goes out with it: one write (one TLS record) for a
+        // burst instead of one per message.
+        let mut batch = Ok(());
+        let mut next = Some(frame);
+        let mut batched = 0;
+        while let Some(frame) = next.take() {
+            batch = sink.feed(frame).await;
+            batched += 1;
+            if batch.is_err() || batched == MAX_BATCH {
+                break;
+            }
+            next = queue.try_recv().ok().map(|msg| sip_frame(&msg));
+        }
+        if batch.is_err() || sink.flush().await.is_err() {
             break;
         }
     }
