@@ -236,6 +236,13 @@ impl Router {
         }
         let span = msg.request_uri().ok_or(ParseError::BadStartLine)?;
         let request_uri = Uri::parse(buf, span)?;
+        // RFC 3261 §19.1.5: headers are not allowed in a Request-URI (RFC 4475 §3.1.2.11).
+        if request_uri.is_sip() && request_uri.params.end() < span.end() {
+            return Ok(RequestAction::Reply(Status::new(
+                400,
+                "Bad Request (headers in Request-URI)",
+            )));
+        }
         // Rule 4 (and 8: an ACK with a token is always routed by it). A token that does not
         // verify is never used as an address.
         if let Some(token) = request_uri
@@ -367,6 +374,7 @@ impl Router {
         let transport = uri_transport(uri).unwrap_or(self.default_network);
         let port = uri.port.unwrap_or(transport.default_port());
         let next = match uri.host_ip() {
+            Some(ip) if !is_unicast(ip) => return RequestAction::Reply(Status::FORBIDDEN),
             Some(ip) => NextHop::Flow(Destination {
                 flow: FlowKey {
                     transport,
@@ -414,6 +422,10 @@ impl Router {
         let Some(ip) = ip else {
             return ResponseAction::Drop("Via names no address");
         };
+        // RFC 4475 §3.3.10: a response is never sent to a broadcast or multicast address.
+        if !is_unicast(ip) {
+            return ResponseAction::Drop("Via names no unicast address");
+        }
         let port = next
             .param(buf, "rport")
             .and_then(|p| p.value)
@@ -436,6 +448,14 @@ impl Router {
         via.branch(buf)
             .is_some_and(|b| b.starts_with(BRANCH_PREFIX.as_bytes()))
             && self.identity.names_host(&buf[via.host.range()])
+    }
+}
+
+/// Whether `ip` names one host: not a broadcast, multicast or unspecified address.
+fn is_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_broadcast() || v4.is_multicast() || v4.is_unspecified()),
+        IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
     }
 }
 
