@@ -10,14 +10,16 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use crate::sip::{reply, Editor, Encoded, Message, Method, ParseError};
+use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError};
 use crate::transport::{Destination, FlowKey, Handler, Inbound, SendError, Senders, Transport};
 use crate::warn_limited;
 
 use super::clients::ClientCache;
 use super::flood::{OverloadGuard, SourceLimiter};
 use super::rewrite::Registration;
-use super::router::{Forward, NextHop, RequestAction, ResponseAction, Router, Status};
+use super::router::{
+    proxy_require, Forward, NextHop, RequestAction, ResponseAction, Router, Status,
+};
 
 /// Host names being resolved at once; beyond this, requests to unknown names get 503.
 const MAX_PENDING_RESOLVES: usize = 64;
@@ -258,7 +260,12 @@ impl Proxy {
         let fitting = candidates
             .into_iter()
             .filter_map(|(answered, reason)| {
-                answered.map(|m| reply::response(m, status.code, reason, &tag))
+                let out = reply::response(answered?, status.code, reason, &tag);
+                Some(if status == Status::BAD_EXTENSION {
+                    with_unsupported(out, request)?
+                } else {
+                    out
+                })
             })
             .find(|out| !self.amplifies(request.bytes(), source, out));
         match fitting {
@@ -364,6 +371,21 @@ fn bad_request_reason(error: ParseError) -> &'static str {
         ParseError::BadUri => "Bad Request (bad URI)",
         _ => "Bad Request",
     }
+}
+
+/// A 420 names the extensions it refuses (RFC 3261 §16.3 step 5, §20.40).
+fn with_unsupported(out: Encoded, request: &Message) -> Option<Encoded> {
+    let response = Message::parse(out.to_contiguous()).ok()?;
+    let mut ed = Editor::new(&response);
+    ed.insert_header(HeaderName::ContentLength, "Unsupported", |o| {
+        for (n, tag) in proxy_require(request).into_iter().enumerate() {
+            if n > 0 {
+                o.extend_from_slice(b", ");
+            }
+            o.extend_from_slice(tag);
+        }
+    });
+    Some(ed.finish())
 }
 
 /// The request with `received`/`rport` on its top Via, as the answer must carry them back

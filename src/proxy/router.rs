@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::config::{ClientRanges, Config, TrustedServer, TrustedServers};
 use crate::sip::uri::parse_host_ip;
-use crate::sip::{Message, Method, ParseError, Scheme, Uri, Via};
+use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Uri, Via};
 use crate::transport::{Destination, FlowKey, Transport};
 
 use super::clients::{ClientCache, ClientLookup};
@@ -26,6 +26,7 @@ pub struct Status {
 
 impl Status {
     pub const BAD_REQUEST: Status = Status::new(400, "Bad Request");
+    pub const BAD_EXTENSION: Status = Status::new(420, "Bad Extension");
     pub const FORBIDDEN: Status = Status::new(403, "Forbidden");
     pub const NOT_FOUND: Status = Status::new(404, "Not Found");
     pub const TEMPORARILY_UNAVAILABLE: Status = Status::new(480, "Temporarily Unavailable");
@@ -212,6 +213,10 @@ impl Router {
                 Some(Method::Ack) => RequestAction::Drop("ACK with Max-Forwards 0"),
                 _ => RequestAction::Reply(Status::TOO_MANY_HOPS),
             });
+        }
+        // RFC 3261 §16.3 step 5: Roundabout understands no extension a proxy must support.
+        if method != Some(Method::Ack) && !proxy_require(msg).is_empty() {
+            return Ok(RequestAction::Reply(Status::BAD_EXTENSION));
         }
         // Rule 2: access.
         if method == Some(Method::Register)
@@ -449,6 +454,25 @@ impl Router {
             .is_some_and(|b| b.starts_with(BRANCH_PREFIX.as_bytes()))
             && self.identity.names_host(&buf[via.host.range()])
     }
+}
+
+/// The option tags of every `Proxy-Require` header (RFC 3261 §20.29), as written.
+#[must_use]
+pub fn proxy_require(msg: &Message) -> Vec<&[u8]> {
+    let buf = msg.bytes();
+    msg.headers()
+        .iter()
+        .filter(|h| h.name == HeaderName::Other)
+        .filter(|h| {
+            let line = &buf[h.line.start()..h.value.start()];
+            line.split(|&b| b == b':')
+                .next()
+                .is_some_and(|name| name.trim_ascii().eq_ignore_ascii_case(b"proxy-require"))
+        })
+        .flat_map(|h| buf[h.value.range()].split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|tag| !tag.is_empty())
+        .collect()
 }
 
 /// Whether `ip` names one host: not a broadcast, multicast or unspecified address.
