@@ -20,7 +20,6 @@
 //! The base configuration always loads kex, corex, sl, pv, xlog, textops, siputils, rr and
 //! maxfwd, and owns `event_route[core:worker-one-init]` (it logs the line the start waits for).
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -239,19 +238,7 @@ impl KamailioConfig {
             .stderr(Stdio::piped())
             .spawn()
             .expect("kamailio starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-                drop(log);
-                let _ = tx.send(line);
-            }
-        });
+        let (log, lines) = super::capture_lines(child.stderr.take().unwrap());
         let kamailio = Kamailio {
             child,
             log,

@@ -73,17 +73,7 @@ impl Roundabout {
             .stderr(Stdio::piped())
             .spawn()
             .expect("roundabout starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, lines) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-                let _ = tx.send(line);
-            }
-        });
+        let (log, lines) = capture_lines(child.stderr.take().unwrap());
         let mut rb = Roundabout {
             child,
             log,
@@ -163,6 +153,27 @@ impl Drop for Roundabout {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Reads a child's output on a thread: every line is appended to the returned log and sent on
+/// the channel, so a test can both wait for a line and show the whole log on failure.
+pub fn capture_lines(
+    output: impl std::io::Read + Send + 'static,
+) -> (Arc<Mutex<String>>, mpsc::Receiver<String>) {
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, lines) = mpsc::channel();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+            let _ = tx.send(line);
+        }
+    });
+    (log, lines)
 }
 
 /// `listening transport=udp addr=127.0.0.1:40123` → ("udp", addr).
