@@ -103,10 +103,9 @@ const CASES: &[Case] = &[
     Case { name: "wsinv", rfc: "4475 §3.1.1.1", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
         rfc_says: "well formed (folding, odd LWS, compact forms, unknown headers); forward it",
         roundabout: "forwards; top Route (services.example.com, not us) picks the trusted server" },
-    Case { name: "intmeth", rfc: "4475 §3.1.1.2", unit: Forward, udp: Forwarded, rewrite: &[],
-        bug: Some("Uri::parse ends the user part at '?', which RFC 3261 allows in it: 400"),
+    Case { name: "intmeth", rfc: "4475 §3.1.1.2", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
         rfc_says: "well formed; a proxy forwards it when it knows the R-URI (else 404)",
-        roundabout: "answers 400: the R-URI user part contains '?' and does not parse" },
+        roundabout: "forwards; the R-URI's user part holds '?' (headers only begin after the host)" },
     Case { name: "esc01", rfc: "4475 §3.1.1.3", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
         rfc_says: "well formed %-escapes; forward", roundabout: "forwards" },
     Case { name: "escnull", rfc: "4475 §3.1.1.4", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
@@ -135,10 +134,9 @@ const CASES: &[Case] = &[
         rfc_says: "empty reason phrase: accept", roundabout: "parses; dropped as its top Via is not ours" },
     // RFC 4475 §3.1.2: invalid messages.
     Case { name: "badinv01", rfc: "4475 §3.1.2.1", unit: Invalid(ParseError::BadHeaderValue("Via")),
-        udp: Answered(400), rewrite: &[],
-        bug: Some("only the top Via value is validated, so empty Via values are forwarded"),
+        udp: Answered(400), rewrite: &[], bug: None,
         rfc_says: "empty Via and Contact parameters and values: 400",
-        roundabout: "forwards, passing the broken Via list on" },
+        roundabout: "400: every Via value is validated, and ';' is no Via" },
     Case { name: "clerr", rfc: "4475 §3.1.2.2", unit: Unparsable(ParseError::BodyTruncated), udp: Answered(400),
         rewrite: &[], bug: None, rfc_says: "Content-Length larger than the datagram: 400 over UDP",
         roundabout: "400 (bad Content-Length); over TCP waits for the rest" },
@@ -166,9 +164,9 @@ const CASES: &[Case] = &[
         rewrite: &[], bug: None, rfc_says: "SP after SIP/2.0: reject or be liberal",
         roundabout: "drops: the request line cannot be read" },
     Case { name: "escruri", rfc: "4475 §3.1.2.11", unit: Answer(400), udp: Answered(400), rewrite: &[],
-        bug: Some("escaped headers in the R-URI are forwarded; RFC 4475 says they must not be"),
+        bug: None,
         rfc_says: "headers in the R-URI: 400, or forward without them (never with them)",
-        roundabout: "forwards the R-URI with its ?Route=… part" },
+        roundabout: "400 (headers in Request-URI)" },
     Case { name: "baddate", rfc: "4475 §3.1.2.12", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
         rfc_says: "non-GMT Date: reject only if the Date matters", roundabout: "forwards (Date not used)" },
     Case { name: "regbadct", rfc: "4475 §3.1.2.13", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
@@ -181,9 +179,9 @@ const CASES: &[Case] = &[
         rewrite: &[], bug: None, rfc_says: "unquoted display names with non-token characters: 400",
         roundabout: "400: the archived message also lacks the blank line ending its head" },
     Case { name: "badvers", rfc: "4475 §3.1.2.16", unit: Unparsable(ParseError::BadStartLine),
-        udp: Answered(505), rewrite: &[],
-        bug: Some("a request line with another SIP version is dropped, not answered 505"),
-        rfc_says: "SIP/7.0: 505 Version Not Supported", roundabout: "drops (not SIP/2.0, so not salvaged)" },
+        udp: Answered(505), rewrite: &[], bug: None,
+        rfc_says: "SIP/7.0: 505 Version Not Supported",
+        roundabout: "505 from the salvage path (its Via, SIP/7.0/UDP, is readable)" },
     Case { name: "mismatch01", rfc: "4475 §3.1.2.17", unit: Invalid(ParseError::BadHeaderValue("CSeq")),
         udp: Answered(400), rewrite: &[], bug: None, rfc_says: "CSeq method differs from the method: 400",
         roundabout: "400 (bad CSeq)" },
@@ -202,30 +200,27 @@ const CASES: &[Case] = &[
         roundabout: "400 (missing Call-ID)" },
     Case { name: "unkscm", rfc: "4475 §3.3.2", unit: Answer(416), udp: Answered(416), rewrite: &[], bug: None,
         rfc_says: "unknown R-URI scheme: 416", roundabout: "416" },
-    Case { name: "novelsc", rfc: "4475 §3.3.3", unit: Answer(416), udp: Answered(416), rewrite: &[],
-        bug: Some("URI schemes with '.', '+' or '-' (RFC 3986) do not parse: 400, not 416"),
-        rfc_says: "soap.beep: R-URI: 416 (or 404)", roundabout: "400: the scheme does not parse" },
+    Case { name: "novelsc", rfc: "4475 §3.3.3", unit: Answer(416), udp: Answered(416), rewrite: &[], bug: None,
+        rfc_says: "soap.beep: R-URI: 416 (or 404)", roundabout: "416 (schemes as RFC 3986 §3.1 spells them)" },
     Case { name: "unksm2", rfc: "4475 §3.3.4", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
         rfc_says: "non-SIP URIs in To/From/Contact: a proxy forwards as usual",
         roundabout: "forwards; the name: Contact is rewritten like any other" },
     Case { name: "bext01", rfc: "4475 §3.3.5", unit: Answer(420), udp: Answered(420), rewrite: &[],
-        bug: Some("Proxy-Require is ignored; RFC 3261 §16.3 step 5 requires 420"),
+        bug: None,
         rfc_says: "unknown Proxy-Require option tags: 420 Bad Extension with Unsupported",
-        roundabout: "forwards" },
+        roundabout: "420 with Unsupported naming the tags" },
     Case { name: "invut", rfc: "4475 §3.3.6", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
         rfc_says: "unknown Content-Type: a proxy forwards (a UAS answers 415)", roundabout: "forwards" },
     Case { name: "regaut01", rfc: "4475 §3.3.7", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
         rfc_says: "unknown Authorization scheme: a proxy forwards it unmodified", roundabout: "forwards" },
-    Case { name: "multi01", rfc: "4475 §3.3.8", unit: Invalid(ParseError::BadHeaderValue("Call-ID")),
-        udp: Answered(400), rewrite: &[],
-        bug: Some("repeated single-value headers (Call-ID, CSeq, From, To, Max-Forwards) pass"),
+    Case { name: "multi01", rfc: "4475 §3.3.8", unit: Invalid(ParseError::RepeatedHeader("Call-ID")),
+        udp: Answered(400), rewrite: &[], bug: None,
         rfc_says: "two Call-IDs, CSeqs, Froms, Tos, Max-Forwards: 400",
-        roundabout: "forwards, by the first of each" },
+        roundabout: "400 (the first repeated one, Call-ID, is reported)" },
     Case { name: "mcl01", rfc: "4475 §3.3.9", unit: Unparsable(ParseError::BadHeaderValue("Content-Length")),
-        udp: Answered(400), rewrite: &[],
-        bug: Some("conflicting Content-Length values: the first wins and both are forwarded"),
+        udp: Answered(400), rewrite: &[], bug: None,
         rfc_says: "two different Content-Lengths: error (over TCP: close)",
-        roundabout: "forwards with both headers and a 13-byte body" },
+        roundabout: "400; over TCP a framing error: closes the connection" },
     Case { name: "bcast", rfc: "4475 §3.3.10", unit: ResponseDropped, udp: Dropped, rewrite: &[], bug: None,
         rfc_says: "response whose next Via is 255.255.255.255: a proxy drops it",
         roundabout: "drops here (top Via not ours); see bug_broadcast_via_response_is_dropped" },
@@ -935,6 +930,8 @@ const TCP_CASES: &[(&str, Tcp)] = &[
     ("clerr", Tcp::Silent),
     // RFC 4475 §3.1.2.3: over a stream the framing error is fatal: close.
     ("ncl", Tcp::Closed),
+    // RFC 4475 §3.3.9: so are Content-Length values that disagree.
+    ("mcl01", Tcp::Closed),
 ];
 
 impl Net {
@@ -1032,12 +1029,17 @@ fn over_tcp() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Product bugs: each test states the RFC's expectation and fails today.
+// Product bugs the torture messages and the fuzzers found, each kept as a regression test. A
+// newly found one is marked `bug: Some(..)` in the table and gets an ignored test here.
 
-/// The case's UDP expectation (the RFC's), on a proxy of its own.
-fn check_bug_case(name: &str) {
+/// A fixed bug's case, which the table tests now check too, on a proxy of its own.
+fn check_fixed_case(name: &str) {
     let case = case(name);
-    assert!(case.bug.is_some(), "{name} is not marked as a bug");
+    assert!(case.bug.is_none(), "{name} is still marked as a bug");
+    check_case_alone(case);
+}
+
+fn check_case_alone(case: &Case) {
     let net = Net::start();
     if let Err(e) = net.udp_case(case) {
         panic!("{e}\nproxy log:\n{}", net.rb.logs());
@@ -1045,9 +1047,9 @@ fn check_bug_case(name: &str) {
     net.still_forwards();
 }
 
+/// Fixed: src/sip/uri.rs Uri::parse ended the userinfo at the first '?' (RFC 3261 allows '?'
+/// in user), so intmeth's well-formed R-URI was answered 400.
 #[test]
-#[ignore = "product bug: src/sip/uri.rs Uri::parse ends the userinfo at the first '?' (RFC 3261 \
-            allows '?' in user), so intmeth's well-formed R-URI is answered 400"]
 fn bug_intmeth_user_part_with_question_mark() {
     let data = fixture("intmeth");
     let m = Message::parse(Bytes::from(data)).unwrap();
@@ -1058,28 +1060,21 @@ fn bug_intmeth_user_part_with_question_mark() {
         Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..])
     );
     assert_eq!(uri.host(), b"example.com");
-    check_bug_case("intmeth");
+    check_fixed_case("intmeth");
 }
 
+/// Fixed: src/sip/uri.rs Uri::parse accepted only alphanumeric schemes; RFC 3986 allows '+',
+/// '-', '.', so soap.beep: got 400 instead of 416.
 #[test]
-#[ignore = "product bug: src/sip/uri.rs Uri::parse accepts only alphanumeric schemes; \
-            RFC 3986 allows '+', '-', '.', so soap.beep: gets 400 instead of 416"]
 fn bug_novelsc_scheme_with_dot_is_416() {
-    check_bug_case("novelsc");
+    check_fixed_case("novelsc");
 }
 
+/// Fixed: Message::parse took the first of conflicting Content-Length values and the request
+/// was forwarded with both (a framing ambiguity downstream).
 #[test]
-#[ignore = "product bug: Proxy-Require is not checked (RFC 3261 §16.3 step 5: 420 Bad \
-            Extension with Unsupported); bext01 is forwarded"]
-fn bug_bext01_proxy_require_is_420() {
-    check_bug_case("bext01");
-}
-
-#[test]
-#[ignore = "product bug: Message::parse takes the first of conflicting Content-Length values \
-            and the request is forwarded with both (a framing ambiguity downstream)"]
 fn bug_mcl01_conflicting_content_lengths_are_refused() {
-    check_bug_case("mcl01");
+    check_fixed_case("mcl01");
     // On a stream, the framer must not pick one either.
     let mut buf = BytesMut::from(&fixture("mcl01")[..]);
     assert!(
@@ -1088,51 +1083,28 @@ fn bug_mcl01_conflicting_content_lengths_are_refused() {
     );
 }
 
+/// Fixed: validate_request did not reject repeated single-value headers (Call-ID, CSeq, From,
+/// To, Max-Forwards); multi01 was forwarded.
 #[test]
-#[ignore = "product bug: validate_request does not reject repeated single-value headers \
-            (Call-ID, CSeq, From, To, Max-Forwards); multi01 is forwarded"]
 fn bug_multi01_repeated_single_value_headers_are_400() {
-    check_bug_case("multi01");
+    check_fixed_case("multi01");
 }
 
+/// Fixed: validate_request checked only the top Via value; badinv01's empty Via values were
+/// forwarded instead of answered 400.
 #[test]
-#[ignore = "product bug: validate_request checks only the top Via value; badinv01's empty Via \
-            values are forwarded instead of answered 400"]
 fn bug_badinv01_empty_via_values_are_400() {
-    check_bug_case("badinv01");
+    check_fixed_case("badinv01");
 }
 
+/// Fixed: salvage_bad_request (src/sip/reply.rs) dropped a request whose version is not
+/// SIP/2.0; RFC 4475 §3.1.2.16 wants 505 Version Not Supported.
 #[test]
-#[ignore = "product bug: a request with headers in its R-URI (escruri) is forwarded with them; \
-            RFC 4475 §3.1.2.11: 400, or forward without them"]
-fn bug_escruri_headers_never_forwarded_in_request_uri() {
-    let case = case("escruri");
-    let net = Net::start();
-    let sent = prepared(case, &net.peer());
-    net.client
-        .socket
-        .send_to(&sent, net.rb.addr("udp"))
-        .unwrap();
-    if let Some(got) = recv(&net.server.socket, TIMEOUT) {
-        let line = first_line(&got);
-        assert!(!line.contains('?'), "forwarded with headers: {line}");
-    } else {
-        let answer = recv(&net.client.socket, TIMEOUT).expect("neither forwarded nor answered");
-        check_answer(&sent, &answer, 400, net.client.addr()).unwrap();
-    }
-    net.still_forwards();
-}
-
-#[test]
-#[ignore = "product bug: salvage_bad_request (src/sip/reply.rs) drops a request whose version \
-            is not SIP/2.0; RFC 4475 §3.1.2.16 wants 505 Version Not Supported"]
 fn bug_badvers_is_505() {
-    check_bug_case("badvers");
+    check_fixed_case("badvers");
 }
 
 #[test]
-#[ignore = "product bug: Router::route_response forwards a response to the next Via's address \
-            even when it is 255.255.255.255 (or multicast); RFC 4475 §3.3.10: drop it"]
 fn bug_broadcast_via_response_is_dropped() {
     // bcast as the proxy at 192.0.2.198 would see it: its own Via on top.
     let data = String::from_utf8(fixture("bcast")).unwrap().replacen(
@@ -1153,14 +1125,7 @@ fn bug_broadcast_via_response_is_dropped() {
 
 /// Crash inputs whose bug is still open; each has its own ignored test below. Once fixed: drop
 /// the name here and the test (`fuzz_crashes_stay_fixed` then keeps it fixed).
-const OPEN_CRASHES: &[&str] = &[
-    "parse_message-salvage-continuation-line.bin",
-    "parse_message-salvage-empty-via.bin",
-    "parse_message-salvage-folded-via.bin",
-    "proxy_rewrite-empty-contact-user.bin",
-    "proxy_rewrite-quote-inside-angle.bin",
-    "ws_message-route-pop-and-push.bin",
-];
+const OPEN_CRASHES: &[&str] = &[];
 
 /// Runs one crash input through the target its name starts with.
 fn replay(file: &str) {
@@ -1196,45 +1161,45 @@ fn fuzz_crashes_stay_fixed() {
     );
 }
 
+/// Fixed: salvage_bad_request (src/sip/reply.rs) copied any Via line, even an empty one,
+/// so the 400 it sent had a Via no client can match.
 #[test]
-#[ignore = "product bug: salvage_bad_request (src/sip/reply.rs) copies any Via line, even an \
-            empty one, so the 400 it sends has a Via no client can match"]
 fn crash_salvage_400_with_empty_via() {
     replay("parse_message-salvage-empty-via.bin");
 }
 
+/// Fixed: salvage_bad_request (src/sip/reply.rs) ignored folded continuation lines, so a
+/// folded Via was cut to its first line in the 400.
 #[test]
-#[ignore = "product bug: salvage_bad_request (src/sip/reply.rs) ignores folded continuation \
-            lines, so a folded Via is cut to its first line in the 400"]
 fn crash_salvage_400_with_folded_via() {
     replay("parse_message-salvage-folded-via.bin");
 }
 
+/// Fixed: salvage_bad_request (src/sip/reply.rs) copied a continuation line (leading SP)
+/// as a header line, so the 400 it sent did not parse.
 #[test]
-#[ignore = "product bug: salvage_bad_request (src/sip/reply.rs) copies a continuation line \
-            (leading SP) as a header line, so the 400 it sends does not parse"]
 fn crash_salvage_400_with_continuation_line() {
     replay("parse_message-salvage-continuation-line.bin");
 }
 
+/// Fixed: a Contact <sip::@host> (empty user) was rewritten to sip:@ours…, a URI
+/// Uri::parse itself rejects; such a URI no longer parses (src/sip/uri.rs).
 #[test]
-#[ignore = "product bug: a Contact <sip::@host> (empty user) is rewritten to sip:@ours…, a URI \
-            Uri::parse itself rejects (src/proxy/rewrite.rs rewrite_contacts, src/sip/uri.rs)"]
 fn crash_rewritten_contact_with_empty_user_parses() {
     replay("proxy_rewrite-empty-contact-user.bin");
 }
 
+/// Fixed: split_list (src/sip/header.rs) let a '"' inside <…> hide the commas after it;
+/// once the URI was rewritten they split off Contacts never rewritten.
 #[test]
-#[ignore = "product bug: split_list (src/sip/header.rs) lets a '\"' inside <…> hide the \
-            commas after it; once the URI is rewritten they split off Contacts never rewritten"]
 fn crash_quote_inside_angle_brackets_keeps_contact_count() {
     replay("proxy_rewrite-quote-inside-angle.bin");
 }
 
+/// Fixed: Editor::finish (src/sip/edit.rs) sorted edits by start only, so popping a Route
+/// that names us and pushing a route-list at the same offset tripped its 'overlapping edits'
+/// debug_assert: a panic on the listener's task in debug builds.
 #[test]
-#[ignore = "product bug: Editor::finish (src/sip/edit.rs) sorts edits by start only, so popping \
-            a Route that names us and pushing a route-list at the same offset trips its \
-            'overlapping edits' debug_assert: a panic on the listener's task in debug builds"]
 fn crash_route_pop_and_route_list_push() {
     replay("ws_message-route-pop-and-push.bin");
 }

@@ -286,7 +286,7 @@ impl Proxy {
     fn malformed(&self, data: &Bytes, source: FlowKey, error: ParseError) {
         match reply::salvage_bad_request(data, bad_request_reason(error)) {
             Some(out) => {
-                debug!(flow = %source, %error, "malformed request answered 400");
+                debug!(flow = %source, %error, "malformed request answered");
                 self.send_reply(data, &source, out);
             }
             None => warn_limited!(flow = %source, %error, "malformed message dropped"),
@@ -369,6 +369,7 @@ fn bad_request_reason(error: ParseError) -> &'static str {
             "Bad Request (bad Content-Length)"
         }
         ParseError::BadUri => "Bad Request (bad URI)",
+        ParseError::RepeatedHeader(_) => "Bad Request (repeated header)",
         _ => "Bad Request",
     }
 }

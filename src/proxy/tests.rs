@@ -429,6 +429,45 @@ fn contact_token_round_trip_brings_in_dialog_requests_back() {
     ));
 }
 
+/// A '"' inside <…> does not hide the comma after the '>' (`split_list` agrees with
+/// `NameAddr::parse`, RFC 3261 §25.1), so no Contact slips through the rewrite still pointing
+/// at a host of the sender's choosing: `<s:x">` is seen as a Contact of its own, and as its URI
+/// is no URI (RFC 3986 §2) the request is not rewritten at all (the handler answers 400).
+#[test]
+fn quote_inside_angle_brackets_hides_no_contact() {
+    let r = router_with(|_| {});
+    let uac = flow(Transport::Udp, "192.0.2.5:5070");
+    for (contact, rewritable) in [
+        ("<s:x\">,<sip:evil@203.0.113.66>", false),
+        ("<sip:a@192.0.2.5>;p=\"x,<y\",<sip:evil@203.0.113.66>", true),
+    ] {
+        let invite = request(
+            "INVITE",
+            "sip:bob@203.0.113.20",
+            &format!("Contact: {contact}\r\n"),
+        );
+        assert_eq!(invite.contacts().count(), 2, "{contact}");
+        let RequestAction::Forward(f) = route(&r, &invite, uac) else {
+            panic!()
+        };
+        let Ok(out) = r.rewrite_request(&invite, &uac, &f, Transport::Tcp) else {
+            assert!(!rewritable, "{contact}");
+            continue;
+        };
+        assert!(rewritable, "{contact}");
+        let sent = Message::parse(out.to_contiguous()).unwrap();
+        let buf = sent.bytes().clone();
+        let contacts: Vec<_> = sent.contacts().map(|c| c.unwrap()).collect();
+        assert_eq!(contacts.len(), 2, "{}", wire(&out));
+        for contact in contacts {
+            let uri = contact.parsed_uri(&buf).unwrap();
+            assert_eq!(uri.host(), US.as_bytes(), "{}", wire(&out));
+            assert!(uri.has_param("rbt"));
+        }
+        assert!(!wire(&out).contains("@203.0.113.66"), "{}", wire(&out));
+    }
+}
+
 #[test]
 fn token_flow_of_a_browser_is_not_dialled_back() {
     let r = router_with(|_| {});

@@ -62,9 +62,23 @@ pub fn frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError
 }
 
 /// Reads `Content-Length` (or compact `l`) from a head, tolerating case, spacing and folding.
+/// As `Message::content_length` decides: the same value repeated is one length, different
+/// values are a framing error (RFC 3261 §7.3.1: Content-Length is not a list; RFC 4475
+/// §3.3.9: over a stream the connection is closed), never the first one picked.
 fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
-    let mut lines = head.split(|&b| b == b'\n').peekable();
+    let is_folded = |l: &&[u8]| l.first().is_some_and(|b| matches!(b, b' ' | b'\t'));
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        // Leading line ends (RFC 3261 §7.5) and the start line hold no header.
+        .skip_while(|l| l.is_empty() || *l == b"\r")
+        .skip(1)
+        .peekable();
+    let mut found = None;
     while let Some(line) = lines.next() {
+        if is_folded(&line) {
+            // RFC 3261 §7.3.1: the continuation of some other header's value, not a header.
+            continue;
+        }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
@@ -73,7 +87,6 @@ fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
             continue;
         }
         let value = line[colon + 1..].trim_ascii();
-        let is_folded = |l: &&[u8]| l.first().is_some_and(|b| matches!(b, b' ' | b'\t'));
         let length = if lines.peek().is_some_and(is_folded) {
             // Rare: the value continues on folded lines; join them (RFC 3261 §7.3.1).
             let mut joined = value.to_vec();
@@ -83,12 +96,14 @@ fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
             parse_u32(&joined)
         } else {
             parse_u32(value)
-        };
-        return length
-            .map(|n| Some(n as usize))
-            .ok_or(FrameError::BadContentLength);
+        }
+        .ok_or(FrameError::BadContentLength)?;
+        if found.is_some_and(|first| first != length) {
+            return Err(FrameError::BadContentLength);
+        }
+        found = Some(length);
     }
-    Ok(None)
+    Ok(found.map(|n| n as usize))
 }
 
 #[cfg(test)]
@@ -144,6 +159,34 @@ mod tests {
         assert_eq!(frame(&mut buf, 1000), Err(FrameError::TooLarge(1000)));
         let mut buf = BytesMut::from(&vec![b'x'; 1001][..]);
         assert_eq!(frame(&mut buf, 1000), Err(FrameError::TooLarge(1000)));
+    }
+
+    /// RFC 4475 §3.3.9 (mcl01): conflicting Content-Length values are a framing error; the
+    /// same value twice is one length.
+    #[test]
+    fn repeated_content_length() {
+        let head =
+            "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 13\r\nMax-Forwards: 60\r\nl: 5\r\n\r\n";
+        let mut buf = BytesMut::from(format!("{head}There's no way").as_bytes());
+        assert_eq!(frame(&mut buf, 1000), Err(FrameError::BadContentLength));
+        let msg = "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\nl:\r\n 3\r\n\r\nabc";
+        let mut buf = BytesMut::from(msg.as_bytes());
+        assert_eq!(
+            frame(&mut buf, 1000),
+            Ok(Some(Frame::Message(Bytes::from_static(msg.as_bytes()))))
+        );
+    }
+
+    /// A continuation line (RFC 3261 §7.3.1) belongs to the header above it: ` l: 9` folded
+    /// into a Subject is no Content-Length, as `Message::parse` reads it.
+    #[test]
+    fn folded_lines_are_not_headers() {
+        let msg = "OPTIONS sip:a@b SIP/2.0\r\nSubject: x\r\n l: 9\r\nContent-Length: 3\r\n\r\nabc";
+        let mut buf = BytesMut::from(msg.as_bytes());
+        assert_eq!(
+            frame(&mut buf, 1000),
+            Ok(Some(Frame::Message(Bytes::from_static(msg.as_bytes()))))
+        );
     }
 
     proptest! {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
-use super::header::{NameAddr, Via};
+use super::header::{split_list, NameAddr, Via};
 use super::message::{HeaderName, Message};
 use super::{Encoded, ParseError, Span};
 
@@ -91,18 +91,8 @@ impl<'m> Editor<'m> {
 
     /// Removes the top Via value: its whole line, or just it when the line holds more values.
     pub fn pop_via(&mut self) -> Result<(), ParseError> {
-        let field = *self
-            .msg
-            .first(HeaderName::Via)
-            .ok_or(ParseError::MissingHeader("Via"))?;
         let top = self.msg.top_via()?;
-        match self.msg.values(HeaderName::Via).nth(1) {
-            Some(next) if next.start() < field.value.end() => {
-                self.remove(Span::new(top.span.start(), next.start()));
-            }
-            _ => self.remove(field.line),
-        }
-        Ok(())
+        self.pop_first_value(HeaderName::Via, "Via", top.span)
     }
 
     /// Records where a request came from in its top Via (RFC 3261 §18.2.1, RFC 3581 §4): sets
@@ -174,17 +164,34 @@ impl<'m> Editor<'m> {
 
     /// Removes the first Route value (RFC 3261 §16.4: the top Route names this proxy).
     pub fn pop_route(&mut self) -> Result<(), ParseError> {
+        let first = self
+            .msg
+            .values(HeaderName::Route)
+            .next()
+            .ok_or(ParseError::MissingHeader("Route"))?;
+        self.pop_first_value(HeaderName::Route, "Route", first)
+    }
+
+    /// Removes `first`, the first value of a list header (RFC 3261 §7.3.1): with its whole line
+    /// when the line holds no other value, else up to the next value. The line is the one that
+    /// holds the value, not merely the first of that name: lines with no value (`Via:`) are
+    /// skipped by `Message::values`, so they must be here too, or a line other than the one
+    /// that names us would go.
+    fn pop_first_value(
+        &mut self,
+        name: HeaderName,
+        what: &'static str,
+        first: Span,
+    ) -> Result<(), ParseError> {
+        let buf = self.msg.bytes();
         let field = *self
             .msg
-            .first(HeaderName::Route)
-            .ok_or(ParseError::MissingHeader("Route"))?;
-        let mut values = self.msg.values(HeaderName::Route);
-        let first = values.next().ok_or(ParseError::MissingHeader("Route"))?;
-        match values.next() {
-            Some(next) if next.start() < field.value.end() => {
-                self.remove(Span::new(first.start(), next.start()));
-            }
-            _ => self.remove(field.line),
+            .fields(name)
+            .find(|h| h.value.start() <= first.start() && first.end() <= h.value.end())
+            .ok_or(ParseError::MissingHeader(what))?;
+        match split_list(buf, field.value).nth(1) {
+            Some(next) => self.remove(Span::new(first.start(), next.start())),
+            None => self.remove(field.line),
         }
         Ok(())
     }
@@ -196,11 +203,16 @@ impl<'m> Editor<'m> {
         let head_start = self.msg.start_line().start();
         let body = self.msg.body();
         let body_start = self.msg.body_start();
-        self.edits.sort_by_key(|e| e.start);
+        // By start, then end: insertions at an offset come before a replacement or removal that
+        // starts there (a route-list pushed where the Route naming us is popped, RFC 3261 §16.4
+        // and §16.6 step 6), so they are written and the removal then skips what it covers. The
+        // sort is stable: insertions at one offset keep the order they were made in.
+        self.edits.sort_by_key(|e| (e.start, e.end));
         let mut out = BytesMut::with_capacity(body_start - head_start + self.text.len());
         let mut pos = head_start;
         for edit in &self.edits {
-            debug_assert!(edit.start >= pos, "overlapping edits");
+            // Edits made by the proxy never overlap; should one reach into what an earlier one
+            // replaced, only the rest of its span is replaced. No input may make this panic.
             if edit.start > pos {
                 out.extend_from_slice(&buf[pos..edit.start]);
             }

@@ -72,6 +72,11 @@ pub fn trim_span(buf: &[u8], span: Span) -> Span {
 
 /// Splits a header value on the commas that separate values (RFC 3261 §7.3.1), ignoring commas
 /// inside quoted strings and `<…>`. Empty elements are skipped.
+///
+/// A `"` inside `<…>` is part of the URI, not the start of a quoted string: in RFC 3261 §25.1
+/// quoted strings occur only outside the URI (`display-name`, parameter values), and
+/// [`NameAddr::parse`] ends the URI at the first `>` whatever precedes it. Both must agree on
+/// where a value ends, or a comma hidden by a stray quote would make one Contact of two.
 pub fn split_list(buf: &[u8], value: Span) -> impl Iterator<Item = Span> + '_ {
     let mut pos = value.start();
     let end = value.end();
@@ -82,7 +87,7 @@ pub fn split_list(buf: &[u8], value: Span) -> impl Iterator<Item = Span> + '_ {
             while pos < end {
                 match buf[pos] {
                     b'\\' if quoted => pos += 1,
-                    b'"' => quoted = !quoted,
+                    b'"' if !angle => quoted = !quoted,
                     b'<' if !quoted => angle = true,
                     b'>' if !quoted => angle = false,
                     b',' if !quoted && !angle => break,
@@ -160,6 +165,8 @@ pub fn find_param(buf: &[u8], span: Span, name: &str) -> Option<Param> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Via {
     pub span: Span,
+    /// The protocol version (`2.0`) as written.
+    pub version: Span,
     /// The transport token (`UDP`, `WSS`, …) as written.
     pub transport: Span,
     /// The sent-by host, brackets kept for IPv6.
@@ -195,8 +202,12 @@ impl Via {
                 pos += 1;
             }
         }
+        // RFC 3261 §25.1: `protocol-version = token`. The version is not checked here: a request
+        // of another SIP version is answered 505 with its Via copied (RFC 3261 §21.5.6, RFC 4475
+        // §3.1.2.16, `reply::salvage_bad_request`), and that Via must still be readable.
+        // `Message::validate_request` holds SIP/2.0 requests to `2.0` (RFC 3261 §8.1.1.7).
         if !buf[fields[0].range()].eq_ignore_ascii_case(b"SIP")
-            || &buf[fields[1].range()] != b"2.0"
+            || fields[1].is_empty()
             || fields[2].is_empty()
         {
             return Err(bad);
@@ -209,6 +220,7 @@ impl Via {
         let (host, port) = split_host_port(buf, sent_by).ok_or(bad)?;
         Ok(Via {
             span,
+            version: fields[1],
             transport: fields[2],
             host,
             port,
@@ -219,6 +231,13 @@ impl Via {
     #[must_use]
     pub fn param(&self, buf: &[u8], name: &str) -> Option<Param> {
         find_param(buf, self.params, name)
+    }
+
+    /// Whether the sent-protocol is `SIP/2.0/…`, as RFC 3261 §8.1.1.7 requires of a SIP/2.0
+    /// request's Vias.
+    #[must_use]
+    pub fn is_sip_2_0(&self, buf: &[u8]) -> bool {
+        &buf[self.version.range()] == b"2.0"
     }
 
     /// The `branch` parameter's value.
@@ -386,6 +405,42 @@ mod tests {
         );
     }
 
+    /// RFC 4475 §3.1.2.1 (badinv01) and the fuzzed `<s:x">,<sip:evil@h>`: a quote inside `<…>`
+    /// does not hide the comma after the `>`, so both Contacts are seen (and both rewritten).
+    #[test]
+    fn quote_inside_angle_brackets_does_not_hide_a_comma() {
+        let v = r#"<s:x">,<sip:evil@h>"#;
+        let values = texts(v.as_bytes(), split_list(v.as_bytes(), whole(v)));
+        assert_eq!(values, [r#"<s:x">"#, "<sip:evil@h>"]);
+        for value in split_list(v.as_bytes(), whole(v)) {
+            let na = NameAddr::parse(v.as_bytes(), value).unwrap();
+            assert!(na.span.end() <= value.end());
+        }
+        let v = r#"<sip:a@b;x="1,2>, "Bob, Jr" <sip:c@d>;p="<,>",sip:e@f"#;
+        assert_eq!(
+            texts(v.as_bytes(), split_list(v.as_bytes(), whole(v))),
+            [
+                r#"<sip:a@b;x="1,2>"#,
+                r#""Bob, Jr" <sip:c@d>;p="<,>""#,
+                "sip:e@f"
+            ]
+        );
+    }
+
+    /// RFC 3261 §25.1: `sent-protocol = protocol-name SLASH protocol-version SLASH transport`,
+    /// `protocol-version = token`: another version is still a readable Via (RFC 4475 §3.1.2.16).
+    #[test]
+    fn via_of_another_sip_version_is_readable() {
+        let v = "SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw";
+        let via = Via::parse(v.as_bytes(), whole(v)).unwrap();
+        assert_eq!(&v.as_bytes()[via.host.range()], b"c.example.com");
+        assert!(!via.is_sip_2_0(v.as_bytes()));
+        let v = "SIP / 2.0 / UDP c.example.com";
+        assert!(Via::parse(v.as_bytes(), whole(v))
+            .unwrap()
+            .is_sip_2_0(v.as_bytes()));
+    }
+
     #[test]
     fn via_with_odd_whitespace_and_ipv6() {
         let v = "SIP / 2.0 / UDP [2001:db8::9]:5070 ;branch=z9hG4bKx;rport";
@@ -403,7 +458,9 @@ mod tests {
     fn via_rejects_garbage() {
         for v in [
             "SIP/2.0 UDP host",
-            "SIP/3.0/UDP host",
+            "SIP//UDP host",
+            "HTTP/1.1/TCP host",
+            "SIP/2.0/ host",
             "SIP/2.0/UDP",
             "SIP/2.0/UDP host:99999",
             "SIP/2.0/UDP ho st",

@@ -298,13 +298,21 @@ impl Message {
         }
     }
 
+    /// The Content-Length. Content-Length is not a list (RFC 3261 §7.3.1, §20.14): when it
+    /// appears more than once with different values the message has no one length, so it is
+    /// malformed (RFC 4475 §3.3.9). Repeats of the same value are tolerated, as HTTP does
+    /// (RFC 9110 §8.6), and the framer (`codec`) decides the same way.
     pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
-        match self.first(HeaderName::ContentLength) {
-            None => Ok(None),
-            Some(h) => header::parse_u32(self.slice(h.value))
-                .map(|n| Some(n as usize))
-                .ok_or(ParseError::BadHeaderValue("Content-Length")),
+        let bad = ParseError::BadHeaderValue("Content-Length");
+        let mut length = None;
+        for h in self.fields(HeaderName::ContentLength) {
+            let n = header::parse_u32(self.slice(h.value)).ok_or(bad)?;
+            if length.is_some_and(|first| first != n) {
+                return Err(bad);
+            }
+            length = Some(n);
         }
+        Ok(length.map(|n| n as usize))
     }
 
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
@@ -359,18 +367,39 @@ impl Message {
             .and_then(|h| header::parse_u32(self.slice(h.value)))
     }
 
-    /// Checks the headers every request needs before it is forwarded (RFC 3261 §8.1.1, §16.3).
+    /// Checks the headers every request needs before it is forwarded (RFC 3261 §8.1.1, §16.3
+    /// step 1): every Via value readable, exactly one Call-ID, CSeq, From and To, at most one
+    /// Max-Forwards (none of them is a list, RFC 3261 §7.3.1; RFC 4475 §3.1.2.1, §3.3.8).
     pub fn validate_request(&self) -> Result<(), ParseError> {
         self.top_via()?;
+        // Responses travel back along every Via (RFC 3261 §18.2.2, §16.7 step 3), so a broken
+        // one further down is as fatal as a broken top one. Each names SIP/2.0 (§8.1.1.7).
+        for via in self.vias() {
+            if !via?.is_sip_2_0(&self.buf) {
+                return Err(ParseError::BadHeaderValue("Via"));
+            }
+        }
         self.call_id()?;
+        self.at_most_one(HeaderName::CallId, "Call-ID")?;
         let cseq = self.cseq()?;
+        self.at_most_one(HeaderName::CSeq, "CSeq")?;
         if cseq.method != self.method_token() {
             return Err(ParseError::BadHeaderValue("CSeq"));
         }
         self.from()?;
+        self.at_most_one(HeaderName::From, "From")?;
         self.to()?;
+        self.at_most_one(HeaderName::To, "To")?;
         self.max_forwards()?;
+        self.at_most_one(HeaderName::MaxForwards, "Max-Forwards")?;
         Ok(())
+    }
+
+    fn at_most_one(&self, name: HeaderName, what: &'static str) -> Result<(), ParseError> {
+        match self.fields(name).nth(1) {
+            Some(_) => Err(ParseError::RepeatedHeader(what)),
+            None => Ok(()),
+        }
     }
 }
 

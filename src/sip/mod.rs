@@ -73,6 +73,9 @@ pub enum ParseError {
     MissingHeader(&'static str),
     #[error("malformed {0} header")]
     BadHeaderValue(&'static str),
+    /// A header that is not a list appears on more than one line (RFC 3261 §7.3.1).
+    #[error("more than one {0} header")]
+    RepeatedHeader(&'static str),
     #[error("malformed URI")]
     BadUri,
 }

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use bytes::{Bytes, BytesMut};
 
+use super::header::Via;
 use super::message::{HeaderName, Message};
-use super::Encoded;
+use super::{Encoded, Span};
 
 /// The header lines a response copies from its request.
 fn is_copied(name: HeaderName) -> bool {
@@ -41,45 +42,113 @@ pub fn response(request: &Message, code: u16, reason: &str, to_tag: &str) -> Enc
 }
 
 /// For a request too broken to parse whole: when its request line and a Via can still be read,
-/// a `400` carrying the lines a response needs; `None` otherwise (the caller drops it).
+/// an answer carrying the lines a response needs (RFC 3261 §8.2.6.2); `None` otherwise (the
+/// caller drops it). The answer is a `400` with `reason`, or a `505 Version Not Supported` when
+/// the request line names a SIP version other than 2.0 (RFC 3261 §21.5.6, RFC 4475 §3.1.2.16).
+///
+/// Header lines are read as `Message::parse` reads them: folded continuation lines are joined
+/// to their header (RFC 3261 §7.3.1). The top Via value must parse, else nobody could match the
+/// answer (RFC 3261 §18.1.2) and it is not sent; what is sent parses as a response.
 #[must_use]
 pub fn salvage_bad_request(data: &[u8], reason: &str) -> Option<Encoded> {
     let mut lines = data
         .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        // RFC 3261 §7.5: CRLFs before the start line are ignored.
+        .skip_while(|l| l.is_empty());
     let request_line = lines.next()?;
     let mut words = request_line.split(|&b| b == b' ');
     let (method, uri, version) = (words.next()?, words.next()?, words.next()?);
     if method.is_empty()
         || !method.iter().all(|&b| super::header::is_token_char(b))
         || uri.is_empty()
-        || version != b"SIP/2.0"
         || words.next().is_some()
         || method == b"ACK"
     {
         return None;
     }
+    let (code, reason) = if version == b"SIP/2.0" {
+        (400, reason)
+    } else if is_sip_version(version) {
+        (505, "Version Not Supported")
+    } else {
+        return None;
+    };
     let mut out = BytesMut::with_capacity(256);
-    let _ = write!(out, "SIP/2.0 400 {reason}\r\n");
-    let mut has_via = false;
-    for line in lines.take_while(|l| !l.is_empty()) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+    let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
+    let mut top_via = None;
+    for (name, colon, line) in logical_lines(lines) {
+        if !is_copied(name) {
             continue;
-        };
-        let name = HeaderName::classify(line[..colon].trim_ascii());
-        if is_copied(name) && line.is_ascii() && !line.iter().any(u8::is_ascii_control) {
-            has_via |= name == HeaderName::Via;
-            out.extend_from_slice(line);
+        }
+        let printable = line
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+        if name == HeaderName::Via && top_via.is_none() {
+            // The first value of the first Via line is the top Via (an empty line has none).
+            let value = Span::new(colon + 1, line.len());
+            top_via = Some(
+                printable
+                    && super::header::split_list(&line, value)
+                        .next()
+                        .is_some_and(|v| Via::parse(&line, v).is_ok()),
+            );
+        }
+        if printable {
+            out.extend_from_slice(&line);
             out.extend_from_slice(b"\r\n");
         }
     }
-    if !has_via {
+    if top_via != Some(true) {
         return None;
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Some(Encoded {
         head: out.freeze(),
         body: Bytes::new(),
+    })
+}
+
+/// RFC 3261 §7.1: `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT`.
+fn is_sip_version(text: &[u8]) -> bool {
+    let Some(number) = text.strip_prefix(b"SIP/") else {
+        return false;
+    };
+    let mut parts = number.split(|&b| b == b'.');
+    let digits =
+        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+}
+
+/// The header lines of a head up to its blank line, each with its continuation lines joined by
+/// a single SP (RFC 3261 §7.3.1), as (name, offset of the colon, line). A continuation line
+/// before any header and a line without a colon are skipped.
+fn logical_lines<'d>(
+    lines: impl Iterator<Item = &'d [u8]> + 'd,
+) -> impl Iterator<Item = (HeaderName, usize, Vec<u8>)> + 'd {
+    let mut lines = lines.take_while(|l| !l.is_empty()).peekable();
+    let is_folded = |l: &&[u8]| l.first().is_some_and(|b| matches!(b, b' ' | b'\t'));
+    std::iter::from_fn(move || loop {
+        let first = lines.next()?;
+        if is_folded(&first) {
+            continue;
+        }
+        let mut line = first.to_vec();
+        while let Some(more) = lines.next_if(is_folded) {
+            let more = more.trim_ascii();
+            if !more.is_empty() {
+                line.push(b' ');
+                line.extend_from_slice(more);
+            }
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        return Some((
+            HeaderName::classify(line[..colon].trim_ascii()),
+            colon,
+            line,
+        ));
     })
 }
 
@@ -114,11 +183,76 @@ mod tests {
         );
         for hopeless in [
             &b"\x00\x01garbage"[..],
+            // The Via must parse (the fuzzed inputs in tests/torture/crashes/).
+            b"E v SIP/2.0\nV:\n",
+            b"R \x00 SIP/2.0\n V:\n",
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: ,\r\nVia: SIP/2.0/UDP h\r\n\r\n",
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\xff\r\nVia: SIP/2.0/UDP h\r\n\r\n",
+            b"OPTIONS sip:a@b HTTP/1.1\r\nVia: SIP/2.0/UDP h\r\n\r\n",
+            b"OPTIONS sip:a@b SIP/2\r\nVia: SIP/2.0/UDP h\r\n\r\n",
             b"OPTIONS sip:a@b SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n",
             b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n",
             b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n",
         ] {
-            assert!(salvage_bad_request(hopeless, "Bad Request").is_none());
+            assert!(
+                salvage_bad_request(hopeless, "Bad Request").is_none(),
+                "{}",
+                String::from_utf8_lossy(hopeless)
+            );
+        }
+    }
+
+    /// What is salvaged must itself parse as the answer it is, with a readable top Via.
+    fn salvaged(data: &[u8], code: u16) -> Message {
+        let answer = salvage_bad_request(data, "Bad Request").unwrap();
+        let parsed = Message::parse(answer.to_contiguous()).unwrap();
+        assert_eq!(parsed.status_code(), Some(code));
+        assert!(parsed.top_via().is_ok());
+        parsed
+    }
+
+    /// RFC 3261 §7.3.1: a folded header is one header; its continuation is joined with one SP,
+    /// not cut off nor copied as a header line of its own.
+    #[test]
+    fn salvage_joins_folded_lines() {
+        let folded = b"OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP\r\n 192.0.2.1;branch=z9hG4bK1\r\n\
+                       Subject: x\r\n\t folded subject\r\nCSeq: 1\r\n\tOPTIONS\r\nbroken\r\n\r\n";
+        let r = salvaged(folded, 400);
+        assert_eq!(
+            &r.bytes()[..],
+            &b"SIP/2.0 400 Bad Request\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+               CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"[..]
+        );
+        // Bare LF line ends and CRLFs before the request line.
+        let r = salvaged(
+            b"\r\nOPTIONS sip:a@b SIP/2.0\nv: SIP/2.0/TCP h:5070\n ;branch=z9hG4bK2\n\n",
+            400,
+        );
+        let via = r.top_via().unwrap();
+        assert_eq!(via.branch(r.bytes()), Some(&b"z9hG4bK2"[..]));
+    }
+
+    /// RFC 3261 §21.5.6, RFC 4475 §3.1.2.16 (badvers): another SIP version is answered 505,
+    /// whatever reason the caller had in mind for a 400.
+    #[test]
+    fn salvage_answers_505_to_another_sip_version() {
+        let badvers = b"OPTIONS sip:t.watson@example.org SIP/7.0\r\n\
+            Via:     SIP/7.0/UDP c.example.com;branch=z9hG4bKkdjuw\r\nMax-Forwards:     70\r\n\
+            CSeq:    1 OPTIONS\r\nl: 0\r\n\r\n";
+        let r = salvaged(badvers, 505);
+        assert!(r
+            .bytes()
+            .starts_with(b"SIP/2.0 505 Version Not Supported\r\n"));
+        assert!(is_sip_version(b"SIP/10.01"));
+        for not in [
+            &b"SIP/2"[..],
+            b"SIP/.0",
+            b"SIP/2.0.1",
+            b"SIP/a.b",
+            b"sip/2.0",
+            b"SIP/2.0 ",
+        ] {
+            assert!(!is_sip_version(not), "{}", String::from_utf8_lossy(not));
         }
     }
 }

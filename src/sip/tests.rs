@@ -222,6 +222,34 @@ fn pop_via_from_own_line_and_from_a_combined_line() {
     );
 }
 
+/// A line of the name without a value (`Via:`, `Route:`) is no top value: the line popped is
+/// the one holding the value that names us (the fuzzed
+/// `proxy_rewrite-pop-via-after-empty-line.bin`: the empty line went, our Via stayed).
+#[test]
+fn pop_skips_lines_without_values() {
+    let m = parse("SIP/2.0 200 OK\r\nV:\r\nVia: SIP/2.0/UDP rb;branch=z9hG4bKa\r\nVia: SIP/2.0/UDP c;branch=z9hG4bKb\r\nl: 0\r\n\r\n");
+    let mut ed = Editor::new(&m);
+    ed.pop_via().unwrap();
+    assert_eq!(
+        wire(&ed.finish()),
+        "SIP/2.0 200 OK\r\nV:\r\nVia: SIP/2.0/UDP c;branch=z9hG4bKb\r\nl: 0\r\n\r\n"
+    );
+    let m = parse("SIP/2.0 200 OK\r\nVia: ,\r\nVia: , SIP/2.0/UDP rb;branch=z9hG4bKa, SIP/2.0/UDP c\r\nl: 0\r\n\r\n");
+    let mut ed = Editor::new(&m);
+    ed.pop_via().unwrap();
+    assert_eq!(
+        wire(&ed.finish()),
+        "SIP/2.0 200 OK\r\nVia: ,\r\nVia: , SIP/2.0/UDP c\r\nl: 0\r\n\r\n"
+    );
+    let m = parse("BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nRoute:\r\nRoute: <sip:rb;lr>\r\nRoute: <sip:next;lr>\r\n\r\n");
+    let mut ed = Editor::new(&m);
+    ed.pop_route().unwrap();
+    assert_eq!(
+        wire(&ed.finish()),
+        "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nRoute:\r\nRoute: <sip:next;lr>\r\n\r\n"
+    );
+}
+
 #[test]
 fn routes_and_missing_headers_are_added() {
     let m = parse(
@@ -235,6 +263,123 @@ fn routes_and_missing_headers_are_added() {
         wire(&ed.finish()),
         "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nRoute: <sip:next;lr>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
+}
+
+/// A Route naming us popped and a route-list pushed where it was (RFC 3261 §16.4, §16.6 step
+/// 6): the insertions share the removal's start and must come out before it, in the order made,
+/// whatever order the edits were recorded in (the fuzzed `ws_message-route-pop-and-push.bin`).
+#[test]
+fn route_pop_and_pushes_at_the_same_offset() {
+    let m = parse("REGISTER sip:pbx.example.com SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nRoute: <sip:rb;lr>\r\nCSeq: 4 REGISTER\r\n\r\n");
+    let expected = "REGISTER sip:pbx.example.com SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\
+                    Route: <sip:r1;lr>\r\nRoute: <sip:r2;lr>\r\nCSeq: 4 REGISTER\r\n\r\n";
+    for pop_first in [true, false] {
+        let mut ed = Editor::new(&m);
+        if pop_first {
+            ed.pop_route().unwrap();
+        }
+        for hop in ["r1", "r2"] {
+            ed.insert_header(HeaderName::Route, "Route", |o| {
+                o.extend_from_slice(format!("<sip:{hop};lr>").as_bytes());
+            });
+        }
+        if !pop_first {
+            ed.pop_route().unwrap();
+        }
+        assert_eq!(wire(&ed.finish()), expected, "pop first: {pop_first}");
+    }
+}
+
+/// Overlapping edits are a bug of the caller, but never a panic: the later one replaces what
+/// is left of its span.
+#[test]
+fn overlapping_edits_do_not_panic() {
+    let m = parse("OPTIONS sip:a@b SIP/2.0\r\nSubject: abcdef\r\n\r\n");
+    let subject = m.headers()[0].value;
+    let mut ed = Editor::new(&m);
+    ed.replace(Span::new(subject.start(), subject.start() + 4), b"X");
+    ed.replace(Span::new(subject.start() + 2, subject.end()), b"Y");
+    assert_eq!(
+        wire(&ed.finish()),
+        "OPTIONS sip:a@b SIP/2.0\r\nSubject: XY\r\n\r\n"
+    );
+}
+
+/// RFC 3261 §7.3.1, RFC 4475 §3.3.9 (mcl01): different Content-Length values leave the
+/// message without a length; the same value twice is one length.
+#[test]
+fn repeated_content_length() {
+    let mcl = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nContent-Length: 13\r\nl: 5\r\n\r\nThere's no way to know";
+    assert_eq!(
+        Message::parse(Bytes::from(mcl)).err(),
+        Some(ParseError::BadHeaderValue("Content-Length"))
+    );
+    let same = "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\nl: 3\r\n\r\nabcdef";
+    let m = parse(same);
+    assert_eq!(m.content_length(), Ok(Some(3)));
+    assert_eq!(&m.body()[..], b"abc");
+    let bad_second = "OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\nl: x\r\n\r\nabc";
+    assert!(Message::parse(Bytes::from(bad_second)).is_err());
+}
+
+/// RFC 4475 §3.3.8 (multi01): Call-ID, CSeq, From and To exactly once, Max-Forwards at most
+/// once (RFC 3261 §7.3.1: none of them is a list).
+#[test]
+fn repeated_single_value_headers_do_not_validate() {
+    assert!(parse(INVITE).validate_request().is_ok());
+    for (extra, name) in [
+        ("i: other@example.com\r\n", "Call-ID"),
+        ("Call-ID: other@example.com\r\n", "Call-ID"),
+        ("CSeq: 314159 INVITE\r\n", "CSeq"),
+        ("f: <sip:eve@example.com>;tag=2\r\n", "From"),
+        ("To: <sip:carol@example.com>\r\n", "To"),
+        ("Max-Forwards: 5\r\n", "Max-Forwards"),
+    ] {
+        let text = INVITE.replacen("Subject:", &format!("{extra}Subject:"), 1);
+        assert_eq!(
+            parse(&text).validate_request(),
+            Err(ParseError::RepeatedHeader(name)),
+            "{extra}"
+        );
+    }
+}
+
+/// RFC 4475 §3.1.2.1 (badinv01): every Via value must be readable, not only the top one.
+#[test]
+fn every_via_value_must_parse() {
+    for (vias, ok) in [
+        ("Via: SIP/2.0/UDP 192.0.2.15;;,;,,\r\n", false),
+        (
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP\r\n",
+            false,
+        ),
+        ("Via: SIP/2.0/UDP a;branch=z9hG4bK1, garbage\r\n", false),
+        (
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/3.0/UDP b\r\n",
+            false,
+        ),
+        ("Via: SIP/7.0/UDP a;branch=z9hG4bK1\r\n", false),
+        (
+            "Via: SIP/2.0/UDP a;branch=z9hG4bK1,\r\n SIP/2.0/TCP b:5070\r\n",
+            true,
+        ),
+    ] {
+        let text = INVITE.replacen(
+            "Via: SIP/2.0/UDP pc33.atlanta.example.com:5066;branch=z9hG4bK776asdhds;rport\r\n",
+            vias,
+            1,
+        );
+        let m = parse(&text);
+        assert_eq!(
+            m.validate_request().is_ok(),
+            ok,
+            "{vias}: {:?}",
+            m.validate_request()
+        );
+        if !ok {
+            assert_eq!(m.validate_request(), Err(ParseError::BadHeaderValue("Via")));
+        }
+    }
 }
 
 #[test]

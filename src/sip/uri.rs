@@ -31,6 +31,9 @@ pub struct Uri<'b> {
 impl<'b> Uri<'b> {
     pub fn parse(buf: &'b [u8], span: Span) -> Result<Uri<'b>, ParseError> {
         let text = &buf[span.range()];
+        if !text.iter().all(|&b| is_uri_char(b)) {
+            return Err(ParseError::BadUri);
+        }
         let colon = text
             .iter()
             .position(|&b| b == b':')
@@ -42,7 +45,7 @@ impl<'b> Uri<'b> {
             Scheme::Sips
         } else if scheme_text.eq_ignore_ascii_case(b"tel") {
             Scheme::Tel
-        } else if !scheme_text.is_empty() && scheme_text.iter().all(u8::is_ascii_alphanumeric) {
+        } else if is_scheme(scheme_text) {
             Scheme::Other
         } else {
             return Err(ParseError::BadUri);
@@ -61,14 +64,28 @@ impl<'b> Uri<'b> {
                 params: Span::new(span.end(), span.end()),
             });
         }
-        let headers_at = rest.iter().position(|&b| b == b'?').unwrap_or(rest.len());
-        let before_headers = &rest[..headers_at];
-        // '@' cannot appear unescaped after the host (RFC 3261 §25.1), so the first one ends userinfo.
-        let (userinfo, host_start) = match before_headers.iter().position(|&b| b == b'@') {
-            Some(at) if at > 0 => (Some(Span::new(base, base + at)), at + 1),
-            Some(_) => return Err(ParseError::BadUri),
+        // '@' may not appear unescaped anywhere else in a SIP URI (RFC 3261 §25.1: it is in
+        // none of user, password, hostport, uri-parameters or headers), so the first one ends
+        // the userinfo. It is looked for before '?': the user part may contain '?'
+        // (user-unreserved), as RFC 4475 §3.1.1.2 exercises.
+        let (userinfo, host_start) = match rest.iter().position(|&b| b == b'@') {
+            Some(at) => {
+                // user = 1*( unreserved / escaped / user-unreserved ): never empty, with or
+                // without a password (`sip:@host`, `sip::pw@host`).
+                let user_len = rest[..at].iter().position(|&b| b == b':').unwrap_or(at);
+                if user_len == 0 {
+                    return Err(ParseError::BadUri);
+                }
+                (Some(Span::new(base, base + at)), at + 1)
+            }
             None => (None, 0),
         };
+        // Headers start at the first '?' after the userinfo (RFC 3261 §19.1.1).
+        let headers_at = rest[host_start..]
+            .iter()
+            .position(|&b| b == b'?')
+            .map_or(rest.len(), |i| host_start + i);
+        let before_headers = &rest[..headers_at];
         let hostport_len = if before_headers.get(host_start) == Some(&b'[') {
             let close = before_headers[host_start..]
                 .iter()
@@ -146,6 +163,30 @@ impl<'b> Uri<'b> {
     }
 }
 
+/// Bytes accepted in a URI. RFC 3986 §2 and RFC 3261 §25.1 allow a narrower set (the rest must
+/// be %-escaped); this is more lenient (real user parts carry `#` and the like) but refuses
+/// what never belongs to a URI and delimits one in a header (RFC 3261 §20.10): controls, SP,
+/// DEL, `<`, `>` and `"`. A URI holding one would be read differently once it is replaced:
+/// `>` ends the `<…>` a rewritten Contact is put in, and a `"` in an `addr-spec` opens a quoted
+/// string for `header::split_list` that hides the commas after it.
+fn is_uri_char(b: u8) -> bool {
+    b > b' ' && b != 0x7f && !matches!(b, b'<' | b'>' | b'"')
+}
+
+/// RFC 3986 §3.1: `scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )` (RFC 3261 §25.1 uses
+/// the same rule).
+fn is_scheme(text: &[u8]) -> bool {
+    match text {
+        [first, rest @ ..] => {
+            first.is_ascii_alphabetic()
+                && rest
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        }
+        [] => false,
+    }
+}
+
 /// Parses `1.2.3.4`, `[2001:db8::1]` (and bare IPv6), mapping IPv4-mapped IPv6 to IPv4.
 #[must_use]
 pub fn parse_host_ip(host: &[u8]) -> Option<IpAddr> {
@@ -214,6 +255,101 @@ mod tests {
     fn other_schemes_are_opaque() {
         assert_eq!(uri("tel:+15551234").scheme, Scheme::Tel);
         assert!(!uri("tel:+15551234").is_sip());
+    }
+
+    /// RFC 3261 §25.1 allows '?' in the user part (user-unreserved); headers begin at the first
+    /// '?' after the host (RFC 4475 §3.1.1.2, intmeth).
+    #[test]
+    fn question_mark_in_user_part() {
+        let u = uri("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com");
+        assert_eq!(
+            u.user(),
+            Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..])
+        );
+        assert_eq!(u.host(), b"example.com");
+        assert_eq!(u.port, None);
+        assert!(u.params.is_empty());
+        assert_eq!(u.params.end(), u.span.end(), "no headers");
+        // Headers still start at a '?' after the host.
+        let text = "sip:a?b@example.com:5070;lr?subject=x";
+        let u = uri(text);
+        assert_eq!(u.user(), Some(&b"a?b"[..]));
+        assert_eq!(u.host(), b"example.com");
+        assert_eq!(u.port, Some(5070));
+        assert!(u.has_param("lr"));
+        assert_eq!(&text.as_bytes()[u.params.end()..], b"?subject=x");
+        let u = uri("sip:example.com?subject=x");
+        assert_eq!((u.user(), u.host()), (None, &b"example.com"[..]));
+    }
+
+    /// RFC 3986 §3.1: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )` (RFC 4475 §3.3.3, novelsc).
+    #[test]
+    fn schemes_with_plus_minus_and_dot() {
+        for other in [
+            "soap.beep://192.0.2.103:3002",
+            "a+b-c.d:x",
+            "im:user@example.com",
+            "x1:y",
+        ] {
+            let u = uri(other);
+            assert_eq!(u.scheme, Scheme::Other, "{other}");
+            assert!(!u.is_sip());
+        }
+        for bad in ["1ab:x", "+x:y", ".x:y", "a_b:x", "a b:x", ":x"] {
+            assert!(
+                Uri::parse(bad.as_bytes(), Span::new(0, bad.len())).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    /// RFC 3261 §25.1: `user` is `1*(…)`, so `@` needs a non-empty user before it, even with
+    /// a password. Such a URI would otherwise be rewritten into `sip:@us…`.
+    #[test]
+    fn empty_user_is_rejected() {
+        for bad in [
+            "sip::@host",
+            "sip::pw@host",
+            "Sip::@l",
+            "sips:@host",
+            "sip::@[::1]",
+        ] {
+            assert!(
+                Uri::parse(bad.as_bytes(), Span::new(0, bad.len())).is_err(),
+                "{bad}"
+            );
+        }
+        let u = uri("sip:a:@host");
+        assert_eq!(u.user(), Some(&b"a"[..]));
+    }
+
+    /// A user part with `>` (the fuzzed `proxy_rewrite-gt-in-contact-user.bin`: Contact
+    /// `sip:>@0`) would end the `<…>` its rewritten Contact is put in, and a `"` in an addr-spec
+    /// Contact (`proxy_rewrite-quote-in-addr-spec.bin`: `p:" ,x`) hides the commas after it
+    /// until the URI is replaced; such bytes are in no URI (RFC 3986 §2), escaped they are.
+    #[test]
+    fn delimiters_in_uris_are_rejected() {
+        for bad in [
+            "p:\"",
+            "sip:a@h?x\"",
+            "sip:a@h;p=\"1\"",
+            "sip:a@h;p=>",
+            "tel:+1 555",
+            "sip:>@0",
+            "sip:a<b@host",
+            "sip:a\"b@host",
+            "sip:a b@host",
+            "sip:a\tb@host",
+            "sip:a:p>w@host",
+            "sip:a\x7f@host",
+        ] {
+            assert!(
+                Uri::parse(bad.as_bytes(), Span::new(0, bad.len())).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(uri("sip:%3E@0").user(), Some(&b"%3E"[..]));
+        assert_eq!(uri("sip:*21#@pbx").user(), Some(&b"*21#"[..]));
     }
 
     #[test]
