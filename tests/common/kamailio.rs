@@ -24,8 +24,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Logged by the base configuration once the first worker has initialised.
@@ -238,11 +236,10 @@ impl KamailioConfig {
             .stderr(Stdio::piped())
             .spawn()
             .expect("kamailio starts");
-        let (log, lines) = super::capture_lines(child.stderr.take().unwrap());
+        let output = super::CapturedLines::new(child.stderr.take().unwrap());
         let kamailio = Kamailio {
             child,
-            log,
-            lines,
+            output,
             listen: self.listen,
             cfg,
             dir,
@@ -273,8 +270,7 @@ impl KamailioConfig {
 /// A running Kamailio.
 pub struct Kamailio {
     child: Child,
-    log: Arc<Mutex<String>>,
-    lines: mpsc::Receiver<String>,
+    output: super::CapturedLines,
     listen: Vec<(String, SocketAddr)>,
     /// The configuration it runs.
     pub cfg: PathBuf,
@@ -322,7 +318,7 @@ impl Kamailio {
 
     /// Everything Kamailio logged so far.
     pub fn logs(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.output.text()
     }
 
     /// The log lines containing `needle`.
@@ -336,14 +332,7 @@ impl Kamailio {
 
     /// Waits for a log line containing `needle` (lines already logged count too).
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            let _ = self.lines.recv_timeout(Duration::from_millis(50));
-        }
-        self.logs().contains(needle)
+        self.output.wait_for(needle, timeout)
     }
 }
 

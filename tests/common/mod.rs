@@ -39,8 +39,7 @@ pub fn require(program: &str) -> bool {
 /// A running `roundabout` with its log captured.
 pub struct Roundabout {
     child: Child,
-    log: Arc<Mutex<String>>,
-    lines: mpsc::Receiver<String>,
+    output: CapturedLines,
     pub listening: HashMap<String, SocketAddr>,
     _state: tempfile::TempDir,
 }
@@ -73,18 +72,17 @@ impl Roundabout {
             .stderr(Stdio::piped())
             .spawn()
             .expect("roundabout starts");
-        let (log, lines) = capture_lines(child.stderr.take().unwrap());
+        let output = CapturedLines::new(child.stderr.take().unwrap());
         let mut rb = Roundabout {
             child,
-            log,
-            lines,
+            output,
             listening: HashMap::new(),
             _state: state,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match rb.lines.recv_timeout(left) {
+            match rb.output.next_line(left) {
                 Ok(line) if line.contains(" ready") => break,
                 Ok(line) => {
                     if let Some((t, addr)) = parse_listening(&line) {
@@ -109,19 +107,12 @@ impl Roundabout {
     }
 
     pub fn logs(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.output.text()
     }
 
     /// Waits for a log line containing `needle` (lines already seen count too).
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            let _ = self.lines.recv_timeout(Duration::from_millis(50));
-        }
-        self.logs().contains(needle)
+        self.output.wait_for(needle, timeout)
     }
 
     pub fn pid(&self) -> u32 {
@@ -142,7 +133,7 @@ impl Roundabout {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.code();
             }
-            let _ = self.lines.recv_timeout(Duration::from_millis(50));
+            let _ = self.output.next_line(Duration::from_millis(50));
         }
         None
     }
@@ -155,25 +146,52 @@ impl Drop for Roundabout {
     }
 }
 
-/// Reads a child's output on a thread: every line is appended to the returned log and sent on
-/// the channel, so a test can both wait for a line and show the whole log on failure.
-pub fn capture_lines(
-    output: impl std::io::Read + Send + 'static,
-) -> (Arc<Mutex<String>>, mpsc::Receiver<String>) {
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, lines) = mpsc::channel();
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(output).lines().map_while(Result::ok) {
-            {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
+/// A child's output read on a thread: every line is kept in a log and also handed over one by
+/// one, so a test can both wait for a line and show the whole log on failure.
+pub struct CapturedLines {
+    log: Arc<Mutex<String>>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl CapturedLines {
+    pub fn new(output: impl std::io::Read + Send + 'static) -> CapturedLines {
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, lines) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
+                {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+                let _ = tx.send(line);
             }
-            let _ = tx.send(line);
+        });
+        CapturedLines { log, lines }
+    }
+
+    /// Everything read so far.
+    pub fn text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The next line not yet handed over, waiting at most `timeout`.
+    pub fn next_line(&self, timeout: Duration) -> Result<String, mpsc::RecvTimeoutError> {
+        self.lines.recv_timeout(timeout)
+    }
+
+    /// Waits for a line containing `needle` (lines already read count too).
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.text().contains(needle) {
+                return true;
+            }
+            let _ = self.next_line(Duration::from_millis(50));
         }
-    });
-    (log, lines)
+        self.text().contains(needle)
+    }
 }
 
 /// `listening transport=udp addr=127.0.0.1:40123` → ("udp", addr).
