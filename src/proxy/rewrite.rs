@@ -1,18 +1,17 @@
 //! What changes in a message on its way through: Via, Max-Forwards, Route, Request-URI,
 //! Contact. Pure functions over the parsed message; everything else is copied as it is.
 
-use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::config::RouteHop;
-use crate::sip::uri::write_host_ip;
+use crate::sip::text::{put_decimal, put_hex_u64, put_host_ip};
 use crate::sip::{Editor, Encoded, HeaderName, Message, Method, NameAddr, ParseError, Span, Uri};
 use crate::transport::{FlowKey, Transport};
 
-use super::router::{Forward, NewRequestUri, Router, BRANCH_PREFIX};
+use super::router::{Forward, Identity, NewRequestUri, Router, BRANCH_PREFIX};
 use super::token;
 
 /// Default registration lifetime when neither the Contact nor the response says (RFC 3261 §10.2.1.1).
@@ -26,6 +25,52 @@ pub struct Registration {
     pub contact: Bytes,
     /// Zero removes the binding (if it is still to the same client).
     pub expires: Duration,
+}
+
+/// What Roundabout writes about itself, prepared once per egress transport: its Via up to the
+/// branch value, and its Contact URI from the host up to the token value.
+#[derive(Clone, Debug)]
+pub struct OwnText {
+    via: [Bytes; Transport::ALL.len()],
+    contact: [Bytes; Transport::ALL.len()],
+}
+
+impl OwnText {
+    #[must_use]
+    pub fn new(identity: &Identity) -> OwnText {
+        let per_transport = |write: &dyn Fn(&mut BytesMut, Transport)| {
+            Transport::ALL.map(|transport| {
+                let mut out = BytesMut::new();
+                write(&mut out, transport);
+                out.freeze()
+            })
+        };
+        OwnText {
+            via: per_transport(&|o, transport| {
+                o.extend_from_slice(b"SIP/2.0/");
+                o.extend_from_slice(transport.via_token().as_bytes());
+                o.extend_from_slice(b" ");
+                put_host_ip(o, identity.ip);
+                o.extend_from_slice(b":");
+                put_decimal(o, u32::from(identity.port(transport)));
+                o.extend_from_slice(b";branch=");
+                o.extend_from_slice(BRANCH_PREFIX.as_bytes());
+            }),
+            contact: per_transport(&|o, transport| {
+                match (&identity.fqdn, identity.contact_uses_fqdn) {
+                    (Some(fqdn), true) => o.extend_from_slice(fqdn.as_bytes()),
+                    _ => put_host_ip(o, identity.ip),
+                }
+                o.extend_from_slice(b":");
+                put_decimal(o, u32::from(identity.port(transport)));
+                o.extend_from_slice(b";transport=");
+                o.extend_from_slice(transport.as_str().as_bytes());
+                o.extend_from_slice(b";");
+                o.extend_from_slice(token::PARAM.as_bytes());
+                o.extend_from_slice(b"=");
+            }),
+        }
+    }
 }
 
 impl Router {
@@ -58,7 +103,9 @@ impl Router {
                 let uri = Uri::parse(buf, span)?;
                 // Host and port become the server's; user and parameters stay.
                 ed.replace_with(Span::new(uri.host.start(), uri.params.start()), |o| {
-                    let _ = write!(o, "{}:{}", server.uri_host(), server.port);
+                    o.extend_from_slice(server.uri_host().as_bytes());
+                    o.extend_from_slice(b":");
+                    put_decimal(o, u32::from(server.port));
                 });
             }
         }
@@ -66,23 +113,18 @@ impl Router {
             for hop in &self.servers.servers[index].routes {
                 ed.insert_header(HeaderName::Route, "Route", |o| {
                     o.extend_from_slice(b"<sip:");
-                    let _ = match hop {
-                        RouteHop::Ip(ip) => write_host_ip(o, *ip),
-                        RouteHop::Name(name) => o.write_str(name),
-                    };
+                    match hop {
+                        RouteHop::Ip(ip) => put_host_ip(o, *ip),
+                        RouteHop::Name(name) => o.extend_from_slice(name.as_bytes()),
+                    }
                     o.extend_from_slice(b";lr>");
                 });
             }
         }
         let branch = self.branch(msg, &top)?;
         ed.push_via(|o| {
-            let _ = write!(o, "SIP/2.0/{} ", egress.via_token());
-            let _ = write_host_ip(o, self.identity.ip);
-            let _ = write!(
-                o,
-                ":{};branch={BRANCH_PREFIX}{branch:016x}",
-                self.identity.port(egress)
-            );
+            o.extend_from_slice(&self.own.via[egress as usize]);
+            put_hex_u64(o, branch);
         });
         self.rewrite_contacts(&mut ed, source, egress)?;
         if egress.is_stream() {
@@ -145,14 +187,7 @@ impl Router {
                     o.extend_from_slice(user);
                     o.extend_from_slice(b"@");
                 }
-                self.write_own_host(o);
-                let _ = write!(
-                    o,
-                    ":{};transport={};{}=",
-                    self.identity.port(egress),
-                    egress.as_str(),
-                    token::PARAM
-                );
+                o.extend_from_slice(&self.own.contact[egress as usize]);
                 failed = self
                     .tokens
                     .encode_into(o, *source, may_connect, original)
@@ -219,15 +254,6 @@ impl Router {
             });
         }
         Ok(registrations)
-    }
-
-    fn write_own_host(&self, o: &mut BytesMut) {
-        match (&self.identity.fqdn, self.identity.contact_uses_fqdn) {
-            (Some(fqdn), true) => o.extend_from_slice(fqdn.as_bytes()),
-            _ => {
-                let _ = write_host_ip(o, self.identity.ip);
-            }
-        }
     }
 
     /// RFC 3261 §16.11: a stateless proxy's branch is a function of the received request, so a

@@ -11,6 +11,7 @@ use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Uri, Via};
 use crate::transport::{Destination, FlowKey, Transport};
 
 use super::clients::{ClientCache, ClientLookup};
+use super::rewrite::OwnText;
 use super::token::{self, ContactToken, TokenKey};
 
 /// Every branch Roundabout writes starts with this (RFC 3261 magic cookie + our mark), so a
@@ -145,6 +146,7 @@ pub struct Router {
     default_sip_server: Option<usize>,
     pub tokens: TokenKey,
     pub clients: Arc<ClientCache>,
+    pub(super) own: OwnText,
 }
 
 impl Router {
@@ -170,14 +172,16 @@ impl Router {
             drain_timeout: _,
             ws_path: _,
         } = config;
+        let identity = Identity {
+            ip: *local_ip,
+            fqdn: local_fqdn.clone(),
+            bind_ip: *bind_ip,
+            ports,
+            contact_uses_fqdn: *contact_header_fqdn,
+        };
         Router {
-            identity: Identity {
-                ip: *local_ip,
-                fqdn: local_fqdn.clone(),
-                bind_ip: *bind_ip,
-                ports,
-                contact_uses_fqdn: *contact_header_fqdn,
-            },
+            own: OwnText::new(&identity),
+            identity,
             servers: trusted_servers.clone(),
             client_ranges: trusted_clients.clone(),
             strict_host: *strict_host,
@@ -408,12 +412,11 @@ impl Router {
     #[must_use]
     pub fn route_response(&self, msg: &Message) -> ResponseAction {
         let buf = msg.bytes();
-        let mut vias = msg.vias();
-        match vias.next() {
-            Some(Ok(top)) if self.is_our_via(buf, &top) => {}
+        match msg.top_via() {
+            Ok(top) if self.is_our_via(buf, &top) => {}
             _ => return ResponseAction::Drop("top Via is not Roundabout's"),
         }
-        let Some(Ok(next)) = vias.next() else {
+        let Some(Ok(next)) = msg.vias().nth(1) else {
             return ResponseAction::Drop("no Via below Roundabout's");
         };
         let Some(transport) = Transport::from_token(&buf[next.transport.range()]) else {

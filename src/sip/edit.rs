@@ -1,13 +1,13 @@
 //! Editing a parsed message: edits are recorded as replacements of spans of the original head
 //! and applied in one pass into a new head; the body is shared, never copied.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
 use super::header::{split_list, NameAddr, Via};
 use super::message::{HeaderName, Message};
+use super::text::{put_decimal, put_ip};
 use super::{Encoded, ParseError, Span};
 
 #[derive(Clone, Copy, Debug)]
@@ -110,7 +110,10 @@ impl<'m> Editor<'m> {
         }
         // `received` holds a bare address, IPv6 without brackets (RFC 3261 §20.42, RFC 5118 §4.5).
         self.insert_with(via.span.end(), |out| {
-            let _ = write!(out, ";received={ip};rport={port}");
+            out.extend_from_slice(b";received=");
+            put_ip(out, ip);
+            out.extend_from_slice(b";rport=");
+            put_decimal(out, u32::from(port));
         });
     }
 
@@ -119,12 +122,12 @@ impl<'m> Editor<'m> {
         match self.msg.first(HeaderName::MaxForwards) {
             Some(h) => {
                 let span = h.value;
-                self.replace_with(span, |out| {
-                    let _ = write!(out, "{value}");
-                });
+                self.replace_with(span, |out| put_decimal(out, value));
             }
             None => self.insert_with(self.msg.head_end(), |out| {
-                let _ = write!(out, "Max-Forwards: {value}\r\n");
+                out.extend_from_slice(b"Max-Forwards: ");
+                put_decimal(out, value);
+                out.extend_from_slice(b"\r\n");
             }),
         }
     }
@@ -132,9 +135,12 @@ impl<'m> Editor<'m> {
     /// Adds `Content-Length` when a datagram without one goes onto a stream (RFC 3261 §18.3).
     pub fn ensure_content_length(&mut self) {
         if !self.msg.has_content_length() {
-            let length = self.msg.body().len();
+            // Bodies are bounded by -max-message, far below 4 GiB.
+            let length = u32::try_from(self.msg.body().len()).unwrap_or(u32::MAX);
             self.insert_with(self.msg.head_end(), |out| {
-                let _ = write!(out, "Content-Length: {length}\r\n");
+                out.extend_from_slice(b"Content-Length: ");
+                put_decimal(out, length);
+                out.extend_from_slice(b"\r\n");
             });
         }
     }

@@ -1,6 +1,8 @@
 //! Typed views of the header values the proxy reads: Via, name-addr (Contact, Route, To, From),
 //! CSeq, and the helpers they share (list splitting, parameters, numbers).
 
+use memchr::{memchr, memchr2, memchr3};
+
 use super::uri::Uri;
 use super::{ParseError, Span};
 
@@ -83,19 +85,8 @@ pub fn split_list(buf: &[u8], value: Span) -> impl Iterator<Item = Span> + '_ {
     std::iter::from_fn(move || {
         while pos < end {
             let start = pos;
-            let (mut quoted, mut angle) = (false, false);
-            while pos < end {
-                match buf[pos] {
-                    b'\\' if quoted => pos += 1,
-                    b'"' if !angle => quoted = !quoted,
-                    b'<' if !quoted => angle = true,
-                    b'>' if !quoted => angle = false,
-                    b',' if !quoted && !angle => break,
-                    _ => {}
-                }
-                pos += 1;
-            }
-            let element = trim_span(buf, Span::new(start, pos.min(end)));
+            pos = element_end(&buf[..end], pos);
+            let element = trim_span(buf, Span::new(start, pos));
             pos += 1;
             if !element.is_empty() {
                 return Some(element);
@@ -103,6 +94,33 @@ pub fn split_list(buf: &[u8], value: Span) -> impl Iterator<Item = Span> + '_ {
         }
         None
     })
+}
+
+/// Where the list element starting at `pos` ends: the next comma outside a quoted string and
+/// outside `<…>`, or the end of `buf`. Jumps between the bytes that matter.
+fn element_end(buf: &[u8], mut pos: usize) -> usize {
+    while let Some(found) = memchr3(b',', b'"', b'<', &buf[pos..]) {
+        pos += found;
+        pos = match buf[pos] {
+            b',' => return pos,
+            b'"' => quoted_end(buf, pos + 1),
+            _ => memchr(b'>', &buf[pos..]).map_or(buf.len(), |i| pos + i + 1),
+        };
+    }
+    buf.len()
+}
+
+/// The offset just past the `"` that closes a quoted string whose content starts at `pos`
+/// (`\` escapes the next byte, RFC 3261 §25.1 `quoted-pair`), or the end of `buf`.
+fn quoted_end(buf: &[u8], mut pos: usize) -> usize {
+    while let Some(found) = memchr2(b'"', b'\\', buf.get(pos..).unwrap_or_default()) {
+        pos += found;
+        if buf[pos] == b'"' {
+            return pos + 1;
+        }
+        pos += 2;
+    }
+    buf.len()
 }
 
 /// A `;name[=value]` parameter, as spans into the buffer.
@@ -116,30 +134,40 @@ pub struct Param {
 
 /// Iterates the parameters in `span`, which starts at a `;` (or is empty).
 pub fn params(buf: &[u8], span: Span) -> impl Iterator<Item = Param> + '_ {
+    let buf = &buf[..span.end()];
     let mut pos = span.start();
-    let end = span.end();
     std::iter::from_fn(move || {
-        while pos < end && buf[pos] != b';' {
-            pos += 1;
-        }
-        if pos >= end {
-            return None;
+        if buf.get(pos) != Some(&b';') {
+            pos += memchr(b';', buf.get(pos..).unwrap_or_default())?;
         }
         let start = pos;
         pos += 1;
-        let mut quoted = false;
+        // The parameter ends at the next `;` outside a quoted string (RFC 3261 §25.1 `gen-value`).
+        // Names are short and looked at byte by byte; values (a contact token is 130 bytes)
+        // are skipped with `memchr`.
         let mut eq = None;
-        while pos < end {
+        loop {
+            let next = match eq {
+                None => buf[pos..]
+                    .iter()
+                    .position(|&b| matches!(b, b'=' | b';' | b'"')),
+                Some(_) => memchr2(b';', b'"', &buf[pos..]),
+            };
+            let Some(found) = next else {
+                pos = buf.len();
+                break;
+            };
+            pos += found;
             match buf[pos] {
-                b'\\' if quoted => pos += 1,
-                b'"' => quoted = !quoted,
-                b'=' if !quoted && eq.is_none() => eq = Some(pos),
-                b';' if !quoted => break,
-                _ => {}
+                b';' => break,
+                b'"' => pos = quoted_end(buf, pos + 1),
+                _ => {
+                    eq = Some(pos);
+                    pos += 1;
+                }
             }
-            pos += 1;
         }
-        let stop = pos.min(end);
+        let stop = pos;
         let (name, value) = match eq {
             Some(eq) => (
                 trim_span(buf, Span::new(start + 1, eq)),
@@ -174,6 +202,17 @@ pub struct Via {
     pub port: Option<u16>,
     /// From the first `;` to the end of the value.
     pub params: Span,
+    /// The first of each of `READ_VIA_PARAMS`, found in the one pass that parses the Via.
+    read_params: [Option<Param>; READ_VIA_PARAMS.len()],
+}
+
+/// The Via parameters the proxy reads for every message it forwards.
+const READ_VIA_PARAMS: [&str; 3] = ["branch", "received", "rport"];
+
+fn read_via_param(name: &[u8]) -> Option<usize> {
+    READ_VIA_PARAMS
+        .iter()
+        .position(|known| name.eq_ignore_ascii_case(known.as_bytes()))
 }
 
 impl Via {
@@ -218,19 +257,30 @@ impl Via {
             .map_or(end, |i| pos + i);
         let sent_by = trim_span(buf, Span::new(pos, params_start));
         let (host, port) = split_host_port(buf, sent_by).ok_or(bad)?;
-        Ok(Via {
+        let mut via = Via {
             span,
             version: fields[1],
             transport: fields[2],
             host,
             port,
             params: Span::new(params_start, end),
-        })
+            read_params: [None; READ_VIA_PARAMS.len()],
+        };
+        for param in params(buf, via.params) {
+            if let Some(i) = read_via_param(&buf[param.name.range()]) {
+                // The first of a name counts, as in `find_param`.
+                via.read_params[i].get_or_insert(param);
+            }
+        }
+        Ok(via)
     }
 
     #[must_use]
     pub fn param(&self, buf: &[u8], name: &str) -> Option<Param> {
-        find_param(buf, self.params, name)
+        match read_via_param(name.as_bytes()) {
+            Some(i) => self.read_params[i],
+            None => find_param(buf, self.params, name),
+        }
     }
 
     /// Whether the sent-protocol is `SIP/2.0/…`, as RFC 3261 §8.1.1.7 requires of a SIP/2.0

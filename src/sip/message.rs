@@ -1,6 +1,8 @@
 //! One pass over a message records the start line and every header line as spans into the
 //! original buffer; typed values are read from those spans only when asked for.
 
+use std::cell::OnceCell;
+
 use bytes::Bytes;
 use memchr::memchr;
 
@@ -29,7 +31,8 @@ pub enum HeaderName {
 
 impl HeaderName {
     pub(super) fn classify(name: &[u8]) -> HeaderName {
-        let eq = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+        let is = |full: &str| name.eq_ignore_ascii_case(full.as_bytes());
+        // By length first: most header lines of a call are ones the proxy does not read.
         match name.len() {
             1 => match name[0].to_ascii_lowercase() {
                 b'v' => HeaderName::Via,
@@ -40,17 +43,17 @@ impl HeaderName {
                 b'l' => HeaderName::ContentLength,
                 _ => HeaderName::Other,
             },
-            _ if eq("via") => HeaderName::Via,
-            _ if eq("from") => HeaderName::From,
-            _ if eq("to") => HeaderName::To,
-            _ if eq("call-id") => HeaderName::CallId,
-            _ if eq("cseq") => HeaderName::CSeq,
-            _ if eq("contact") => HeaderName::Contact,
-            _ if eq("max-forwards") => HeaderName::MaxForwards,
-            _ if eq("content-length") => HeaderName::ContentLength,
-            _ if eq("route") => HeaderName::Route,
-            _ if eq("record-route") => HeaderName::RecordRoute,
-            _ if eq("expires") => HeaderName::Expires,
+            2 if is("to") => HeaderName::To,
+            3 if is("via") => HeaderName::Via,
+            4 if is("from") => HeaderName::From,
+            4 if is("cseq") => HeaderName::CSeq,
+            5 if is("route") => HeaderName::Route,
+            7 if is("call-id") => HeaderName::CallId,
+            7 if is("contact") => HeaderName::Contact,
+            7 if is("expires") => HeaderName::Expires,
+            12 if is("max-forwards") => HeaderName::MaxForwards,
+            12 if is("record-route") => HeaderName::RecordRoute,
+            14 if is("content-length") => HeaderName::ContentLength,
             _ => HeaderName::Other,
         }
     }
@@ -117,6 +120,8 @@ pub struct Message {
     head_end: usize,
     body: Span,
     has_content_length: bool,
+    /// Validation, routing and rewriting each need the top Via: it is read once.
+    top_via: OnceCell<Result<Via, ParseError>>,
 }
 
 impl Message {
@@ -164,6 +169,7 @@ impl Message {
             head_end,
             body: Span::new(body_start, body_start),
             has_content_length: false,
+            top_via: OnceCell::new(),
         };
         let available = message.buf.len() - body_start;
         let body_len = match message.content_length()? {
@@ -286,7 +292,9 @@ impl Message {
     }
 
     pub fn top_via(&self) -> Result<Via, ParseError> {
-        self.vias().next().ok_or(ParseError::MissingHeader("Via"))?
+        *self
+            .top_via
+            .get_or_init(|| self.vias().next().ok_or(ParseError::MissingHeader("Via"))?)
     }
 
     pub fn max_forwards(&self) -> Result<Option<u32>, ParseError> {
@@ -371,10 +379,13 @@ impl Message {
     /// step 1): every Via value readable, exactly one Call-ID, CSeq, From and To, at most one
     /// Max-Forwards (none of them is a list, RFC 3261 §7.3.1; RFC 4475 §3.1.2.1, §3.3.8).
     pub fn validate_request(&self) -> Result<(), ParseError> {
-        self.top_via()?;
         // Responses travel back along every Via (RFC 3261 §18.2.2, §16.7 step 3), so a broken
         // one further down is as fatal as a broken top one. Each names SIP/2.0 (§8.1.1.7).
-        for via in self.vias() {
+        let lower = self
+            .values(HeaderName::Via)
+            .skip(1)
+            .map(|span| Via::parse(&self.buf, span));
+        for via in std::iter::once(self.top_via()).chain(lower) {
             if !via?.is_sip_2_0(&self.buf) {
                 return Err(ParseError::BadHeaderValue("Via"));
             }
@@ -458,15 +469,20 @@ fn parse_header_line(
     next: usize,
 ) -> Result<HeaderField, ParseError> {
     let line = &bytes[start..end];
-    let colon = memchr(b':', line).ok_or(ParseError::BadHeader)?;
-    let mut name_end = colon;
-    while name_end > 0 && matches!(line[name_end - 1], b' ' | b'\t') {
-        name_end -= 1;
-    }
-    let name = &line[..name_end];
-    if name.is_empty() || !name.iter().all(|&b| header::is_token_char(b)) {
+    // The name is a token, then optional whitespace, then the colon.
+    let name_end = line
+        .iter()
+        .position(|&b| !header::is_token_char(b))
+        .ok_or(ParseError::BadHeader)?;
+    let colon = name_end
+        + line[name_end..]
+            .iter()
+            .position(|&b| !matches!(b, b' ' | b'\t'))
+            .ok_or(ParseError::BadHeader)?;
+    if name_end == 0 || line[colon] != b':' {
         return Err(ParseError::BadHeader);
     }
+    let name = &line[..name_end];
     let mut value_start = start + colon + 1;
     while value_start < end && matches!(bytes[value_start], b' ' | b'\t') {
         value_start += 1;

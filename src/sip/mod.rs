@@ -6,6 +6,7 @@ mod edit;
 pub mod header;
 mod message;
 pub mod reply;
+pub mod text;
 pub mod uri;
 
 use std::ops::Range;

@@ -1,6 +1,8 @@
 //! SIP and SIPS URIs (RFC 3261 §19.1) as a borrowed view: the parts the router needs.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use memchr::memchr;
 
 use super::header::{self, Param};
 use super::{ParseError, Span};
@@ -31,13 +33,11 @@ pub struct Uri<'b> {
 impl<'b> Uri<'b> {
     pub fn parse(buf: &'b [u8], span: Span) -> Result<Uri<'b>, ParseError> {
         let text = &buf[span.range()];
-        if !text.iter().all(|&b| is_uri_char(b)) {
+        // Without an early exit the check vectorises; token-carrying URIs are long.
+        if !text.iter().fold(true, |ok, &b| ok & is_uri_char(b)) {
             return Err(ParseError::BadUri);
         }
-        let colon = text
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(ParseError::BadUri)?;
+        let colon = memchr(b':', text).ok_or(ParseError::BadUri)?;
         let scheme_text = &text[..colon];
         let scheme = if scheme_text.eq_ignore_ascii_case(b"sip") {
             Scheme::Sip
@@ -68,11 +68,11 @@ impl<'b> Uri<'b> {
         // none of user, password, hostport, uri-parameters or headers), so the first one ends
         // the userinfo. It is looked for before '?': the user part may contain '?'
         // (user-unreserved), as RFC 4475 §3.1.1.2 exercises.
-        let (userinfo, host_start) = match rest.iter().position(|&b| b == b'@') {
+        let (userinfo, host_start) = match memchr(b'@', rest) {
             Some(at) => {
                 // user = 1*( unreserved / escaped / user-unreserved ): never empty, with or
                 // without a password (`sip:@host`, `sip::pw@host`).
-                let user_len = rest[..at].iter().position(|&b| b == b':').unwrap_or(at);
+                let user_len = memchr(b':', &rest[..at]).unwrap_or(at);
                 if user_len == 0 {
                     return Err(ParseError::BadUri);
                 }
@@ -81,10 +81,7 @@ impl<'b> Uri<'b> {
             None => (None, 0),
         };
         // Headers start at the first '?' after the userinfo (RFC 3261 §19.1.1).
-        let headers_at = rest[host_start..]
-            .iter()
-            .position(|&b| b == b'?')
-            .map_or(rest.len(), |i| host_start + i);
+        let headers_at = memchr(b'?', &rest[host_start..]).map_or(rest.len(), |i| host_start + i);
         let before_headers = &rest[..headers_at];
         let hostport_len = if before_headers.get(host_start) == Some(&b'[') {
             let close = before_headers[host_start..]
@@ -98,9 +95,7 @@ impl<'b> Uri<'b> {
                     .position(|&b| b == b';')
                     .unwrap_or(before_headers.len() - after)
         } else {
-            before_headers[host_start..]
-                .iter()
-                .position(|&b| b == b';')
+            memchr(b';', &before_headers[host_start..])
                 .map_or(before_headers.len(), |i| host_start + i)
         };
         let hostport = Span::new(base + host_start, base + hostport_len);
@@ -190,29 +185,79 @@ fn is_scheme(text: &[u8]) -> bool {
 /// Parses `1.2.3.4`, `[2001:db8::1]` (and bare IPv6), mapping IPv4-mapped IPv6 to IPv4.
 #[must_use]
 pub fn parse_host_ip(host: &[u8]) -> Option<IpAddr> {
+    if let Some(v4) = parse_ipv4(host) {
+        return Some(IpAddr::V4(v4));
+    }
+    // Anything else that is an address is IPv6: it has a colon (host names have none).
+    memchr(b':', host)?;
     let text = std::str::from_utf8(host).ok()?;
     let text = text
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))
         .unwrap_or(text);
-    let ip: IpAddr = text.parse().ok()?;
-    Some(match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    })
+    let v6: Ipv6Addr = text.parse().ok()?;
+    Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
 }
 
-/// Writes an IP address as a URI host (IPv6 in brackets).
-pub fn write_host_ip(out: &mut impl std::fmt::Write, ip: IpAddr) -> std::fmt::Result {
-    match ip {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
-        IpAddr::V6(v6) => write!(out, "[{v6}]"),
+/// Dotted-quad IPv4 as `Ipv4Addr::from_str` reads it (four decimal octets, no leading zeros),
+/// without going through `str`: every message's Via and Contact hosts come through here.
+fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = text.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let digits = parts.next()?;
+        if digits.is_empty()
+            || digits.len() > 3
+            || (digits.len() > 1 && digits[0] == b'0')
+            || !digits.iter().all(u8::is_ascii_digit)
+        {
+            return None;
+        }
+        let value = digits
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        *octet = u8::try_from(value).ok()?;
+    }
+    match parts.next() {
+        None => Some(Ipv4Addr::from(octets)),
+        Some(_) => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ipv4_reads_as_std_does(text in "[0-9.]{0,17}") {
+            prop_assert_eq!(parse_ipv4(text.as_bytes()), text.parse::<Ipv4Addr>().ok());
+        }
+    }
+
+    #[test]
+    fn host_ips() {
+        for (host, ip) in [
+            ("192.0.2.1", Some("192.0.2.1")),
+            ("255.255.255.255", Some("255.255.255.255")),
+            ("256.1.1.1", None),
+            ("01.2.3.4", None),
+            ("1.2.3", None),
+            ("1.2.3.4.", None),
+            ("example.com", None),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("[::ffff:192.0.2.1]", Some("192.0.2.1")),
+            ("[2001:db8::1", None),
+        ] {
+            assert_eq!(
+                parse_host_ip(host.as_bytes()),
+                ip.map(|ip| ip.parse::<IpAddr>().unwrap()),
+                "{host}"
+            );
+        }
+    }
 
     fn uri(text: &str) -> Uri<'_> {
         Uri::parse(text.as_bytes(), Span::new(0, text.len())).unwrap()
