@@ -80,7 +80,7 @@ impl Proxy {
         &self.inner.router.clients
     }
 
-    fn request(&self, msg: Message, source: FlowKey) {
+    fn request(&self, msg: Message, source: FlowKey, now: Instant) {
         let method = msg.method();
         if let Err(error) = msg.validate_request() {
             debug!(flow = %source, %error, "invalid request");
@@ -94,17 +94,13 @@ impl Proxy {
                 self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
                 return;
             }
-            if !self.inner.overload.admit(Instant::now()) {
+            if !self.inner.overload.admit(now) {
                 warn_limited!("overload: new requests over -max-new-requests refused with 503");
                 self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
                 return;
             }
         }
-        match self
-            .inner
-            .router
-            .route_request(&msg, &source, Instant::now())
-        {
+        match self.inner.router.route_request(&msg, &source, now) {
             RequestAction::Reply(status) => {
                 debug!(flow = %source, code = status.code, "request answered by the proxy");
                 self.reply(&msg, &source, status);
@@ -312,15 +308,17 @@ impl Proxy {
 impl Handler for Proxy {
     fn handle(&self, inbound: Inbound) {
         let Inbound { data, flow } = inbound;
+        // One clock read per message serves the flood limits and the client cache.
+        let now = Instant::now();
         if !self.inner.router.servers.is_server_address(&flow)
-            && !self.inner.limiter.allow(flow.remote.ip(), Instant::now())
+            && !self.inner.limiter.allow(flow.remote.ip(), now)
         {
             // Dropped before parsing: a flood costs as little as possible and gets no answer.
             warn_limited!(source = %flow.remote.ip(), "flood: messages over -rate-limit dropped");
             return;
         }
         match Message::parse(data.clone()) {
-            Ok(msg) if msg.is_request() => self.request(msg, flow),
+            Ok(msg) if msg.is_request() => self.request(msg, flow, now),
             Ok(msg) => self.response(msg, flow),
             Err(error) => self.malformed(&data, flow, error),
         }

@@ -314,6 +314,9 @@ impl Transports {
     }
 }
 
+/// Messages queued for one connection that are written together before a flush.
+const MAX_WRITE_BATCH: usize = 32;
+
 /// The connection-oriented transports.
 const STREAMS: [Transport; 4] = [
     Transport::Tcp,

@@ -14,7 +14,7 @@ use crate::sip::codec::{self, Frame};
 use crate::warn_limited;
 
 use super::flows::{Admission, FlowHandle};
-use super::{Encoded, FlowKey, Shared};
+use super::{Encoded, FlowKey, Shared, MAX_WRITE_BATCH};
 
 /// Bytes read per call; the buffer grows only as far as one message needs.
 const READ_CHUNK: usize = 4096;
@@ -76,6 +76,8 @@ async fn read_loop<R: AsyncRead>(
     tokio::pin!(reader);
     let limits = &shared.limits;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let closed = closing.cancelled();
+    tokio::pin!(closed);
     loop {
         loop {
             match codec::frame(&mut buf, limits.max_message) {
@@ -108,7 +110,7 @@ async fn read_loop<R: AsyncRead>(
         };
         buf.reserve(READ_CHUNK);
         let read = tokio::select! {
-            () = closing.cancelled() => return "shutdown",
+            () = &mut closed => return "shutdown",
             read = tokio::time::timeout(wait, reader.read_buf(&mut buf)) => read,
         };
         match read {
@@ -133,6 +135,7 @@ async fn write_loop<W: AsyncWrite>(
     closing: CancellationToken,
 ) {
     tokio::pin!(writer);
+    let mut batch = Vec::with_capacity(MAX_WRITE_BATCH);
     loop {
         let next = tokio::select! {
             biased;
@@ -144,28 +147,43 @@ async fn write_loop<W: AsyncWrite>(
             }
         };
         let Some(msg) = next else { break };
-        if write_message(&mut writer, &msg).await.is_err() {
+        // What queued meanwhile goes out in the same write: one syscall for a burst.
+        batch.push(msg);
+        while batch.len() < MAX_WRITE_BATCH {
+            match queue.try_recv() {
+                Ok(msg) => batch.push(msg),
+                Err(_) => break,
+            }
+        }
+        let written = write_batch(&mut writer, &batch).await;
+        batch.clear();
+        if written.is_err() {
             break;
         }
     }
     let _ = writer.shutdown().await;
 }
 
-/// Writes head and body with vectored writes, so the body is never copied into the head.
-async fn write_message<W: AsyncWrite + Unpin>(
+/// Writes the heads and bodies of `batch` with vectored writes, so no body is ever copied.
+async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    msg: &Encoded,
+    batch: &[Encoded],
 ) -> std::io::Result<()> {
-    let (mut head, mut body) = (&msg.head[..], &msg.body[..]);
-    while !head.is_empty() || !body.is_empty() {
-        let slices = [IoSlice::new(head), IoSlice::new(body)];
-        let n = writer.write_vectored(&slices).await?;
+    let mut slices = [IoSlice::new(&[]); 2 * MAX_WRITE_BATCH];
+    let mut count = 0;
+    for part in batch.iter().flat_map(|msg| [&msg.head, &msg.body]) {
+        if !part.is_empty() && count < slices.len() {
+            slices[count] = IoSlice::new(part);
+            count += 1;
+        }
+    }
+    let mut unwritten = &mut slices[..count];
+    while !unwritten.is_empty() {
+        let n = writer.write_vectored(unwritten).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        let from_head = n.min(head.len());
-        head = &head[from_head..];
-        body = &body[n - from_head..];
+        IoSlice::advance_slices(&mut unwritten, n);
     }
     writer.flush().await
 }

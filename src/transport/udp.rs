@@ -35,12 +35,15 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 pub(crate) async fn receive(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
     let max = shared.limits.max_message;
     let mut buf = BytesMut::new();
+    // One shutdown waiter for the life of the loop, not one registered per datagram.
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
         if buf.capacity() - buf.len() <= max {
             buf = BytesMut::with_capacity(BLOCK.max(max + 1));
         }
         let received = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = &mut shutdown => return,
             received = socket.recv_buf_from(&mut buf) => received,
         };
         let (len, remote) = match received {

@@ -23,7 +23,7 @@ use crate::warn_limited;
 
 use super::flows::Admission;
 use super::stream::{ByteStream, Registered};
-use super::{Encoded, FlowKey, Inbound, Shared, Transport};
+use super::{Encoded, FlowKey, Inbound, Shared, Transport, MAX_WRITE_BATCH};
 
 /// The WebSocket subprotocol for SIP (RFC 7118 §4.1).
 const SUBPROTOCOL: &str = "sip";
@@ -32,8 +32,6 @@ const SUBPROTOCOL: &str = "sip";
 const READ_BUFFER: usize = 4096;
 /// Frames the reader asks the writer to send (pongs are queued by tungstenite itself).
 const CONTROL_QUEUE: usize = 4;
-/// Messages written together before a flush.
-const MAX_BATCH: usize = 32;
 /// Frames collect in the write buffer up to this size until the batch is flushed.
 const WRITE_BUFFER: usize = 16 * 1024;
 
@@ -212,9 +210,11 @@ where
 {
     let interval = shared.limits.ws_ping_interval;
     let mut ping_outstanding = false;
+    let closed = closing.cancelled();
+    tokio::pin!(closed);
     loop {
         let next = tokio::select! {
-            () = closing.cancelled() => {
+            () = &mut closed => {
                 let _ = control.try_send(close(CloseCode::Away, "shutting down"));
                 return "shutdown";
             }
@@ -310,7 +310,7 @@ async fn write_loop<W>(
         while let Some(frame) = next.take() {
             batch = sink.feed(frame).await;
             batched += 1;
-            if batch.is_err() || batched == MAX_BATCH {
+            if batch.is_err() || batched == MAX_WRITE_BATCH {
                 break;
             }
             next = queue.try_recv().ok().map(|msg| sip_frame(&msg));
