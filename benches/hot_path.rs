@@ -1,5 +1,10 @@
 //! Parser and routing micro-benchmarks: the per-message work of the hot path without sockets.
 //! `cargo bench --bench hot_path`.
+//!
+//! `call` is what the proxy does for one call of the SIPp bench (`bench/run.sh`): INVITE, 100,
+//! 180, 200, ACK, BYE, 200, UDP in and out, each parsed, validated, routed and rewritten.
+//! For instruction counts, `HOT_PATH_CALLS=N` skips criterion and runs `call` N times:
+//! `HOT_PATH_CALLS=100000 perf stat -e instructions:u target/release/deps/hot_path-<hash>`.
 
 #![allow(clippy::unwrap_used)] // a benchmark of fixed inputs: a failure is a bug to see at once
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -10,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use roundabout::config::{ClientRanges, Config, Limits, Ports, TrustedServer, TrustedServers};
-use roundabout::proxy::router::{RequestAction, Router};
-use roundabout::sip::Message;
+use roundabout::proxy::router::{RequestAction, ResponseAction, Router};
+use roundabout::sip::{Encoded, HeaderName, Message};
 use roundabout::transport::{FlowKey, Transport};
 
 const INVITE: &[u8] = b"INVITE sip:service@127.0.0.2:5080;transport=tcp SIP/2.0\r\n\
@@ -34,7 +39,7 @@ t=0 0\r\n\
 m=audio 6000 RTP/AVP 0\r\n\
 a=rtpmap:0 PCMU/8000\r\n";
 
-fn router() -> Router {
+fn router(egress: Transport) -> Router {
     let config = Config {
         local_ip: "127.0.0.1".parse().unwrap(),
         local_fqdn: None,
@@ -48,7 +53,7 @@ fn router() -> Router {
                 ip: "127.0.0.2".parse().unwrap(),
                 fqdns: vec![],
                 port: 5080,
-                transport: Transport::Tcp,
+                transport: egress,
                 routes: vec![],
             }],
         },
@@ -93,7 +98,7 @@ fn hot_path(c: &mut Criterion) {
         transport: Transport::Udp,
         remote: "127.0.0.3:5070".parse().unwrap(),
     };
-    let router = router();
+    let router = router(Transport::Tcp);
     let mut group = c.benchmark_group("invite");
     group.throughput(Throughput::Elements(1));
     group.bench_function("parse", |b| {
@@ -114,6 +119,124 @@ fn hot_path(c: &mut Criterion) {
         });
     });
     group.finish();
+    let call = Call::new();
+    let mut group = c.benchmark_group("call");
+    group.throughput(Throughput::Elements(call.messages.len() as u64));
+    group.bench_function("udp_to_udp", |b| b.iter(|| call.forward_all()));
+    group.finish();
+}
+
+/// The messages of one call as they reach the proxy, and where each comes from.
+struct Call {
+    router: Router,
+    messages: Vec<(Bytes, FlowKey)>,
+}
+
+impl Call {
+    /// Builds the call the way it happens: the UAS answers what the proxy forwarded, and the
+    /// UAC's ACK and BYE go to the Contact the proxy wrote into the 200.
+    fn new() -> Call {
+        let router = router(Transport::Udp);
+        let uac = FlowKey {
+            transport: Transport::Udp,
+            remote: "127.0.0.3:5070".parse().unwrap(),
+        };
+        let uas = FlowKey {
+            transport: Transport::Udp,
+            remote: "127.0.0.2:5080".parse().unwrap(),
+        };
+        let invite = Bytes::from(
+            String::from_utf8_lossy(INVITE)
+                .replace(";transport=tcp", ";transport=udp")
+                .into_bytes(),
+        );
+        let forwarded = Message::parse(forward(&router, &invite, uac).to_contiguous()).unwrap();
+        let answer = |code: &str, contact: bool| {
+            let mut out = format!("SIP/2.0 {code}\r\n");
+            for via in forwarded.fields(HeaderName::Via) {
+                out.push_str(std::str::from_utf8(forwarded.slice(via.line)).unwrap());
+            }
+            out.push_str(
+                "From: sipp <sip:sipp@127.0.0.3:5070>;tag=1SIPpTag001\r\n\
+                 To: service <sip:service@127.0.0.2:5080>;tag=2SIPpTag012\r\n\
+                 Call-ID: 1-12345@127.0.0.3\r\n\
+                 CSeq: 1 INVITE\r\n",
+            );
+            if contact {
+                out.push_str("Contact: <sip:127.0.0.2:5080;transport=udp>\r\n");
+            }
+            out.push_str("Content-Length: 0\r\n\r\n");
+            Bytes::from(out)
+        };
+        let ok = answer("200 OK", true);
+        let relayed_ok = Message::parse(forward(&router, &ok, uas).to_contiguous()).unwrap();
+        let contact = relayed_ok.contacts().next().unwrap().unwrap();
+        let dialog_uri = std::str::from_utf8(relayed_ok.slice(contact.uri)).unwrap();
+        let in_dialog = |method: &str, cseq: u32, branch: &str| {
+            Bytes::from(format!(
+                "{method} {dialog_uri} SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 127.0.0.3:5070;branch=z9hG4bK-1-1-{branch};rport\r\n\
+                 From: sipp <sip:sipp@127.0.0.3:5070>;tag=1SIPpTag001\r\n\
+                 To: service <sip:service@127.0.0.2:5080>;tag=2SIPpTag012\r\n\
+                 Call-ID: 1-12345@127.0.0.3\r\n\
+                 CSeq: {cseq} {method}\r\n\
+                 Contact: <sip:sipp@127.0.0.3:5070;transport=UDP>\r\n\
+                 Max-Forwards: 70\r\n\
+                 Content-Length: 0\r\n\r\n"
+            ))
+        };
+        let bye = in_dialog("BYE", 2, "7");
+        let forwarded_bye = Message::parse(forward(&router, &bye, uac).to_contiguous()).unwrap();
+        let mut bye_ok = String::from("SIP/2.0 200 OK\r\n");
+        for via in forwarded_bye.fields(HeaderName::Via) {
+            bye_ok.push_str(std::str::from_utf8(forwarded_bye.slice(via.line)).unwrap());
+        }
+        bye_ok.push_str(
+            "From: sipp <sip:sipp@127.0.0.3:5070>;tag=1SIPpTag001\r\n\
+             To: service <sip:service@127.0.0.2:5080>;tag=2SIPpTag012\r\n\
+             Call-ID: 1-12345@127.0.0.3\r\n\
+             CSeq: 2 BYE\r\n\
+             Content-Length: 0\r\n\r\n",
+        );
+        let messages = vec![
+            (invite, uac),
+            (answer("100 Trying", false), uas),
+            (answer("180 Ringing", true), uas),
+            (ok, uas),
+            (in_dialog("ACK", 1, "5"), uac),
+            (bye, uac),
+            (Bytes::from(bye_ok), uas),
+        ];
+        Call { router, messages }
+    }
+
+    fn forward_all(&self) {
+        for (data, source) in &self.messages {
+            black_box(forward(&self.router, black_box(data), *source));
+        }
+    }
+}
+
+/// What the proxy's handler does to one message, without the sending.
+fn forward(router: &Router, data: &Bytes, source: FlowKey) -> Encoded {
+    let msg = Message::parse(data.clone()).unwrap();
+    if !msg.is_request() {
+        let ResponseAction::Forward(dest) = router.route_response(&msg) else {
+            panic!("response not forwarded");
+        };
+        return router
+            .rewrite_response(&msg, &source, &dest.flow)
+            .unwrap()
+            .0;
+    }
+    msg.validate_request().unwrap();
+    let RequestAction::Forward(forward) = router.route_request(&msg, &source, Instant::now())
+    else {
+        panic!("request not forwarded");
+    };
+    router
+        .rewrite_request(&msg, &source, &forward, Transport::Udp)
+        .unwrap()
 }
 
 /// Counts heap allocations, so the cost of the hot path in allocations is a number, not a guess.
@@ -151,7 +274,7 @@ fn allocations_per_forwarded_invite() -> usize {
         transport: Transport::Udp,
         remote: "127.0.0.3:5070".parse().unwrap(),
     };
-    let router = router();
+    let router = router(Transport::Tcp);
     let forward_once = || {
         let msg = Message::parse(invite.clone()).unwrap();
         msg.validate_request().unwrap();
@@ -174,6 +297,16 @@ fn allocations_per_forwarded_invite() -> usize {
 criterion_group!(benches, hot_path);
 
 fn main() {
+    if let Some(calls) = std::env::var("HOT_PATH_CALLS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        let call = Call::new();
+        for _ in 0..calls {
+            call.forward_all();
+        }
+        return;
+    }
     println!(
         "allocations per forwarded INVITE (parse, validate, route, rewrite): {}",
         allocations_per_forwarded_invite()
