@@ -23,6 +23,7 @@
 # Environment (defaults): RATES="2000 5000" DURATION=10 WARMUP=1 FLOWS=100 METHOD=OPTIONS
 #   TRANSPORTS="ws wss" PROXY_CPUS=1 GEN_CPUS=0 (PIN=none: no taskset) SETTLE_SECS=2
 #   RESULTS=/tmp/bench-results  BUILD=1 (0: use the existing release binaries)
+#   ROUNDABOUT_BIN, WS_LOAD_BIN (default target/release/roundabout, target/release/examples/ws_load)
 # Results: $RESULTS/ws-<time>/ (results.tsv, per-step generator output, proxy and UAS logs).
 # Every process started here is stopped by PID on exit (trap); every wait is bounded.
 set -u
@@ -43,6 +44,8 @@ BUILD=${BUILD:-1}
 PROXIES=("$@")
 [ ${#PROXIES[@]} -gt 0 ] || PROXIES=(roundabout kamailio)
 UAS_IP=127.0.0.2; UAS_PORT=5080
+# shared with idle.sh: BIN/GEN (ROUNDABOUT_BIN, WS_LOAD_BIN), test CA, start/stop of the proxies
+. "$HERE/lib.sh"
 
 command -v sipp >/dev/null || { echo "sipp missing: apt-get install -y sip-tester" >&2; exit 2; }
 command -v openssl >/dev/null || { echo "openssl missing" >&2; exit 2; }
@@ -60,32 +63,7 @@ mkdir -p "$RUN_DIR"
 TSV=$RUN_DIR/results.tsv
 printf 'proxy\ttransport\trate\tflows\tsent\tanswered\tfailed\tlost\tachieved_rps\tproxy_cpu_pct\tus_per_msg\tp50_us\tp90_us\tp99_us\tmax_us\tgen_cpu_pct\n' > "$TSV"
 
-PROXY_PID=""; PROXY_TREE=""; UAS_PID=""; GEN_PID=""
-# pid and its descendants (Kamailio forks its workers)
-tree() { local all=$1 p c; for p in $1; do for c in $(ps -o pid= --ppid "$p" 2>/dev/null); do all="$all $(tree "$c")"; done; done; echo "$all"; }
-stop_pid() {  # stop_pid PID...: TERM, wait <= 6 s, then KILL whatever is left
-  local p i
-  for p in "$@"; do kill "$p" 2>/dev/null; done
-  for i in $(seq 1 30); do
-    local alive=0
-    for p in "$@"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break
-    sleep 0.2
-  done
-  for p in "$@"; do kill -9 "$p" 2>/dev/null; done
-  for p in "$@"; do wait "$p" 2>/dev/null; done
-  return 0
-}
-stop_proxy() {
-  [ -n "$PROXY_PID" ] || return 0
-  PROXY_TREE="$PROXY_TREE $(tree "$PROXY_PID")"
-  # the main process first (Kamailio stops its workers itself), then any straggler
-  stop_pid "$PROXY_PID"
-  local left="" p
-  for p in $PROXY_TREE; do kill -0 "$p" 2>/dev/null && left="$left $p"; done
-  [ -n "$left" ] && stop_pid $left
-  PROXY_PID=""; PROXY_TREE=""
-}
+UAS_PID=""; GEN_PID=""
 cleanup() {
   [ -n "$GEN_PID" ] && stop_pid "$GEN_PID"
   [ -n "$UAS_PID" ] && stop_pid "$UAS_PID"
@@ -95,23 +73,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- build, certificates
-if [ "$BUILD" = 1 ]; then
-  (cd "$ROOT" && cargo build --release --quiet --bins --examples) || { echo "build failed" >&2; exit 2; }
-fi
-BIN=$ROOT/target/release/roundabout
-GEN=$ROOT/target/release/examples/ws_load
-[ -x "$BIN" ] && [ -x "$GEN" ] || { echo "missing $BIN or $GEN (run with BUILD=1)" >&2; exit 2; }
-
-TLS=$RUN_DIR/tls; mkdir -p "$TLS"
-(
-  cd "$TLS" || exit 1
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
-    -days 2 -subj "/CN=Roundabout bench test CA" \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem -out server.csr -subj /CN=127.0.0.1
-  printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n' > ext.cnf
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out cert.pem
-) >"$TLS/openssl.log" 2>&1 || { echo "openssl failed, see $TLS/openssl.log" >&2; exit 2; }
+if [ "$BUILD" = 1 ]; then build_release || exit 2; fi
+check_binaries || exit 2
+TLS=$RUN_DIR/tls
+make_test_cert "$TLS" || exit 2
 
 # 1000+ flows need as many descriptors in the generator and the proxy
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
@@ -119,43 +84,6 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
 echo "ws bench -> $RUN_DIR"
 echo "proxies=${PROXIES[*]} transports=$TRANSPORTS rates=$RATES duration=${DURATION}s warmup=${WARMUP}s flows=$FLOWS method=$METHOD pin=$PIN (proxy CPU $PROXY_CPUS, generator+UAS CPU $GEN_CPUS)"
 echo "host load at start: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min)"
-
-# ---------------------------------------------------------------- proxies
-wait_listen() {  # wait_listen PORT...: until each TCP port listens (<= 10 s)
-  local port i
-  for port in "$@"; do
-    for i in $(seq 1 50); do ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.2; done
-  done
-  sleep 0.5
-  kill -0 "$PROXY_PID" 2>/dev/null
-}
-start_proxy() {
-  local kind=$1 log=$RUN_DIR/$1.log
-  case $kind in
-    roundabout)
-      $PX_TS "$BIN" -local-ip 127.0.0.1 -strict-host -log-level warn \
-        -udp-port 5060 -tcp-port off -tls-port off -ws-port 5066 -wss-port 7443 \
-        -tls-cert "$TLS/cert.pem" -tls-key "$TLS/key.pem" -state-dir "$RUN_DIR" \
-        -rate-limit 0 -max-connections-per-ip 20000 -drain-timeout 1 \
-        -trusted-server $UAS_IP::$UAS_PORT:udp: >"$log" 2>&1 &
-      PROXY_PID=$!
-      wait_listen 5066 7443 ;;
-    kamailio)
-      $PX_TS kamailio -f "$HERE/kamailio/ws.cfg" -DD -E -m 256 -M 16 -A WITH_TLS \
-        -A "TLS_CERT=\"$TLS/cert.pem\"" -A "TLS_KEY=\"$TLS/key.pem\"" >"$log" 2>&1 &
-      PROXY_PID=$!
-      wait_listen 8080 8443 ;;
-  esac || { echo "$kind did not start:"; tail -20 "$log"; exit 1; }
-  PROXY_TREE=$(tree "$PROXY_PID")
-}
-url() {  # url PROXY TRANSPORT
-  case $1-$2 in
-    roundabout-ws) echo ws://127.0.0.1:5066/ ;;
-    roundabout-wss) echo wss://127.0.0.1:7443/ ;;
-    kamailio-ws) echo ws://127.0.0.1:8080/ ;;
-    kamailio-wss) echo wss://127.0.0.1:8443/ ;;
-  esac
-}
 
 # ---------------------------------------------------------------- one step
 run_step() {  # run_step PROXY TRANSPORT RATE
@@ -193,7 +121,7 @@ PY
 
 for kind in "${PROXIES[@]}"; do
   echo "== $kind"
-  start_proxy "$kind"
+  start_proxy "$kind" "$TLS" -max-connections-per-ip 20000
   for tr in $TRANSPORTS; do
     for rate in $RATES; do
       echo "  $kind $tr $rate req/s, $FLOWS flows, ${DURATION}s"

@@ -23,6 +23,23 @@
 //!
 //! The generator runs on one thread (a current-thread runtime) so that it stays light next to
 //! the proxy; pacing is a `tokio::time::interval` tick that sends whatever the rate makes due.
+//!
+//! `--mode idle` (`bench/idle.sh`) measures memory per idle flow instead: the `--proxy-pid`
+//! process and its descendants are sampled (VmRSS from /proc/PID/status, Pss from
+//! /proc/PID/smaps_rollup, summed) before any connection; then `--flows` flows connect
+//! (`--connect-parallel` at once, 10 s each, all within `--setup-timeout`) and each sends one
+//! REGISTER for `sip:idle<N>@<target host>` to `sip:<target>`, shaped like JsSIP's (`.invalid`
+//! Via and Contact hosts, `transport=ws`, `Expires: --expires`); the 2xx answers are counted and
+//! the proxy sampled again; the flows then stay open and silent (pings from the proxy are
+//! answered) for `--hold` s, with the "after" sample at `--settle` s and a last one at the end.
+//! Reported: (after − before) / registered flows in KiB, for RSS and PSS, and the generator's
+//! own RSS per flow (one task per flow, one shared rustls `ClientConfig`).
+//! ```text
+//! ws_load --mode idle --url wss://127.0.0.1:7443/ --ca ca.pem --target 127.0.0.2:5080 \
+//!     --flows 10000 --sources 10 --settle 10 --hold 20 --proxy-pid "$PID"
+//! ```
+//! Last line: `RESULT mode=idle ... registered=… proxy_rss_before_kib=… proxy_rss_after_kib=…
+//! kib_per_flow_rss=… kib_per_flow_pss=… gen_kib_per_flow=…`; exit 1 unless every flow registered.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -54,9 +71,24 @@ const CLOCK_TICKS_PER_S: f64 = 100.0;
 /// Requests queued per flow in the generator before sends to it count as local drops.
 const FLOW_QUEUE: usize = 256;
 
+/// What the generator does with its flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// OPTIONS or MESSAGE at a fixed total rate (`--rate`, `--duration`)
+    Load,
+    /// One REGISTER per flow, then every flow held open and silent (`--hold`) while the
+    /// proxy's memory is sampled
+    Idle,
+}
+
 #[derive(Parser, Debug)]
-#[command(about = "WebSocket SIP load generator (OPTIONS/MESSAGE) for Roundabout benchmarks")]
+#[command(
+    about = "WebSocket SIP load generator (OPTIONS/MESSAGE at a rate, or idle registered flows) for Roundabout benchmarks"
+)]
 struct Args {
+    /// load: requests at a fixed rate; idle: REGISTER once per flow, then hold the flows idle
+    #[arg(long, value_enum, default_value_t = Mode::Load)]
+    mode: Mode,
     /// ws://host:port/path or wss://host:port/path of the proxy
     #[arg(long)]
     url: String,
@@ -100,6 +132,20 @@ struct Args {
     /// Connections being opened at once
     #[arg(long, default_value_t = 64)]
     connect_parallel: usize,
+    /// idle: seconds every flow stays open and silent after the last REGISTER is answered
+    #[arg(long, default_value_t = 20)]
+    hold: u64,
+    /// idle: seconds after the last REGISTER answer at which the "after" memory sample is
+    /// taken (at most --hold; a last sample is taken at the end of the hold)
+    #[arg(long, default_value_t = 10)]
+    settle: u64,
+    /// idle: Expires of each REGISTER (header and Contact parameter)
+    #[arg(long, default_value_t = 3600)]
+    expires: u32,
+    /// idle: seconds allowed for connecting and registering every flow; flows not registered
+    /// by then are given up
+    #[arg(long, default_value_t = 300)]
+    setup_timeout: u64,
 }
 
 /// The parts of `--url` the generator needs.
@@ -297,15 +343,18 @@ impl RequestTemplate {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-/// Opens one WebSocket flow and starts its reader and writer tasks; returns its send queue.
-async fn open_flow(
+/// A connected WebSocket flow (plain or over TLS).
+type Flow = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// Connects TCP (from 127.0.1.x with `--sources`), TLS for wss, then the WebSocket handshake
+/// offering `sip`; fails unless the server echoes `sip`.
+async fn connect_ws(
     index: usize,
-    endpoint: Endpoint,
+    endpoint: &Endpoint,
     remote: SocketAddr,
     tls: Option<tokio_rustls::TlsConnector>,
     sources: u8,
-    book: Arc<Book>,
-) -> Result<mpsc::Sender<String>, String> {
+) -> Result<Flow, String> {
     let socket = match remote {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -358,6 +407,19 @@ async fn open_flow(
             "server did not accept the sip subprotocol (Sec-WebSocket-Protocol: {echoed:?})"
         ));
     }
+    Ok(ws)
+}
+
+/// Opens one WebSocket flow and starts its reader and writer tasks; returns its send queue.
+async fn open_flow(
+    index: usize,
+    endpoint: Endpoint,
+    remote: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+    sources: u8,
+    book: Arc<Book>,
+) -> Result<mpsc::Sender<String>, String> {
+    let ws = connect_ws(index, &endpoint, remote, tls, sources).await?;
     let (mut sink, mut frames) = ws.split();
     let (tx, mut rx) = mpsc::channel::<String>(FLOW_QUEUE);
     let reader_book = Arc::clone(&book);
@@ -395,6 +457,15 @@ async fn open_flow(
     Ok(tx)
 }
 
+async fn resolve(endpoint: &Endpoint) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
+        .await
+        .map_err(|e| format!("{}: {e}", endpoint.host))?
+        .next()
+        .ok_or_else(|| format!("{}: no address", endpoint.host))
+}
+
+/// One shared client configuration serves every flow (10,000 TLS clients in one process).
 fn tls_connector(ca: Option<&PathBuf>) -> Result<tokio_rustls::TlsConnector, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
@@ -496,7 +567,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(error) = runtime.block_on(run(args)) {
+    let outcome = match args.mode {
+        Mode::Load => runtime.block_on(run(args)),
+        Mode::Idle => runtime.block_on(run_idle(args)),
+    };
+    if let Err(error) = outcome {
         eprintln!("ws_load: {error}");
         std::process::exit(1);
     }
@@ -522,11 +597,7 @@ async fn run(args: Args) -> Result<(), String> {
             "rate × (warmup + duration) = {total} requests: more than {MAX_REQUESTS}"
         ));
     }
-    let remote = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
-        .await
-        .map_err(|e| format!("{}: {e}", endpoint.host))?
-        .next()
-        .ok_or_else(|| format!("{}: no address", endpoint.host))?;
+    let remote = resolve(&endpoint).await?;
     let tls = if endpoint.secure {
         Some(tls_connector(args.ca.as_ref())?)
     } else {
@@ -786,5 +857,434 @@ async fn run(args: Args) -> Result<(), String> {
     println!("{result}");
     drop(flows); // closes every writer, which sends a Close frame
     tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- idle mode
+
+/// Connecting one flow (TCP, TLS, WebSocket handshake) must finish within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Closing every flow at the end of an idle run is given this long.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The REGISTER of idle flow `flow`, shaped like JsSIP's: a `.invalid` Via host and Contact
+/// host, `transport=ws`, outbound/ICE Contact parameters, Expires in the header and in the
+/// Contact. Its Call-ID carries the flow number, so `Book` matches the answer to the flow.
+fn register_request(
+    registrar: &str,
+    via_transport: &str,
+    run: u32,
+    flow: usize,
+    expires: u32,
+) -> String {
+    let domain = registrar
+        .rsplit_once(':')
+        .map_or(registrar, |(host, _)| host);
+    format!(
+        "REGISTER sip:{registrar} SIP/2.0\r\n\
+         Via: SIP/2.0/{via_transport} f{flow}.ws-load.invalid;branch=z9hG4bK{run:x}r{flow}\r\n\
+         Max-Forwards: 69\r\n\
+         To: <sip:idle{flow}@{domain}>\r\n\
+         From: <sip:idle{flow}@{domain}>;tag={run:x}t{flow}\r\n\
+         Call-ID: wl{run:x}.{flow}@ws-load.invalid\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:idle{flow}@f{flow}.ws-load.invalid;transport=ws>;+sip.ice;reg-id=1;\
+         +sip.instance=\"<urn:uuid:00000000-0000-4000-8000-{flow:012x}>\";expires={expires}\r\n\
+         Expires: {expires}\r\n\
+         Allow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO,NOTIFY\r\n\
+         Supported: path,gruu,outbound\r\n\
+         User-Agent: roundabout-ws-load\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// How the set-up of one idle flow ended.
+enum Setup {
+    /// 2xx to the REGISTER.
+    Registered,
+    /// A final non-2xx answer.
+    Refused(u16),
+    /// No final answer within `--timeout-ms`.
+    Unanswered,
+    /// The flow could not be opened, or closed before the answer.
+    Failed(String),
+}
+
+/// Everything one idle flow needs; shared by all flows.
+struct IdleShared {
+    endpoint: Endpoint,
+    remote: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+    sources: u8,
+    registrar: String,
+    expires: u32,
+    book: Arc<Book>,
+    answer_timeout: Duration,
+    permits: Semaphore,
+    /// Cancelled when the set-up time is over: flows still connecting give up.
+    setup_over: tokio_util::sync::CancellationToken,
+    /// Cancelled at the end of the hold: every flow closes.
+    stop: tokio_util::sync::CancellationToken,
+}
+
+/// One idle flow: connect (at most `--connect-parallel` at once), REGISTER, report the
+/// outcome, then read (tungstenite answers the proxy's pings) until `stop`, then close.
+async fn idle_flow(index: usize, shared: Arc<IdleShared>, report: mpsc::Sender<Setup>) {
+    let setup = async {
+        let connected = {
+            let _permit = shared.permits.acquire().await;
+            tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                connect_ws(
+                    index,
+                    &shared.endpoint,
+                    shared.remote,
+                    shared.tls.clone(),
+                    shared.sources,
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| Err("connect timed out after 10 s".into()))
+        };
+        let mut ws = connected?;
+        let via = if shared.endpoint.secure { "WSS" } else { "WS" };
+        let register = register_request(
+            &shared.registrar,
+            via,
+            shared.book.run,
+            index,
+            shared.expires,
+        );
+        let book = &shared.book;
+        book.sent_ns[index].store(book.now_ns() + 1, Ordering::Relaxed);
+        ws.send(Message::text(register))
+            .await
+            .map_err(|e| format!("send REGISTER: {e}"))?;
+        let deadline = tokio::time::Instant::now() + shared.answer_timeout;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, ws.next()).await {
+                Err(_) => return Ok((ws, Setup::Unanswered)),
+                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(e))) => return Err(format!("closed before the answer: {e}")),
+                Ok(None) => return Err("closed before the answer".into()),
+            };
+            match frame {
+                Message::Text(text) => book.on_frame(text.as_bytes()),
+                Message::Binary(data) => book.on_frame(&data),
+                Message::Close(_) => return Err("closed by the proxy before the answer".into()),
+                _ => continue,
+            }
+            match book.status[index].load(Ordering::Relaxed) {
+                0 => {}
+                200..=299 => return Ok((ws, Setup::Registered)),
+                code => return Ok((ws, Setup::Refused(code))),
+            }
+        }
+    };
+    let setup = tokio::select! {
+        () = shared.setup_over.cancelled() => Err("not registered within --setup-timeout".into()),
+        setup = setup => setup,
+    };
+    let mut ws = match setup {
+        Ok((ws, outcome)) => {
+            let keep = matches!(outcome, Setup::Registered);
+            let _ = report.send(outcome).await;
+            if !keep {
+                return;
+            }
+            ws
+        }
+        Err(error) => {
+            let _ = report.send(Setup::Failed(error)).await;
+            return;
+        }
+    };
+    drop(report);
+    let book = &shared.book;
+    let closed_early = tokio::select! {
+        () = shared.stop.cancelled() => false,
+        () = async {
+            while let Some(Ok(frame)) = ws.next().await {
+                match frame {
+                    Message::Text(text) => book.on_frame(text.as_bytes()),
+                    Message::Binary(data) => book.on_frame(&data),
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+        } => true,
+    };
+    if closed_early {
+        book.flows_closed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+    }
+}
+
+/// A `Name:   1234 kB` field of a /proc file, in KiB (0 when absent).
+fn proc_kib(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resident memory of a set of processes, KiB.
+#[derive(Clone, Copy, Debug, Default)]
+struct Memory {
+    /// VmRSS summed (memory shared between the processes counted once per process).
+    rss: u64,
+    /// Pss summed (shared pages split between their users: the set's real share).
+    pss: u64,
+    processes: usize,
+}
+
+/// VmRSS (/proc/PID/status) and Pss (/proc/PID/smaps_rollup) of `pid` and its descendants.
+fn memory_of_tree(pid: u32) -> Memory {
+    let mut memory = Memory::default();
+    for p in process_tree(pid) {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{p}/status")) else {
+            continue;
+        };
+        memory.rss += proc_kib(&status, "VmRSS:");
+        memory.processes += 1;
+        if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")) {
+            memory.pss += proc_kib(&rollup, "Pss:");
+        }
+    }
+    memory
+}
+
+fn own_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|status| proc_kib(&status, "VmRSS:"))
+        .unwrap_or(0)
+}
+
+/// KiB per flow between two samples.
+fn per_flow(before: u64, after: u64, flows: usize) -> f64 {
+    if flows == 0 {
+        return 0.0;
+    }
+    (after as f64 - before as f64) / flows as f64
+}
+
+async fn run_idle(args: Args) -> Result<(), String> {
+    let endpoint = parse_url(&args.url)?;
+    if args.flows == 0 || args.flows > MAX_FLOWS {
+        return Err(format!("--flows must be 1..{MAX_FLOWS}"));
+    }
+    if args.hold == 0 || args.hold > MAX_DURATION_S || args.settle > args.hold {
+        return Err(format!(
+            "--hold must be 1..{MAX_DURATION_S} s and --settle at most --hold"
+        ));
+    }
+    if args.setup_timeout == 0 || args.setup_timeout > MAX_DURATION_S {
+        return Err(format!("--setup-timeout must be 1..{MAX_DURATION_S} s"));
+    }
+    let proxy_pid = args
+        .proxy_pid
+        .ok_or("--mode idle needs --proxy-pid (the process whose memory is measured)")?;
+    let remote = resolve(&endpoint).await?;
+    let tls = if endpoint.secure {
+        Some(tls_connector(args.ca.as_ref())?)
+    } else {
+        None
+    };
+    let run_id = (std::process::id() << 12)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let book = Arc::new(Book {
+        t0: Instant::now(),
+        run: run_id,
+        sent_ns: (0..args.flows).map(|_| AtomicU64::new(0)).collect(),
+        latency_us: (0..args.flows).map(|_| AtomicU32::new(0)).collect(),
+        status: (0..args.flows).map(|_| AtomicU16::new(0)).collect(),
+        timeout_ns: args.timeout_ms.saturating_mul(1_000_000),
+        late: AtomicU64::new(0),
+        unmatched: AtomicU64::new(0),
+        flows_closed: AtomicU64::new(0),
+    });
+    let transport = if endpoint.secure { "wss" } else { "ws" };
+    println!(
+        "ws_load idle: {} REGISTER sip:{} (Expires {}), {} flows ({} connecting at once{}), then {} s idle; proxy pid {proxy_pid}",
+        endpoint.url,
+        args.target,
+        args.expires,
+        args.flows,
+        args.connect_parallel.max(1),
+        if args.sources > 0 {
+            format!(", from 127.0.1.1..127.0.1.{}", args.sources)
+        } else {
+            String::new()
+        },
+        args.hold,
+    );
+
+    // ---- before any connection
+    let before = memory_of_tree(proxy_pid);
+    let gen_before = own_rss_kib();
+    if before.processes == 0 {
+        return Err(format!("--proxy-pid {proxy_pid}: no such process"));
+    }
+    println!(
+        "  before:     proxy RSS {} KiB  PSS {} KiB ({} processes)  generator RSS {gen_before} KiB",
+        before.rss, before.pss, before.processes
+    );
+
+    // ---- connect and register every flow
+    let shared = Arc::new(IdleShared {
+        endpoint: endpoint.clone(),
+        remote,
+        tls,
+        sources: args.sources,
+        registrar: args.target.clone(),
+        expires: args.expires,
+        book: Arc::clone(&book),
+        answer_timeout: Duration::from_millis(args.timeout_ms),
+        permits: Semaphore::new(args.connect_parallel.max(1)),
+        setup_over: tokio_util::sync::CancellationToken::new(),
+        stop: tokio_util::sync::CancellationToken::new(),
+    });
+    let setup_start = Instant::now();
+    let (report, mut reports) = mpsc::channel::<Setup>(args.flows);
+    let mut flows = JoinSet::new();
+    for index in 0..args.flows {
+        flows.spawn(idle_flow(index, Arc::clone(&shared), report.clone()));
+    }
+    drop(report);
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(args.setup_timeout);
+    let (mut registered, mut refused, mut unanswered, mut failed) = (0usize, 0usize, 0usize, 0);
+    let (mut refused_code, mut first_error) = (0, None);
+    let mut reported = 0;
+    while reported < args.flows {
+        let outcome = match tokio::time::timeout_at(deadline, reports.recv()).await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => break,
+            Err(_) if !shared.setup_over.is_cancelled() => {
+                // Flows still connecting give up and report; those registered stay.
+                shared.setup_over.cancel();
+                deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+                continue;
+            }
+            Err(_) => break,
+        };
+        reported += 1;
+        match outcome {
+            Setup::Registered => registered += 1,
+            Setup::Refused(code) => {
+                refused += 1;
+                refused_code = code;
+            }
+            Setup::Unanswered => unanswered += 1,
+            Setup::Failed(error) => {
+                failed += 1;
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    let setup_s = setup_start.elapsed().as_secs_f64();
+    let registered_at = Instant::now();
+    let at_registered = memory_of_tree(proxy_pid);
+    let gen_registered = own_rss_kib();
+    let mut latencies: Vec<u32> = book
+        .latency_us
+        .iter()
+        .map(|l| l.load(Ordering::Relaxed))
+        .filter(|&l| l > 0)
+        .map(|l| l - 1)
+        .collect();
+    latencies.sort_unstable();
+    let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
+    let max = latencies.last().copied().unwrap_or(0);
+    println!(
+        "  registered: {registered}/{} flows in {setup_s:.1} s (refused {refused}{}, unanswered {unanswered}, failed {failed}{}); REGISTER->200 p50 {p50} us, p99 {p99} us, max {max} us",
+        args.flows,
+        if refused > 0 { format!(", last {refused_code}") } else { String::new() },
+        match &first_error {
+            Some(error) => format!(", first: {error}"),
+            None => String::new(),
+        },
+    );
+    println!(
+        "              proxy RSS {} KiB  PSS {} KiB  generator RSS {gen_registered} KiB",
+        at_registered.rss, at_registered.pss
+    );
+
+    // ---- idle: the "after" sample once settled, a last one at the end of the hold
+    tokio::time::sleep_until((registered_at + Duration::from_secs(args.settle)).into()).await;
+    let after = memory_of_tree(proxy_pid);
+    let gen_after = own_rss_kib();
+    let open_after = registered.saturating_sub(
+        usize::try_from(book.flows_closed.load(Ordering::Relaxed)).unwrap_or(usize::MAX),
+    );
+    println!(
+        "  settled:    +{} s, {open_after} flows open: proxy RSS {} KiB  PSS {} KiB  generator RSS {gen_after} KiB",
+        args.settle, after.rss, after.pss
+    );
+    tokio::time::sleep_until((registered_at + Duration::from_secs(args.hold)).into()).await;
+    let end = memory_of_tree(proxy_pid);
+    let closed = book.flows_closed.load(Ordering::Relaxed);
+    println!(
+        "  end:        +{} s, {} flows open: proxy RSS {} KiB  PSS {} KiB",
+        args.hold,
+        registered.saturating_sub(usize::try_from(closed).unwrap_or(usize::MAX)),
+        end.rss,
+        end.pss
+    );
+
+    // ---- per flow: growth from before any connection to the settled sample, over the flows
+    // that were registered (and are still open)
+    // A proxy that died (no process left at the sample) or no open flow: nothing to divide.
+    let proxy_gone = after.processes == 0;
+    let kib = |before: u64, after: u64, valid: bool| {
+        if valid && open_after > 0 {
+            format!("{:.2}", per_flow(before, after, open_after))
+        } else {
+            "n/a".to_owned()
+        }
+    };
+    let (rss_per_flow, pss_per_flow, gen_per_flow) = (
+        kib(before.rss, after.rss, !proxy_gone),
+        kib(before.pss, after.pss, !proxy_gone),
+        kib(gen_before, gen_after, true),
+    );
+    if proxy_gone {
+        println!("  the proxy (pid {proxy_pid}) is gone: no per-flow figure");
+    }
+    println!(
+        "  per registered idle flow: proxy RSS {rss_per_flow} KiB  PSS {pss_per_flow} KiB  (settled - before) / {open_after}; generator {gen_per_flow} KiB"
+    );
+    println!(
+        "RESULT mode=idle url={} transport={transport} flows={} registered={registered} refused={refused} unanswered={unanswered} failed={failed} closed_during_hold={closed} setup_s={setup_s:.1} register_p50_us={p50} register_p99_us={p99} settle_s={} hold_s={} proxy_processes={} proxy_rss_before_kib={} proxy_rss_registered_kib={} proxy_rss_after_kib={} proxy_rss_end_kib={} proxy_pss_before_kib={} proxy_pss_registered_kib={} proxy_pss_after_kib={} proxy_pss_end_kib={} kib_per_flow_rss={rss_per_flow} kib_per_flow_pss={pss_per_flow} gen_rss_before_kib={gen_before} gen_rss_after_kib={gen_after} gen_kib_per_flow={gen_per_flow} late={} unmatched={}",
+        endpoint.url,
+        args.flows,
+        args.settle,
+        args.hold,
+        after.processes,
+        before.rss,
+        at_registered.rss,
+        after.rss,
+        end.rss,
+        before.pss,
+        at_registered.pss,
+        after.pss,
+        end.pss,
+        book.late.load(Ordering::Relaxed),
+        book.unmatched.load(Ordering::Relaxed),
+    );
+
+    // ---- close every flow (bounded)
+    shared.stop.cancel();
+    let closing = async { while flows.join_next().await.is_some() {} };
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        flows.abort_all();
+    }
+    if registered < args.flows {
+        return Err(format!("only {registered}/{} flows registered", args.flows));
+    }
     Ok(())
 }
