@@ -10,6 +10,8 @@
 # Environment: everything run.sh reads (REPEATS, STEP_SECS, ...), PROXIES (default "kamailio
 # roundabout"), RESULTS (default
 # /tmp/bench-results/compare-<time>), FIXED_RATES (default "4000 8000").
+# FIXED_ONLY=1 runs only FIXED_RATES (no max search), one repeat at a time with the proxies and
+# scenarios interleaved, so that a machine that drifts during the sitting drifts for both.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -23,31 +25,43 @@ mkdir -p "$RESULTS"
 BIN=$ROOT/target/release/roundabout
 
 PROXIES=${PROXIES:-"kamailio roundabout"}
-for scen in "${SCENARIOS[@]}"; do
-  egress=${scen##*-}
-  [[ " $PROXIES " == *" kamailio "* ]] && timeout 1800 "$HERE/run.sh" kamailio "$scen"
-  [[ " $PROXIES " == *" roundabout "* ]] || continue
+run_proxy() {   # run_proxy KIND SCENARIO (then run.sh's environment)
+  local kind=$1 scen=$2
+  if [ "$kind" = kamailio ]; then timeout 1800 "$HERE/run.sh" kamailio "$scen"; return; fi
   # The flood guards are off: one SIPp UAC is one source sending thousands of messages a
   # second, which is what -rate-limit exists to stop; the bench measures the forwarding path.
   ROUNDABOUT_CMD="$BIN -local-ip 127.0.0.1 -ack-ruri -strict-host -log-level warn \
     -rate-limit 0 -max-new-requests 0 \
     -udp-port 5060 -tcp-port 5060 -ws-port off -state-dir $RESULTS \
-    -trusted-server 127.0.0.2::5080:$egress:" \
+    -trusted-server 127.0.0.2::5080:${scen##*-}:" \
     timeout 1800 "$HERE/run.sh" roundabout "$scen"
-done
+}
+if [ "${FIXED_ONLY:-0}" = 1 ]; then
+  for rep in $(seq 1 "${REPEATS:-3}"); do
+    for scen in "${SCENARIOS[@]}"; do
+      for kind in $PROXIES; do REPEATS=1 RATES=$FIXED_RATES run_proxy "$kind" "$scen"; done
+    done
+  done
+else
+  for scen in "${SCENARIOS[@]}"; do
+    for kind in $PROXIES; do run_proxy "$kind" "$scen"; done
+  done
+fi
 
 python3 - "$RESULTS" "$FIXED_RATES" <<'PY'
 import csv, glob, os, re, statistics, sys
 results, rates = sys.argv[1], [int(r) for r in sys.argv[2].split()]
 MSGS = 7
-runs = {}
+runs = {}   # (proxy, scenario) -> (step rows of every run, summaries)
 for d in sorted(glob.glob(os.path.join(results, '*-*-*'))):
     m = re.match(r'(kamailio|roundabout)-(\w+-\w+)-', os.path.basename(d))
     if not m or not os.path.exists(os.path.join(d, 'summary.txt')):
         continue
     rows = list(csv.DictReader(open(os.path.join(d, 'steps.tsv')), delimiter='\t'))
     summary = open(os.path.join(d, 'summary.txt')).read()
-    runs[(m.group(1), m.group(2))] = (rows, summary)
+    kept = runs.setdefault((m.group(1), m.group(2)), ([], []))
+    kept[0].extend(rows)
+    kept[1].append(summary)
 
 def us_per_msg(rows, rate):
     # every passing step at this rate, over all repeats
@@ -63,8 +77,8 @@ print('| scenario | rate (calls/s) | Kamailio us/msg | Roundabout us/msg | ratio
 print('|---|---|---|---|---|---|')
 for scen in sorted({s for _, s in runs}):
     for rate in rates:
-        k = us_per_msg(runs.get(('kamailio', scen), ([], ''))[0], rate)
-        r = us_per_msg(runs.get(('roundabout', scen), ([], ''))[0], rate)
+        k = us_per_msg(runs.get(('kamailio', scen), ([], []))[0], rate)
+        r = us_per_msg(runs.get(('roundabout', scen), ([], []))[0], rate)
         if not k or not r:
             print(f'| {scen} | {rate} | {"n/a" if not k else f"{statistics.median(k):.1f}"} | '
                   f'{"n/a" if not r else f"{statistics.median(r):.1f}"} | n/a | <= 0.65 |')
@@ -75,6 +89,7 @@ for scen in sorted({s for _, s in runs}):
 print()
 print('| proxy | scenario | max calls/s per repeat | median | proxy RSS at max |')
 print('|---|---|---|---|---|')
-for (kind, scen), (_, summary) in sorted(runs.items()):
-    print(f'| {kind} | {scen} | {field(summary, "max calls/s")} | {field(summary, "median_cps")} | {field(summary, "proxy_rss")} |')
+for (kind, scen), (_, summaries) in sorted(runs.items()):
+    for summary in summaries:
+        print(f'| {kind} | {scen} | {field(summary, "max calls/s")} | {field(summary, "median_cps")} | {field(summary, "proxy_rss")} |')
 PY
