@@ -89,7 +89,9 @@ pub(crate) async fn serve_tls(
     admission: Admission,
 ) {
     let limit = shared.limits.handshake_timeout;
-    if let Some(tls) = shared.tls.accept(socket, key, limit).await {
+    // Boxed, so that the handshake state is freed once it is done instead of sizing this task,
+    // which serves the flow for as long as it lives (see `ws::serve_secure`).
+    if let Some(tls) = Box::pin(shared.tls.accept(socket, key, limit)).await {
         let flow = stream::Registered::new(key, &shared);
         stream::serve(tls, flow, shared, admission).await;
     }
@@ -112,7 +114,8 @@ pub(crate) async fn connect(
             _ => Box::new(socket),
         })
     };
-    tokio::time::timeout(shared.limits.handshake_timeout, connecting)
+    // Boxed for the same reason as in `serve_tls`: the dialling task goes on to serve the flow.
+    tokio::time::timeout(shared.limits.handshake_timeout, Box::pin(connecting))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
