@@ -416,7 +416,7 @@ impl Router {
             Ok(top) if self.is_our_via(buf, &top) => {}
             _ => return ResponseAction::Drop("top Via is not Roundabout's"),
         }
-        let Some(Ok(next)) = msg.vias().nth(1) else {
+        let Some(Ok(next)) = msg.lower_vias().next() else {
             return ResponseAction::Drop("no Via below Roundabout's");
         };
         let Some(transport) = Transport::from_token(&buf[next.transport.range()]) else {

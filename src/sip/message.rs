@@ -297,6 +297,14 @@ impl Message {
             .get_or_init(|| self.vias().next().ok_or(ParseError::MissingHeader("Via"))?)
     }
 
+    /// The Via values below the top one, in order. The top one is skipped unread: it is
+    /// `top_via`'s, read once.
+    pub fn lower_vias(&self) -> impl Iterator<Item = Result<Via, ParseError>> + '_ {
+        self.values(HeaderName::Via)
+            .skip(1)
+            .map(move |span| Via::parse(&self.buf, span))
+    }
+
     pub fn max_forwards(&self) -> Result<Option<u32>, ParseError> {
         match self.first(HeaderName::MaxForwards) {
             None => Ok(None),
@@ -381,11 +389,7 @@ impl Message {
     pub fn validate_request(&self) -> Result<(), ParseError> {
         // Responses travel back along every Via (RFC 3261 §18.2.2, §16.7 step 3), so a broken
         // one further down is as fatal as a broken top one. Each names SIP/2.0 (§8.1.1.7).
-        let lower = self
-            .values(HeaderName::Via)
-            .skip(1)
-            .map(|span| Via::parse(&self.buf, span));
-        for via in std::iter::once(self.top_via()).chain(lower) {
+        for via in std::iter::once(self.top_via()).chain(self.lower_vias()) {
             if !via?.is_sip_2_0(&self.buf) {
                 return Err(ParseError::BadHeaderValue("Via"));
             }
