@@ -151,23 +151,7 @@ impl Call {
                 .into_bytes(),
         );
         let forwarded = Message::parse(forward(&router, &invite, uac).to_contiguous()).unwrap();
-        let answer = |code: &str, contact: bool| {
-            let mut out = format!("SIP/2.0 {code}\r\n");
-            for via in forwarded.fields(HeaderName::Via) {
-                out.push_str(std::str::from_utf8(forwarded.slice(via.line)).unwrap());
-            }
-            out.push_str(
-                "From: sipp <sip:sipp@127.0.0.3:5070>;tag=1SIPpTag001\r\n\
-                 To: service <sip:service@127.0.0.2:5080>;tag=2SIPpTag012\r\n\
-                 Call-ID: 1-12345@127.0.0.3\r\n\
-                 CSeq: 1 INVITE\r\n",
-            );
-            if contact {
-                out.push_str("Contact: <sip:127.0.0.2:5080;transport=udp>\r\n");
-            }
-            out.push_str("Content-Length: 0\r\n\r\n");
-            Bytes::from(out)
-        };
+        let answer = |status: &str, contact: bool| uas_answer(&forwarded, status, contact);
         let ok = answer("200 OK", true);
         let relayed_ok = Message::parse(forward(&router, &ok, uas).to_contiguous()).unwrap();
         let contact = relayed_ok.contacts().next().unwrap().unwrap();
@@ -187,17 +171,6 @@ impl Call {
         };
         let bye = in_dialog("BYE", 2, "7");
         let forwarded_bye = Message::parse(forward(&router, &bye, uac).to_contiguous()).unwrap();
-        let mut bye_ok = String::from("SIP/2.0 200 OK\r\n");
-        for via in forwarded_bye.fields(HeaderName::Via) {
-            bye_ok.push_str(std::str::from_utf8(forwarded_bye.slice(via.line)).unwrap());
-        }
-        bye_ok.push_str(
-            "From: sipp <sip:sipp@127.0.0.3:5070>;tag=1SIPpTag001\r\n\
-             To: service <sip:service@127.0.0.2:5080>;tag=2SIPpTag012\r\n\
-             Call-ID: 1-12345@127.0.0.3\r\n\
-             CSeq: 2 BYE\r\n\
-             Content-Length: 0\r\n\r\n",
-        );
         let messages = vec![
             (invite, uac),
             (answer("100 Trying", false), uas),
@@ -205,7 +178,7 @@ impl Call {
             (ok, uas),
             (in_dialog("ACK", 1, "5"), uac),
             (bye, uac),
-            (Bytes::from(bye_ok), uas),
+            (uas_answer(&forwarded_bye, "200 OK", false), uas),
         ];
         Call { router, messages }
     }
@@ -215,6 +188,27 @@ impl Call {
             black_box(forward(&self.router, black_box(data), *source));
         }
     }
+}
+
+/// The UAS's response to `request` as the proxy forwarded it: the Vias it received, the dialog's
+/// From/To/Call-ID, the request's CSeq, and the UAS's Contact when `contact`.
+fn uas_answer(request: &Message, status: &str, contact: bool) -> Bytes {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for via in request.fields(HeaderName::Via) {
+        out.push_str(std::str::from_utf8(request.slice(via.line)).unwrap());
+    }
+    let cseq = request.first(HeaderName::CSeq).unwrap();
+    out.push_str(
+        "From: sipp <sip:sipp@127.0.0.3:5070>;tag=1SIPpTag001\r\n\
+         To: service <sip:service@127.0.0.2:5080>;tag=2SIPpTag012\r\n\
+         Call-ID: 1-12345@127.0.0.3\r\n",
+    );
+    out.push_str(std::str::from_utf8(request.slice(cseq.line)).unwrap());
+    if contact {
+        out.push_str("Contact: <sip:127.0.0.2:5080;transport=udp>\r\n");
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    Bytes::from(out)
 }
 
 /// What the proxy's handler does to one message, without the sending.

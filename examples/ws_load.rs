@@ -221,6 +221,26 @@ struct Book {
 }
 
 impl Book {
+    /// A book for `slots` requests, its Call-IDs marked with a run id of this process and time.
+    fn new(slots: usize, timeout_ms: u64) -> Book {
+        let run = (std::process::id() << 12)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+        Book {
+            t0: Instant::now(),
+            run,
+            sent_ns: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            latency_us: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+            status: (0..slots).map(|_| AtomicU16::new(0)).collect(),
+            timeout_ns: timeout_ms.saturating_mul(1_000_000),
+            late: AtomicU64::new(0),
+            unmatched: AtomicU64::new(0),
+            flows_closed: AtomicU64::new(0),
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         u64::try_from(self.t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -466,6 +486,14 @@ async fn resolve(endpoint: &Endpoint) -> Result<SocketAddr, String> {
 }
 
 /// One shared client configuration serves every flow (10,000 TLS clients in one process).
+/// The TLS connector a `wss://` endpoint needs; `None` for `ws://`.
+fn endpoint_tls(
+    endpoint: &Endpoint,
+    ca: Option<&PathBuf>,
+) -> Result<Option<tokio_rustls::TlsConnector>, String> {
+    endpoint.secure.then(|| tls_connector(ca)).transpose()
+}
+
 fn tls_connector(ca: Option<&PathBuf>) -> Result<tokio_rustls::TlsConnector, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
@@ -598,29 +626,10 @@ async fn run(args: Args) -> Result<(), String> {
         ));
     }
     let remote = resolve(&endpoint).await?;
-    let tls = if endpoint.secure {
-        Some(tls_connector(args.ca.as_ref())?)
-    } else {
-        None
-    };
+    let tls = endpoint_tls(&endpoint, args.ca.as_ref())?;
 
     let total_slots = usize::try_from(total).map_err(|_| "too many requests")?;
-    let run_id = (std::process::id() << 12)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-    let book = Arc::new(Book {
-        t0: Instant::now(),
-        run: run_id,
-        sent_ns: (0..total_slots).map(|_| AtomicU64::new(0)).collect(),
-        latency_us: (0..total_slots).map(|_| AtomicU32::new(0)).collect(),
-        status: (0..total_slots).map(|_| AtomicU16::new(0)).collect(),
-        timeout_ns: args.timeout_ms.saturating_mul(1_000_000),
-        late: AtomicU64::new(0),
-        unmatched: AtomicU64::new(0),
-        flows_closed: AtomicU64::new(0),
-    });
+    let book = Arc::new(Book::new(total_slots, args.timeout_ms));
 
     // ---- connect every flow (bounded parallelism, each within 10 s)
     let connect_start = Instant::now();
@@ -677,7 +686,7 @@ async fn run(args: Args) -> Result<(), String> {
         },
         via_transport,
         target: host_port,
-        run: run_id,
+        run: book.run,
         body: if args.method == "MESSAGE" {
             "x".repeat(args.body)
         } else {
@@ -1087,27 +1096,8 @@ async fn run_idle(args: Args) -> Result<(), String> {
         .proxy_pid
         .ok_or("--mode idle needs --proxy-pid (the process whose memory is measured)")?;
     let remote = resolve(&endpoint).await?;
-    let tls = if endpoint.secure {
-        Some(tls_connector(args.ca.as_ref())?)
-    } else {
-        None
-    };
-    let run_id = (std::process::id() << 12)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-    let book = Arc::new(Book {
-        t0: Instant::now(),
-        run: run_id,
-        sent_ns: (0..args.flows).map(|_| AtomicU64::new(0)).collect(),
-        latency_us: (0..args.flows).map(|_| AtomicU32::new(0)).collect(),
-        status: (0..args.flows).map(|_| AtomicU16::new(0)).collect(),
-        timeout_ns: args.timeout_ms.saturating_mul(1_000_000),
-        late: AtomicU64::new(0),
-        unmatched: AtomicU64::new(0),
-        flows_closed: AtomicU64::new(0),
-    });
+    let tls = endpoint_tls(&endpoint, args.ca.as_ref())?;
+    let book = Arc::new(Book::new(args.flows, args.timeout_ms));
     let transport = if endpoint.secure { "wss" } else { "ws" };
     println!(
         "ws_load idle: {} REGISTER sip:{} (Expires {}), {} flows ({} connecting at once{}), then {} s idle; proxy pid {proxy_pid}",
