@@ -67,8 +67,6 @@ done
 for tr in $TRANSPORTS; do
   case $tr in ws|wss) ;; *) echo "unknown transport $tr (ws | wss)" >&2; exit 2 ;; esac
 done
-if [ "$PIN" = none ]; then PX_TS=""; GN_TS=""; else PX_TS="taskset -c $PROXY_CPUS"; GN_TS="taskset -c $GEN_CPUS"; fi
-
 # one descriptor per flow in the proxy and in the generator (children inherit the limit)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((FLOWS + 1000)) ]; then
@@ -76,24 +74,9 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((FLOWS + 1000)) ]; 
   exit 2
 fi
 
-RUN_DIR=$RESULTS/idle-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$RUN_DIR"
+begin_run idle
 TSV=$RUN_DIR/results.tsv
 printf 'proxy\ttransport\tflows\tregistered\tproxy_processes\trss_before_kib\trss_after_kib\tpss_before_kib\tpss_after_kib\tkib_per_flow_rss\tkib_per_flow_pss\trss_end_kib\tpss_end_kib\tsetup_s\tregister_p99_us\tgen_kib_per_flow\n' > "$TSV"
-
-UAS_PID=""; GEN_PID=""
-cleanup() {
-  [ -n "$GEN_PID" ] && stop_pid "$GEN_PID"
-  [ -n "$UAS_PID" ] && stop_pid "$UAS_PID"
-  stop_proxy
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [ "$BUILD" = 1 ]; then build_release || exit 2; fi
-check_binaries || exit 2
-TLS=$RUN_DIR/tls
-make_test_cert "$TLS" || exit 2
 
 echo "idle bench -> $RUN_DIR"
 echo "proxies=${PROXIES[*]} transports=$TRANSPORTS flows=$FLOWS sources=$SOURCES settle=${SETTLE_SECS}s hold=${HOLD_SECS}s pin=$PIN (proxy CPU $PROXY_CPUS, generator+UAS CPU $GEN_CPUS) ulimit -n $(ulimit -n)"

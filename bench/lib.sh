@@ -1,9 +1,9 @@
 # Shared by bench/ws.sh and bench/idle.sh (sourced, not run): binaries, the throw-away test CA,
 # starting and stopping the WS/WSS proxies under test by PID.
 #
-# The sourcing script sets HERE (bench/), ROOT (project root), RUN_DIR (results of this run),
-# PX_TS (taskset prefix for the proxy, may be empty), UAS_IP and UAS_PORT (the SIPp UAS behind the
-# proxy), and may set KAM_SHM_MB (Kamailio shared memory, MB; default 256).
+# The sourcing script sets HERE (bench/), ROOT (project root), RESULTS, BUILD, PIN, PROXY_CPUS,
+# GEN_CPUS, UAS_IP and UAS_PORT (the SIPp UAS behind the proxy), and may set KAM_SHM_MB (Kamailio
+# shared memory, MB; default 256), then calls begin_run.
 #
 # Environment: ROUNDABOUT_BIN (default $ROOT/target/release/roundabout) and WS_LOAD_BIN (default
 # $ROOT/target/release/examples/ws_load) point at the binaries under test.
@@ -12,6 +12,29 @@ BIN=${ROUNDABOUT_BIN:-$ROOT/target/release/roundabout}
 GEN=${WS_LOAD_BIN:-$ROOT/target/release/examples/ws_load}
 KAM_SHM_MB=${KAM_SHM_MB:-256}
 PROXY_PID=""; PROXY_TREE=""
+
+# begin_run NAME: what every run starts with — PX_TS and GN_TS (taskset prefixes for the proxy and
+# for the generator and UAS, empty with PIN=none), RUN_DIR ($RESULTS/NAME-<time>), the trap that
+# stops the generator (GEN_PID), the UAS (UAS_PID) and the proxy on exit, the binaries (built when
+# BUILD=1) and the test certificates in TLS ($RUN_DIR/tls).
+begin_run() {
+  if [ "$PIN" = none ]; then PX_TS=""; GN_TS=""; else PX_TS="taskset -c $PROXY_CPUS"; GN_TS="taskset -c $GEN_CPUS"; fi
+  RUN_DIR=$RESULTS/$1-$(date +%Y%m%d-%H%M%S)
+  mkdir -p "$RUN_DIR"
+  UAS_PID=""; GEN_PID=""
+  trap 'run_cleanup' EXIT
+  trap 'exit 130' INT TERM
+  if [ "$BUILD" = 1 ]; then build_release || exit 2; fi
+  check_binaries || exit 2
+  TLS=$RUN_DIR/tls
+  make_test_cert "$TLS" || exit 2
+}
+
+run_cleanup() {
+  [ -n "$GEN_PID" ] && stop_pid "$GEN_PID"
+  [ -n "$UAS_PID" ] && stop_pid "$UAS_PID"
+  stop_proxy
+}
 
 # build_release: the release binary and the examples (ws_load), in $ROOT's target directory
 build_release() {

@@ -56,27 +56,9 @@ for p in "${PROXIES[@]}"; do
     *) echo "unknown proxy $p (roundabout | kamailio)" >&2; exit 2 ;;
   esac
 done
-if [ "$PIN" = none ]; then PX_TS=""; GN_TS=""; else PX_TS="taskset -c $PROXY_CPUS"; GN_TS="taskset -c $GEN_CPUS"; fi
-
-RUN_DIR=$RESULTS/ws-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$RUN_DIR"
+begin_run ws
 TSV=$RUN_DIR/results.tsv
 printf 'proxy\ttransport\trate\tflows\tsent\tanswered\tfailed\tlost\tachieved_rps\tproxy_cpu_pct\tus_per_msg\tp50_us\tp90_us\tp99_us\tmax_us\tgen_cpu_pct\n' > "$TSV"
-
-UAS_PID=""; GEN_PID=""
-cleanup() {
-  [ -n "$GEN_PID" ] && stop_pid "$GEN_PID"
-  [ -n "$UAS_PID" ] && stop_pid "$UAS_PID"
-  stop_proxy
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---------------------------------------------------------------- build, certificates
-if [ "$BUILD" = 1 ]; then build_release || exit 2; fi
-check_binaries || exit 2
-TLS=$RUN_DIR/tls
-make_test_cert "$TLS" || exit 2
 
 # 1000+ flows need as many descriptors in the generator and the proxy
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
