@@ -6,15 +6,14 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::queue::QueueSender;
+use super::FlowKey;
 use dashmap::DashMap;
-use tokio::sync::mpsc;
-
-use super::{Encoded, FlowKey};
 
 /// The write side of a connection: a bounded queue its writer task drains.
 #[derive(Clone, Debug)]
 pub(crate) struct FlowHandle {
-    pub(crate) queue: mpsc::Sender<Encoded>,
+    pub(crate) queue: QueueSender,
     /// Tells two connections that had the same key apart (a reconnect reuses the address).
     pub(crate) id: u64,
 }
@@ -101,7 +100,7 @@ impl FlowTable {
         self.flows.remove_if(key, |_, handle| handle.id == id);
     }
 
-    pub(crate) fn queue(&self, key: &FlowKey) -> Option<mpsc::Sender<Encoded>> {
+    pub(crate) fn queue(&self, key: &FlowKey) -> Option<QueueSender> {
         self.flows.get(key).map(|handle| handle.queue.clone())
     }
 
@@ -135,7 +134,7 @@ mod tests {
             transport: super::super::Transport::Tcp,
             remote: "192.0.2.1:5060".parse().unwrap(),
         };
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = super::super::queue::send_queue(1);
         table.insert(
             key,
             FlowHandle {

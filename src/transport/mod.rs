@@ -129,6 +129,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 mod flows;
+mod queue;
 mod stream;
 mod tcp;
 mod tls;
@@ -140,7 +141,6 @@ pub use tls::TlsError;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
@@ -363,8 +363,8 @@ impl Senders {
         });
         match queue {
             Some(queue) => queue.try_send(msg).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => SendError::NoFlow,
+                queue::QueueError::Full => SendError::QueueFull,
+                queue::QueueError::Closed => SendError::NoFlow,
             }),
             None if dest.may_connect => self.dial(dest, msg),
             None => Err(SendError::NoFlow),
@@ -399,7 +399,7 @@ impl Senders {
             let mut queued = flow.rx;
             queued.close();
             if let Some(handler) = shared.handler.get() {
-                while let Ok(msg) = queued.try_recv() {
+                while let Some(msg) = queued.try_recv() {
                     handler.undelivered(msg, key);
                 }
             }

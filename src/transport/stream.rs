@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -14,6 +13,7 @@ use crate::sip::codec::{self, Frame};
 use crate::warn_limited;
 
 use super::flows::{Admission, FlowHandle};
+use super::queue::{send_queue, QueueReceiver, QueueSender};
 use super::{Encoded, FlowKey, Shared, MAX_WRITE_BATCH};
 
 /// Bytes read per call; the buffer grows only as far as one message needs.
@@ -28,13 +28,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 pub(crate) struct Registered {
     pub(crate) key: FlowKey,
     pub(crate) id: u64,
-    pub(crate) tx: mpsc::Sender<Encoded>,
-    pub(crate) rx: mpsc::Receiver<Encoded>,
+    pub(crate) tx: QueueSender,
+    pub(crate) rx: QueueReceiver,
 }
 
 impl Registered {
     pub(crate) fn new(key: FlowKey, shared: &Shared) -> Registered {
-        let (tx, rx) = mpsc::channel(shared.limits.send_queue);
+        let (tx, rx) = send_queue(shared.limits.send_queue);
         let id = shared.flows.next_id();
         shared.flows.insert(
             key,
@@ -69,7 +69,7 @@ where
 async fn read_loop<R: AsyncRead>(
     reader: R,
     key: FlowKey,
-    pong: &mpsc::Sender<Encoded>,
+    pong: &QueueSender,
     shared: &Shared,
     closing: &CancellationToken,
 ) -> &'static str {
@@ -131,7 +131,7 @@ async fn read_loop<R: AsyncRead>(
 
 async fn write_loop<W: AsyncWrite>(
     writer: W,
-    mut queue: mpsc::Receiver<Encoded>,
+    mut queue: QueueReceiver,
     closing: CancellationToken,
 ) {
     tokio::pin!(writer);
@@ -151,8 +151,8 @@ async fn write_loop<W: AsyncWrite>(
         batch.push(msg);
         while batch.len() < MAX_WRITE_BATCH {
             match queue.try_recv() {
-                Ok(msg) => batch.push(msg),
-                Err(_) => break,
+                Some(msg) => batch.push(msg),
+                None => break,
             }
         }
         let written = write_batch(&mut writer, &batch).await;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,6 +23,7 @@ use tracing::debug;
 use crate::warn_limited;
 
 use super::flows::Admission;
+use super::queue::QueueReceiver;
 use super::stream::{ByteStream, Registered};
 use super::{Encoded, FlowKey, Inbound, Shared, Transport, MAX_WRITE_BATCH};
 
@@ -311,7 +312,7 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
 
 async fn write_loop<W>(
     mut sink: W,
-    mut queue: mpsc::Receiver<Encoded>,
+    mut queue: QueueReceiver,
     control: ControlReceiver,
     closing: CancellationToken,
 ) where
@@ -357,7 +358,7 @@ async fn write_loop<W>(
             if batch.is_err() || batched == MAX_WRITE_BATCH {
                 break;
             }
-            next = queue.try_recv().ok().map(|msg| sip_frame(&msg));
+            next = queue.try_recv().map(|msg| sip_frame(&msg));
         }
         if batch.is_err() || sink.flush().await.is_err() {
             break;
@@ -463,6 +464,7 @@ mod tests {
     use std::time::Duration;
 
     use tokio::io::DuplexStream;
+    use tokio::sync::mpsc;
     use tokio::task::JoinHandle;
     use tokio::time::timeout;
     use tokio_tungstenite::tungstenite::protocol::Role;
