@@ -1,11 +1,12 @@
 //! One byte-stream connection (TCP, or TLS over it): a reader that frames messages for the
 //! handler and a writer that drains the flow's queue. Used for accepted and dialled connections.
 
+use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -47,14 +48,33 @@ impl Registered {
     }
 }
 
-/// Serves a registered flow's connection until it closes, idles out or shutdown.
-pub(crate) async fn serve<S>(stream: S, flow: Registered, shared: Arc<Shared>, admission: Admission)
+/// Serves a registered flow's connection until it closes, idles out or shutdown. The stream is
+/// split before the serving future exists, so that future, which lives as long as the flow, keeps
+/// no room for the whole stream (a TLS session is over a kilobyte) beside the halves.
+pub(crate) fn serve<S>(
+    stream: S,
+    flow: Registered,
+    shared: Arc<Shared>,
+    admission: Admission,
+) -> impl Future<Output = ()> + Send
 where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    serve_split(reader, writer, flow, shared, admission)
+}
+
+async fn serve_split<S>(
+    reader: ReadHalf<S>,
+    writer: WriteHalf<S>,
+    flow: Registered,
+    shared: Arc<Shared>,
+    admission: Admission,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let Registered { key, id, tx, rx } = flow;
     debug!(flow = %key, "connection open");
-    let (reader, writer) = tokio::io::split(stream);
     let closing = shared.shutdown.child_token();
     let writer = tokio::spawn(write_loop(writer, rx, closing.clone()));
     let reason = read_loop(reader, key, &tx, &shared, &closing).await;

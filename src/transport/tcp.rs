@@ -91,10 +91,16 @@ pub(crate) async fn serve_tls(
     let limit = shared.limits.handshake_timeout;
     // Boxed, so that the handshake state is freed once it is done instead of sizing this task,
     // which serves the flow for as long as it lives (see `ws::serve_secure`).
-    if let Some(tls) = Box::pin(shared.tls.accept(socket, key, limit)).await {
-        let flow = stream::Registered::new(key, &shared);
-        stream::serve(tls, flow, shared, admission).await;
-    }
+    let served = match Box::pin(shared.tls.accept(socket, key, limit)).await {
+        Some(tls) => stream::serve(
+            tls,
+            stream::Registered::new(key, &shared),
+            shared,
+            admission,
+        ),
+        None => return,
+    };
+    served.await;
 }
 
 /// Connects to `key.remote` within the handshake timeout, with TLS on top for TLS and WSS
