@@ -55,15 +55,7 @@ PROXIES=("$@")
 UAS_IP=127.0.0.2; UAS_PORT=5080
 . "$HERE/lib.sh"
 
-command -v sipp >/dev/null || { echo "sipp missing: apt-get install -y sip-tester" >&2; exit 2; }
-command -v openssl >/dev/null || { echo "openssl missing" >&2; exit 2; }
-for p in "${PROXIES[@]}"; do
-  case $p in
-    roundabout) ;;
-    kamailio) command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install -y kamailio kamailio-websocket-modules kamailio-tls-modules" >&2; exit 2; } ;;
-    *) echo "unknown proxy $p (roundabout | kamailio)" >&2; exit 2 ;;
-  esac
-done
+check_tools "${PROXIES[@]}"
 for tr in $TRANSPORTS; do
   case $tr in ws|wss) ;; *) echo "unknown transport $tr (ws | wss)" >&2; exit 2 ;; esac
 done

@@ -1,4 +1,4 @@
-# Shared by bench/ws.sh and bench/idle.sh (sourced, not run): binaries, the throw-away test CA,
+# Shared by bench/ws.sh and bench/idle.sh (sourced, not run): the tools they need, binaries, the throw-away test CA,
 # starting and stopping the WS/WSS proxies under test by PID.
 #
 # The sourcing script sets HERE (bench/), ROOT (project root), RESULTS, BUILD, PIN, PROXY_CPUS,
@@ -39,6 +39,21 @@ run_cleanup() {
 # build_release: the release binary and the examples (ws_load), in $ROOT's target directory
 build_release() {
   (cd "$ROOT" && cargo build --release --quiet --bins --examples) || { echo "build failed" >&2; return 1; }
+}
+
+# check_tools PROXY...: SIPp, openssl and each named proxy (roundabout | kamailio) are there;
+# exits 2 naming what is missing or unknown
+check_tools() {
+  local p
+  command -v sipp >/dev/null || { echo "sipp missing: apt-get install -y sip-tester" >&2; exit 2; }
+  command -v openssl >/dev/null || { echo "openssl missing" >&2; exit 2; }
+  for p in "$@"; do
+    case $p in
+      roundabout) ;;
+      kamailio) command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install -y kamailio kamailio-websocket-modules kamailio-tls-modules" >&2; exit 2; } ;;
+      *) echo "unknown proxy $p (roundabout | kamailio)" >&2; exit 2 ;;
+    esac
+  done
 }
 
 # check_binaries: both binaries exist

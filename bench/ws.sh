@@ -47,15 +47,7 @@ UAS_IP=127.0.0.2; UAS_PORT=5080
 # shared with idle.sh: BIN/GEN (ROUNDABOUT_BIN, WS_LOAD_BIN), test CA, start/stop of the proxies
 . "$HERE/lib.sh"
 
-command -v sipp >/dev/null || { echo "sipp missing: apt-get install -y sip-tester" >&2; exit 2; }
-command -v openssl >/dev/null || { echo "openssl missing" >&2; exit 2; }
-for p in "${PROXIES[@]}"; do
-  case $p in
-    roundabout) ;;
-    kamailio) command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install -y kamailio kamailio-websocket-modules kamailio-tls-modules" >&2; exit 2; } ;;
-    *) echo "unknown proxy $p (roundabout | kamailio)" >&2; exit 2 ;;
-  esac
-done
+check_tools "${PROXIES[@]}"
 begin_run ws
 TSV=$RUN_DIR/results.tsv
 printf 'proxy\ttransport\trate\tflows\tsent\tanswered\tfailed\tlost\tachieved_rps\tproxy_cpu_pct\tus_per_msg\tp50_us\tp90_us\tp99_us\tmax_us\tgen_cpu_pct\n' > "$TSV"
