@@ -6,9 +6,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use dashmap::DashMap;
+
 use super::queue::QueueSender;
 use super::FlowKey;
-use dashmap::DashMap;
 
 /// The write side of a connection: a bounded queue its writer task drains.
 #[derive(Clone, Debug)]
