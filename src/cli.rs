@@ -10,7 +10,7 @@ use clap::builder::TypedValueParser as _;
 use clap::builder::{BoolishValueParser, PossibleValuesParser, RangedU64ValueParser};
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::config::{parse_port_digits, ConfigError, Limits};
+use crate::config::{parse_port_digits, ConfigError, Limits, SipTimers, TransactionLimits};
 use crate::csr::CsrRequest;
 use crate::transport::Transport;
 
@@ -379,7 +379,47 @@ pub struct RunArgs {
     pub drain_timeout: u64,
 
     #[command(flatten)]
+    pub transactions: TransactionArgs,
+
+    #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Where a request leaves a reliable transport (TCP, TLS, WS, WSS) for UDP, Roundabout keeps a
+/// transaction and retransmits it (RFC 3261 §17.1); these are its timers and limits.
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Transactions (reliable transport to UDP)")]
+pub struct TransactionArgs {
+    /// RFC 3261 T1, the first retransmission interval, in milliseconds (50-10000); raise it
+    /// for paths with a round trip near or above 500 ms
+    #[arg(long, env = "ROUNDABOUT_SIP_T1_MS", value_name = "MS",
+          default_value_t = duration_ms(SipTimers::RFC_3261.t1),
+          value_parser = clap::value_parser!(u64).range(50..=10_000))]
+    pub sip_t1_ms: u64,
+
+    /// RFC 3261 T2, the longest retransmission interval of non-INVITE requests, in
+    /// milliseconds (at least -sip-t1-ms, at most 60000)
+    #[arg(long, env = "ROUNDABOUT_SIP_T2_MS", value_name = "MS",
+          default_value_t = duration_ms(SipTimers::RFC_3261.t2),
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub sip_t2_ms: u64,
+
+    /// Transactions kept at once; beyond it, requests that need one get 503
+    #[arg(long, env = "ROUNDABOUT_MAX_TRANSACTIONS", value_name = "N",
+          default_value_t = TransactionLimits::DEFAULT.max,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_transactions: usize,
+
+    /// Bytes of requests and ACKs the transactions keep at once; beyond it, requests that
+    /// need a transaction get 503
+    #[arg(long, env = "ROUNDABOUT_MAX_TRANSACTION_BYTES", value_name = "BYTES",
+          default_value_t = TransactionLimits::DEFAULT.max_bytes,
+          value_parser = RangedU64ValueParser::<usize>::new().range(65_536..))]
+    pub max_transaction_bytes: usize,
+}
+
+const fn duration_ms(duration: std::time::Duration) -> u64 {
+    duration.as_millis() as u64
 }
 
 /// Resource limits; defaults are [`Limits::DEFAULT`].

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use ring::rand::{SecureRandom as _, SystemRandom};
 use thiserror::Error;
 
-use crate::cli::{LimitArgs, PortSetting, RunArgs};
+use crate::cli::{LimitArgs, PortSetting, RunArgs, TransactionArgs};
 use crate::transport::Transport;
 
 /// Everything the daemon needs, checked before any socket is bound.
@@ -44,6 +44,8 @@ pub struct Config {
     /// `-token-key`, or the key kept in `-state-dir`.
     pub token_key: [u8; 32],
     pub limits: Limits,
+    pub sip_timers: SipTimers,
+    pub transaction_limits: TransactionLimits,
     /// `-drain-timeout`: after SIGTERM, how long responses and in-dialog requests still flow.
     pub drain_timeout: Duration,
 }
@@ -104,6 +106,45 @@ pub struct Limits {
     /// New (out-of-dialog) requests per second over all sources; beyond it they get 503.
     /// 0 turns the guard off.
     pub max_new_requests: u32,
+}
+
+/// RFC 3261 Table 4 and §16.6 step 11: the timers of the transactions Roundabout keeps where a
+/// reliable transport meets UDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SipTimers {
+    /// `-sip-t1-ms`: RTT estimate, the first retransmission interval (default 500 ms).
+    pub t1: Duration,
+    /// `-sip-t2-ms`: longest retransmission interval of non-INVITE requests (default 4 s).
+    pub t2: Duration,
+    /// How long a message may remain in the network: Timer K (5 s).
+    pub t4: Duration,
+    /// How long an INVITE may stay unanswered after a provisional response (> 3 min).
+    pub timer_c: Duration,
+}
+
+impl SipTimers {
+    pub const RFC_3261: SipTimers = SipTimers {
+        t1: Duration::from_millis(500),
+        t2: Duration::from_secs(4),
+        t4: Duration::from_secs(5),
+        timer_c: Duration::from_secs(181),
+    };
+}
+
+/// How many transactions, and how many bytes of the messages they keep, may exist at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransactionLimits {
+    /// `-max-transactions` (default 50 000).
+    pub max: usize,
+    /// `-max-transaction-bytes` (default 64 MiB).
+    pub max_bytes: usize,
+}
+
+impl TransactionLimits {
+    pub const DEFAULT: TransactionLimits = TransactionLimits {
+        max: 50_000,
+        max_bytes: 64 << 20,
+    };
 }
 
 /// One `-trusted-server` dataset: `ip-address:fqdn-list:port:network-protocol:route-list`.
@@ -239,6 +280,8 @@ pub enum ConfigError {
     },
     #[error("-token-key: {0}")]
     TokenKey(TokenKeyError),
+    #[error("-sip-t2-ms {t2} is below -sip-t1-ms {t1}: T2 caps intervals that start at T1")]
+    SipT2BelowT1 { t1: u64, t2: u64 },
     #[error("-csr needs -csr-cn (the subject's common name)")]
     CsrWithoutCommonName,
 }
@@ -374,6 +417,13 @@ impl Config {
             check_config: _,
             lenient_trusted_server,
             drain_timeout,
+            transactions:
+                TransactionArgs {
+                    sip_t1_ms,
+                    sip_t2_ms,
+                    max_transactions,
+                    max_transaction_bytes,
+                },
             limits:
                 LimitArgs {
                     max_message_size,
@@ -449,6 +499,21 @@ impl Config {
             rate_limit: *rate_limit,
             max_new_requests: *max_new_requests,
         };
+        if sip_t2_ms < sip_t1_ms {
+            return Err(ConfigError::SipT2BelowT1 {
+                t1: *sip_t1_ms,
+                t2: *sip_t2_ms,
+            });
+        }
+        let sip_timers = SipTimers {
+            t1: Duration::from_millis(*sip_t1_ms),
+            t2: Duration::from_millis(*sip_t2_ms),
+            ..SipTimers::RFC_3261
+        };
+        let transaction_limits = TransactionLimits {
+            max: *max_transactions,
+            max_bytes: *max_transaction_bytes,
+        };
         let token_key =
             load_token_key(token_key.as_deref(), state_dir).map_err(ConfigError::TokenKey)?;
         let config = Config {
@@ -474,6 +539,8 @@ impl Config {
             },
             token_key,
             limits,
+            sip_timers,
+            transaction_limits,
             drain_timeout: Duration::from_secs(*drain_timeout),
         };
         Ok(Validated { config, skipped })
@@ -501,6 +568,8 @@ impl Config {
             ws_path,
             token_key: _,
             limits,
+            sip_timers,
+            transaction_limits,
             drain_timeout,
         } = self;
         let port = |transport| match ports.get(transport) {
@@ -557,6 +626,14 @@ impl Config {
                 limits.send_queue,
                 limits.rate_limit,
                 limits.max_new_requests,
+            ),
+            format!(
+                "transactions sip-t1={}ms sip-t2={}ms max-transactions={} \
+                 max-transaction-bytes={}",
+                sip_timers.t1.as_millis(),
+                sip_timers.t2.as_millis(),
+                transaction_limits.max,
+                transaction_limits.max_bytes,
             ),
         ];
         for (index, server) in trusted_servers.servers.iter().enumerate() {

@@ -1,6 +1,8 @@
 //! Binds every listener from the [`Config`], runs the proxy, and stops on a signal: SIGTERM or
-//! SIGINT drain and exit, SIGHUP reloads the TLS certificate.
+//! SIGINT drain and exit, SIGHUP reloads the TLS certificate. [`Server`] is the same without
+//! the signals, so tests bind it on port 0 and run it in-process.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +13,9 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::proxy::flood::{OverloadGuard, SourceLimiter};
 use crate::proxy::router::Router;
+use crate::proxy::transaction::Transactions;
 use crate::proxy::Proxy;
-use crate::transport::{Transport, TransportError, Transports};
+use crate::transport::{Senders, Transport, TransportError, Transports};
 
 /// After the drain, how long connections may take to write what is queued.
 const FLUSH: Duration = Duration::from_secs(1);
@@ -32,44 +35,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(ServerError::Signals)?;
-
-    let transports = Transports::bind(&config).await?;
-    let senders = transports.senders();
-    let ports = Transport::ALL
-        .into_iter()
-        .filter_map(|t| senders.local_addr(t).map(|addr| (t, addr.port())))
-        .collect();
-    let limiter = SourceLimiter::new(config.limits.rate_limit);
-    let overload = OverloadGuard::new(config.limits.max_new_requests);
-    let proxy = Proxy::new(Router::new(&config, ports), senders, limiter, overload);
-    let shutdown = CancellationToken::new();
-    let drain = config.drain_timeout;
-
-    let sweeper = {
-        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    _ = tick.tick() => {
-                        let now = std::time::Instant::now();
-                        let gone = proxy.clients().sweep(now);
-                        if gone > 0 {
-                            tracing::debug!(gone, "expired client bindings swept");
-                        }
-                        proxy.sweep_flood_limits(now);
-                    }
-                }
-            }
-        })
-    };
+    let server = Server::bind(&config).await?;
+    let control = Control::default();
     let reloads = {
-        let (senders, shutdown) = (proxy.senders().clone(), shutdown.clone());
+        let (senders, stopped) = (server.senders.clone(), control.stop.clone());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    () = shutdown.cancelled() => break,
+                    () = stopped.cancelled() => break,
                     _ = hangup.recv() => {
                         if let Err(error) = senders.reload_tls() {
                             warn!(%error, "TLS certificate not reloaded; the old one stays in use");
@@ -80,31 +53,142 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         })
     };
     let signals = {
-        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        let control = control.clone();
         tokio::spawn(async move {
             tokio::select! {
+                () = control.stop.cancelled() => return,
                 _ = terminate.recv() => {}
                 _ = interrupt.recv() => {}
             }
-            info!(drain_secs = drain.as_secs_f32(), "shutting down: draining");
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-            proxy.start_draining();
+            control.drain.cancel();
+            // A second signal during the drain ends it at once.
             tokio::select! {
-                () = tokio::time::sleep(drain) => {}
+                () = control.stop.cancelled() => {}
                 _ = terminate.recv() => {}
                 _ = interrupt.recv() => {}
             }
-            shutdown.cancel();
+            control.stop.cancel();
         })
     };
-
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     info!("ready");
-    transports
-        .run(Arc::new(proxy), shutdown.clone(), FLUSH)
-        .await;
-    shutdown.cancel();
-    let _ = tokio::join!(sweeper, reloads, signals);
+    server.serve(control.clone()).await;
+    control.stop.cancel();
+    let _ = tokio::join!(reloads, signals);
     info!("stopped");
     Ok(())
+}
+
+/// How a running [`Server`] is told to stop.
+#[derive(Clone, Debug, Default)]
+pub struct Control {
+    /// Start draining: new out-of-dialog requests get 503 for `-drain-timeout`, then stop.
+    pub drain: CancellationToken,
+    /// Stop now (also ends a drain early).
+    pub stop: CancellationToken,
+}
+
+/// Every listener bound and the proxy built, not yet serving.
+pub struct Server {
+    transports: Transports,
+    senders: Senders,
+    proxy: Proxy,
+    drain_timeout: Duration,
+}
+
+impl Server {
+    /// Loads the TLS material and binds every listener (port 0 picks a free one).
+    pub async fn bind(config: &Config) -> Result<Server, ServerError> {
+        let transports = Transports::bind(config).await?;
+        let senders = transports.senders();
+        let ports = Transport::ALL
+            .into_iter()
+            .filter_map(|t| senders.local_addr(t).map(|addr| (t, addr.port())))
+            .collect();
+        let proxy = Proxy::new(
+            Router::new(config, ports),
+            Arc::new(senders.clone()),
+            SourceLimiter::new(config.limits.rate_limit),
+            OverloadGuard::new(config.limits.max_new_requests),
+            Transactions::new(config.sip_timers, config.transaction_limits),
+        );
+        Ok(Server {
+            transports,
+            senders,
+            proxy,
+            drain_timeout: config.drain_timeout,
+        })
+    }
+
+    /// The address the listener of `transport` is bound to, if it listens.
+    #[must_use]
+    pub fn local_addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.senders.local_addr(transport)
+    }
+
+    #[must_use]
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Serves until `control.stop`, or until the drain `control.drain` started has run out.
+    pub async fn serve(self, control: Control) {
+        let Server {
+            transports,
+            senders: _,
+            proxy,
+            drain_timeout,
+        } = self;
+        let shutdown = CancellationToken::new();
+        let sweeper = {
+            let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        _ = tick.tick() => {
+                            let now = std::time::Instant::now();
+                            let gone = proxy.clients().sweep(now);
+                            if gone > 0 {
+                                tracing::debug!(gone, "expired client bindings swept");
+                            }
+                            proxy.sweep_flood_limits(now);
+                        }
+                    }
+                }
+            })
+        };
+        // Stopped before the transports, so that what the drain answers still goes out.
+        let timers_stop = CancellationToken::new();
+        let timers = {
+            let (proxy, stop) = (proxy.clone(), timers_stop.clone());
+            tokio::spawn(async move { proxy.run_transaction_timers(stop).await })
+        };
+        let stopping = {
+            let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = control.stop.cancelled() => {}
+                    () = control.drain.cancelled() => {
+                        info!(drain_secs = drain_timeout.as_secs_f32(), "shutting down: draining");
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                        proxy.start_draining();
+                        tokio::select! {
+                            () = tokio::time::sleep(drain_timeout) => {}
+                            () = control.stop.cancelled() => {}
+                        }
+                    }
+                }
+                timers_stop.cancel();
+                let _ = timers.await;
+                shutdown.cancel();
+            })
+        };
+        transports
+            .run(Arc::new(proxy), shutdown.clone(), FLUSH)
+            .await;
+        shutdown.cancel();
+        let _ = tokio::join!(sweeper, stopping);
+    }
 }

@@ -10,14 +10,15 @@
 //! proxy resolve a name or dial a connection: nothing here touches the network.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use roundabout::cli::Action;
 use roundabout::config::Config;
 use roundabout::proxy::flood::{OverloadGuard, SourceLimiter};
-use roundabout::proxy::router::{RequestAction, ResponseAction, Router};
+use roundabout::proxy::router::{NextHop, RequestAction, ResponseAction, Router};
+use roundabout::proxy::transaction::{needs_transaction, Transactions};
 use roundabout::proxy::{token, Proxy};
 use roundabout::sip::codec::{self, Frame};
 use roundabout::sip::{reply, HeaderName, Message, NameAddr, Uri};
@@ -251,7 +252,16 @@ fn check_forwarded_request(router: &Router, msg: &Message, source: &FlowKey, egr
     let RequestAction::Forward(forward) = router.route_request(msg, source, Instant::now()) else {
         return;
     };
-    let Ok(out) = router.rewrite_request(msg, source, &forward, egress) else {
+    let remote = match &forward.next {
+        NextHop::Flow(dest) => dest.flow.remote,
+        NextHop::Resolve { .. } => source.remote,
+    };
+    let dest = FlowKey {
+        transport: egress,
+        remote,
+    };
+    let stateful = needs_transaction(msg.method(), source.transport, egress);
+    let Ok((out, _branch)) = router.rewrite_request(msg, source, &forward, &dest, stateful) else {
         return;
     };
     assert_eq!(out.body, msg.body(), "rewrite changed the body");
@@ -302,7 +312,8 @@ fn check_forwarded_request(router: &Router, msg: &Message, source: &FlowKey, egr
 }
 
 fn check_forwarded_response(router: &Router, msg: &Message, source: &FlowKey) {
-    let ResponseAction::Forward(dest) = router.route_response(msg) else {
+    // Only a response whose branch verifies for `source` gets this far (rarely, from fuzzing).
+    let ResponseAction::Forward(dest) = router.route_response(msg, source) else {
         return;
     };
     let Ok((out, _registrations)) = router.rewrite_response(msg, source, &dest.flow) else {
@@ -339,9 +350,10 @@ fn ws_setup() -> &'static WsSetup {
         // only ever reach the rate limiter.
         let proxy = Proxy::new(
             router,
-            transports.senders(),
+            Arc::new(transports.senders()),
             SourceLimiter::new(0),
             OverloadGuard::new(0),
+            Transactions::new(config.sip_timers, config.transaction_limits),
         );
         WsSetup { runtime, proxy }
     })

@@ -1,17 +1,18 @@
 //! The one entry point every transport feeds: parse, route, rewrite, send. Never blocks; the
-//! only work moved off the listener's task is resolving a host name.
+//! only work moved off the listener's task is resolving a host name, and the transaction
+//! timers run on a task of their own.
 
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError};
-use crate::transport::{Destination, FlowKey, Handler, Inbound, SendError, Senders, Transport};
+use crate::transport::{Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport};
 use crate::warn_limited;
 
 use super::clients::ClientCache;
@@ -20,6 +21,7 @@ use super::rewrite::Registration;
 use super::router::{
     proxy_require, Forward, NextHop, RequestAction, ResponseAction, Router, Status,
 };
+use super::transaction::{self, Key, Kind, ResponseMatch, Send, Start, Transactions};
 
 /// Host names being resolved at once; beyond this, requests to unknown names get 503.
 const MAX_PENDING_RESOLVES: usize = 64;
@@ -32,29 +34,35 @@ pub struct Proxy {
 
 struct Inner {
     router: Router,
-    senders: Senders,
+    outbound: Arc<dyn Outbound>,
     limiter: SourceLimiter,
     overload: OverloadGuard,
+    transactions: Transactions,
     draining: AtomicBool,
     resolves: Arc<Semaphore>,
+    /// Responses refused because they answer nothing Roundabout sent (or come from elsewhere).
+    forged_responses: AtomicU64,
 }
 
 impl Proxy {
     #[must_use]
     pub fn new(
         router: Router,
-        senders: Senders,
+        outbound: Arc<dyn Outbound>,
         limiter: SourceLimiter,
         overload: OverloadGuard,
+        transactions: Transactions,
     ) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 router,
-                senders,
+                outbound,
                 limiter,
                 overload,
+                transactions,
                 draining: AtomicBool::new(false),
                 resolves: Arc::new(Semaphore::new(MAX_PENDING_RESOLVES)),
+                forged_responses: AtomicU64::new(0),
             }),
         }
     }
@@ -71,13 +79,78 @@ impl Proxy {
     }
 
     #[must_use]
-    pub fn senders(&self) -> &Senders {
-        &self.inner.senders
+    pub fn clients(&self) -> &ClientCache {
+        &self.inner.router.clients
     }
 
     #[must_use]
-    pub fn clients(&self) -> &ClientCache {
-        &self.inner.router.clients
+    pub fn transactions(&self) -> &Transactions {
+        &self.inner.transactions
+    }
+
+    /// Responses dropped as forged since start.
+    #[must_use]
+    pub fn forged_responses(&self) -> u64 {
+        self.inner.forged_responses.load(Ordering::Relaxed)
+    }
+
+    /// Serves the transaction timers until `stop`; then answers what is still pending (503)
+    /// so that no caller waits for an answer that will never come.
+    pub async fn run_transaction_timers(&self, stop: CancellationToken) {
+        let transactions = &self.inner.transactions;
+        loop {
+            let wake = transactions.next_wake();
+            let due = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = transactions.earlier_wake() => continue,
+                () = due => {}
+            }
+            self.execute(transactions.expire(tokio::time::Instant::now()));
+        }
+        self.execute(transactions.drain());
+    }
+
+    /// Sends what the transaction table asks for.
+    fn execute(&self, sends: Vec<Send>) {
+        for send in sends {
+            match send {
+                Send::Downstream(dest, msg) => match self.inner.outbound.send(&dest, msg) {
+                    Ok(()) => debug!(to = %dest.flow, "transaction message sent"),
+                    Err(error) => debug!(to = %dest.flow, %error, "transaction message not sent"),
+                },
+                Send::Answer {
+                    request,
+                    from,
+                    upstream,
+                    status,
+                } => self.answer_for_next_hop(&request, from, upstream, status),
+            }
+        }
+    }
+
+    /// Answers upstream as if the next hop at `from` had sent `status` to `request` (as it was
+    /// forwarded): the answer takes the path of a response from there (RFC 3261 §16.7, §16.9).
+    fn answer_for_next_hop(
+        &self,
+        request: &Encoded,
+        from: FlowKey,
+        upstream: FlowKey,
+        status: Status,
+    ) {
+        let Ok(request) = Message::parse(request.to_contiguous()) else {
+            return;
+        };
+        let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
+        if let Ok(response) = Message::parse(answer.to_contiguous()) {
+            debug!(to = %upstream, code = status.code, "answered for the next hop");
+            let _ = self.forward_response(&response, &from, &client_destination(upstream));
+        }
     }
 
     fn request(&self, msg: Message, source: FlowKey, now: Instant) {
@@ -87,6 +160,17 @@ impl Proxy {
             if method != Some(Method::Ack) {
                 self.reply(&msg, &source, Status::new(400, bad_request_reason(error)));
             }
+            return;
+        }
+        if method == Some(Method::Ack) && self.inner.router.answered_by_us(&msg) {
+            debug!(flow = %source, "ACK of Roundabout's own answer absorbed");
+            return;
+        }
+        if source.transport.is_stream()
+            && matches!(method, Some(Method::Ack | Method::Cancel))
+            && !self.inner.transactions.is_empty()
+            && self.in_server_transaction(&msg, &source)
+        {
             return;
         }
         if starts_new_work(&msg) {
@@ -117,21 +201,75 @@ impl Proxy {
         }
     }
 
+    /// An ACK or CANCEL from upstream that belongs to a stateful INVITE (RFC 3261 §17.2.3):
+    /// the ACK of a non-2xx Roundabout has ACKed itself is absorbed; a CANCEL is answered 200
+    /// here and sent on by the INVITE's transaction (§16.10). Whether it was taken.
+    fn in_server_transaction(&self, msg: &Message, source: &FlowKey) -> bool {
+        let transactions = &self.inner.transactions;
+        let Some(server_key) = self.inner.router.server_transaction(msg, source) else {
+            return false;
+        };
+        if msg.method() == Some(Method::Ack) {
+            let absorbed = transactions.absorbs_ack(server_key);
+            if absorbed {
+                debug!(flow = %source, "ACK of a non-2xx absorbed: acknowledged downstream already");
+            }
+            return absorbed;
+        }
+        match transactions.cancel(server_key, tokio::time::Instant::now()) {
+            Some(sends) => {
+                debug!(flow = %source, "CANCEL answered; the INVITE's transaction cancels downstream");
+                self.reply(msg, source, Status::OK);
+                self.execute(sends);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn send_request(&self, msg: &Message, source: &FlowKey, forward: &Forward, dest: &Destination) {
-        let out = match self
+        let method = msg.method();
+        let stateful =
+            transaction::needs_transaction(method, source.transport, dest.flow.transport);
+        let (out, branch) = match self
             .inner
             .router
-            .rewrite_request(msg, source, forward, dest.flow.transport)
+            .rewrite_request(msg, source, forward, &dest.flow, stateful)
         {
-            Ok(out) => out,
+            Ok(rewritten) => rewritten,
             Err(error) => {
                 debug!(flow = %source, %error, "request cannot be rewritten");
                 self.reply(msg, source, Status::new(400, bad_request_reason(error)));
                 return;
             }
         };
-        match self.inner.senders.send(dest, out) {
+        if stateful {
+            self.send_stateful(msg, source, dest, out, branch);
+            return;
+        }
+        // A CANCEL never opens a connection: with none open to where its INVITE went, that
+        // INVITE is not pending there (often Roundabout answered it itself, 503 when it could
+        // not connect), and dialling again only to cancel would repeat the failure.
+        let cancel_dest;
+        let dest = if method == Some(Method::Cancel) && dest.may_connect {
+            cancel_dest = Destination {
+                may_connect: false,
+                ..dest.clone()
+            };
+            &cancel_dest
+        } else {
+            dest
+        };
+        match self.inner.outbound.send(dest, out) {
             Ok(()) => debug!(from = %source, to = %dest.flow, "request forwarded"),
+            Err(SendError::NoFlow) if method == Some(Method::Cancel) => {
+                debug!(from = %source, to = %dest.flow, "CANCEL for no open flow answered 481");
+                self.reply(
+                    msg,
+                    source,
+                    Status::new(481, "Call/Transaction Does Not Exist"),
+                );
+            }
             Err(SendError::NoFlow) => match &forward.fallback {
                 Some(fallback) => self.send_request(
                     msg,
@@ -148,6 +286,56 @@ impl Proxy {
                 }
             },
             Err(error) => {
+                warn_limited!(to = %dest.flow, %error, "request not sent");
+                self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
+            }
+        }
+    }
+
+    /// A request from a reliable transport leaving over UDP: its client transaction retransmits
+    /// it and answers for the next hop if it never does.
+    fn send_stateful(
+        &self,
+        msg: &Message,
+        source: &FlowKey,
+        dest: &Destination,
+        out: Encoded,
+        branch: super::branch::Branch,
+    ) {
+        let method = msg.method().unwrap_or(Method::Other);
+        let key = Key {
+            branch,
+            kind: Kind::of(method),
+        };
+        let server_key = match method {
+            Method::Invite => self.inner.router.server_transaction(msg, source),
+            _ => None,
+        };
+        let now = tokio::time::Instant::now();
+        let transactions = &self.inner.transactions;
+        match transactions.start(key, out.clone(), dest.clone(), *source, server_key, now) {
+            Start::Started => {}
+            Start::Retransmission => {
+                debug!(flow = %source, "retransmission absorbed: its transaction retransmits");
+                return;
+            }
+            Start::Full => {
+                warn_limited!(
+                    active = transactions.len(),
+                    "transaction limit (-max-transactions) reached: request refused with 503"
+                );
+                self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
+                return;
+            }
+        }
+        if method == Method::Invite {
+            // RFC 3261 §16.2, §17.2.1: the INVITE's server transaction says it is being handled.
+            self.reply(msg, source, Status::TRYING);
+        }
+        match self.inner.outbound.send(dest, out) {
+            Ok(()) => debug!(from = %source, to = %dest.flow, "request forwarded statefully"),
+            Err(error) => {
+                transactions.remove(key);
                 warn_limited!(to = %dest.flow, %error, "request not sent");
                 self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
             }
@@ -191,29 +379,88 @@ impl Proxy {
     }
 
     fn response(&self, msg: Message, source: FlowKey) {
-        let dest = match self.inner.router.route_response(&msg) {
-            ResponseAction::Forward(dest) => dest,
-            ResponseAction::Drop(reason) => {
-                debug!(flow = %source, reason, "response dropped");
-                return;
-            }
-        };
-        let (out, registrations) = match self
+        if let Some(branch) = self
             .inner
             .router
-            .rewrite_response(&msg, &source, &dest.flow)
+            .our_branch(&msg)
+            .filter(|b| b.is_stateful())
+        {
+            if let Ok(cseq) = msg.cseq() {
+                let key = Key {
+                    branch,
+                    kind: Kind::of(Method::from_token(cseq.method)),
+                };
+                if self.transaction_response(&msg, &source, key) {
+                    return;
+                }
+            }
+        }
+        match self.inner.router.route_response(&msg, &source) {
+            ResponseAction::Forward(dest) => {
+                let _ = self.forward_response(&msg, &source, &dest);
+            }
+            ResponseAction::Drop(reason) => debug!(flow = %source, reason, "response dropped"),
+            ResponseAction::Forged(reason) => self.forged(&source, reason),
+        }
+    }
+
+    /// A response to a stateful request goes through its transaction; whether it was taken
+    /// (without a transaction it is handled statelessly, as any other).
+    fn transaction_response(&self, msg: &Message, source: &FlowKey, key: Key) -> bool {
+        let router = &self.inner.router;
+        let responder = router.responder(source);
+        let now = tokio::time::Instant::now();
+        let transactions = &self.inner.transactions;
+        let matched =
+            match transactions.on_response(key, msg, |to| router.responder(to) == responder, now) {
+                ResponseMatch::NoTransaction => return false,
+                ResponseMatch::WrongSource => {
+                    self.forged(source, "response to a transaction from another address");
+                    return true;
+                }
+                ResponseMatch::Matched(matched) => matched,
+            };
+        self.execute(matched.send);
+        match matched.forward_to {
+            Some(upstream) => {
+                let to = client_destination(upstream);
+                if let Err(SendError::NoFlow) = self.forward_response(msg, source, &to) {
+                    self.execute(transactions.upstream_gone(key, now));
+                }
+            }
+            None => debug!(flow = %source, "response absorbed by its transaction"),
+        }
+        true
+    }
+
+    fn forged(&self, source: &FlowKey, reason: &'static str) {
+        self.inner.forged_responses.fetch_add(1, Ordering::Relaxed);
+        warn_limited!(flow = %source, reason, "forged response dropped");
+    }
+
+    /// Sends a response on to `dest` with Roundabout's Via popped, and learns the bindings a
+    /// REGISTER 2xx carries.
+    fn forward_response(
+        &self,
+        msg: &Message,
+        source: &FlowKey,
+        dest: &Destination,
+    ) -> Result<(), SendError> {
+        let (out, registrations) = match self.inner.router.rewrite_response(msg, source, &dest.flow)
         {
             Ok(rewritten) => rewritten,
             Err(error) => {
                 warn_limited!(flow = %source, %error, "malformed response dropped");
-                return;
+                return Ok(());
             }
         };
         self.update_clients(registrations);
-        match self.inner.senders.send(&dest, out) {
+        let sent = self.inner.outbound.send(dest, out);
+        match &sent {
             Ok(()) => debug!(from = %source, to = %dest.flow, "response forwarded"),
             Err(error) => debug!(to = %dest.flow, %error, "response not sent"),
         }
+        sent
     }
 
     fn update_clients(&self, registrations: Vec<Registration>) {
@@ -243,7 +490,7 @@ impl Proxy {
         if request.method() == Some(Method::Ack) {
             return;
         }
-        let tag = to_tag(request);
+        let tag = self.to_tag(request);
         let stamped = with_via_source(request, source);
         let bare = status.reason.split(" (").next().unwrap_or(status.reason);
         // The detail in a reason phrase, then received/rport, are courtesies that give way
@@ -294,14 +541,27 @@ impl Proxy {
             debug!(flow = %source, "reply larger than the request not sent to a UDP source");
             return;
         }
-        let dest = Destination {
-            flow: *source,
-            server_name: None,
-            may_connect: false,
-        };
-        if let Err(error) = self.inner.senders.send(&dest, out) {
+        if let Err(error) = self.inner.outbound.send(&client_destination(*source), out) {
             debug!(flow = %source, %error, "reply not sent");
         }
+    }
+
+    /// The To tag of Roundabout's own answers to `request`.
+    fn to_tag(&self, request: &Message) -> String {
+        let cseq = request.cseq().map_or(0, |c| c.number);
+        self.inner
+            .router
+            .branches
+            .to_tag_text(request.call_id().unwrap_or_default(), cseq)
+    }
+}
+
+/// A flow that answers go back on; never dialled.
+fn client_destination(flow: FlowKey) -> Destination {
+    Destination {
+        flow,
+        server_name: None,
+        may_connect: false,
     }
 }
 
@@ -335,7 +595,7 @@ impl Handler for Proxy {
             return;
         }
         let status = Status::SERVICE_UNAVAILABLE;
-        let answer = reply::response(&request, status.code, status.reason, &to_tag(&request));
+        let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
         if let Ok(response) = Message::parse(answer.to_contiguous()) {
             debug!(to = %flow, "request not delivered: answered 503");
             self.response(response, flow);
@@ -394,18 +654,4 @@ fn with_via_source(request: &Message, source: &FlowKey) -> Option<Message> {
     let mut ed = Editor::new(request);
     ed.set_via_source(&top, source.remote.ip(), source.remote.port());
     Message::parse(ed.finish().to_contiguous()).ok()
-}
-
-/// A To tag that is the same for retransmissions of the same request.
-fn to_tag(request: &Message) -> String {
-    let mut hasher = std::hash::DefaultHasher::new();
-    request.call_id().unwrap_or_default().hash(&mut hasher);
-    request
-        .cseq()
-        .map(|c| c.number)
-        .unwrap_or_default()
-        .hash(&mut hasher);
-    // 32 bits are plenty to tell the proxy's answers apart within one Call-ID, and a short tag
-    // keeps small answers under the size of their request (see `amplifies`).
-    format!("rb{:08x}", hasher.finish() as u32)
 }

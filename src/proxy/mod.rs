@@ -1,11 +1,14 @@
-//! The proxy: takes every inbound message, asks the router where it goes, rewrites and sends.
+//! The proxy: takes every inbound message, asks the router where it goes, rewrites and sends;
+//! keeps a transaction where a request leaves a reliable transport for UDP.
 
+pub mod branch;
 pub mod clients;
 pub mod flood;
 mod handler;
 pub mod rewrite;
 pub mod router;
 pub mod token;
+pub mod transaction;
 mod trusted;
 
 pub use handler::Proxy;

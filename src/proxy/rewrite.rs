@@ -1,7 +1,6 @@
 //! What changes in a message on its way through: Via, Max-Forwards, Route, Request-URI,
 //! Contact. Pure functions over the parsed message; everything else is copied as it is.
 
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -11,7 +10,8 @@ use crate::sip::text::{put_decimal, put_hex_u64, put_host_ip};
 use crate::sip::{Editor, Encoded, HeaderName, Message, Method, NameAddr, ParseError, Span, Uri};
 use crate::transport::{FlowKey, Transport};
 
-use super::router::{Forward, Identity, NewRequestUri, Router, BRANCH_PREFIX};
+use super::branch::{Branch, BranchInput, BRANCH_PREFIX};
+use super::router::{Forward, Identity, NewRequestUri, Router};
 use super::token;
 
 /// Default registration lifetime when neither the Contact nor the response says (RFC 3261 §10.2.1.1).
@@ -74,14 +74,17 @@ impl OwnText {
 }
 
 impl Router {
-    /// The request as it leaves towards `egress` (RFC 3261 §16.6).
+    /// The request as it leaves for `dest` (RFC 3261 §16.6), and the branch of the Via pushed
+    /// on it; `stateful` marks the branch of a request forwarded with a transaction.
     pub fn rewrite_request(
         &self,
         msg: &Message,
         source: &FlowKey,
         forward: &Forward,
-        egress: Transport,
-    ) -> Result<Encoded, ParseError> {
+        dest: &FlowKey,
+        stateful: bool,
+    ) -> Result<(Encoded, Branch), ParseError> {
+        let egress = dest.transport;
         let buf = msg.bytes();
         let mut ed = Editor::new(msg);
         let top = msg.top_via()?;
@@ -121,16 +124,24 @@ impl Router {
                 });
             }
         }
-        let branch = self.branch(msg, &top)?;
+        let cseq = msg.cseq()?;
+        let branch = self.branches.branch(&BranchInput {
+            previous: Router::previous_hop(msg, source)?,
+            call_id: msg.call_id()?,
+            cseq: cseq.number,
+            method: cseq.method,
+            responder: self.responder(dest),
+            stateful,
+        });
         ed.push_via(|o| {
             o.extend_from_slice(&self.own.via[egress as usize]);
-            put_hex_u64(o, branch);
+            put_hex_u64(o, branch.0);
         });
         self.rewrite_contacts(&mut ed, source, egress)?;
         if egress.is_stream() {
             ed.ensure_content_length();
         }
-        Ok(ed.finish())
+        Ok((ed.finish(), branch))
     }
 
     /// The response as it goes back to `dest`: our Via popped, Contact rewritten for 1xx/2xx
@@ -254,19 +265,5 @@ impl Router {
             });
         }
         Ok(registrations)
-    }
-
-    /// RFC 3261 §16.11: a stateless proxy's branch is a function of the received request, so a
-    /// retransmission, its CANCEL and the ACK of a non-2xx get the same one.
-    fn branch(&self, msg: &Message, top: &crate::sip::Via) -> Result<u64, ParseError> {
-        let buf = msg.bytes();
-        let mut hasher = std::hash::DefaultHasher::new();
-        buf[top.span.range()].hash(&mut hasher);
-        msg.call_id()?.hash(&mut hasher);
-        msg.cseq()?.number.hash(&mut hasher);
-        if let Some(span) = msg.request_uri() {
-            buf[span.range()].hash(&mut hasher);
-        }
-        Ok(hasher.finish())
     }
 }

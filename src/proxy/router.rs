@@ -10,13 +10,10 @@ use crate::sip::uri::parse_host_ip;
 use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Uri, Via};
 use crate::transport::{Destination, FlowKey, Transport};
 
+use super::branch::{Branch, BranchInput, BranchKey, PreviousHop, Responder, BRANCH_PREFIX};
 use super::clients::{ClientCache, ClientLookup};
 use super::rewrite::OwnText;
 use super::token::{self, ContactToken, TokenKey};
-
-/// Every branch Roundabout writes starts with this (RFC 3261 magic cookie + our mark), so a
-/// response's top Via can be recognised as ours.
-pub const BRANCH_PREFIX: &str = "z9hG4bKrb";
 
 /// A final response the proxy sends itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +23,9 @@ pub struct Status {
 }
 
 impl Status {
+    pub const TRYING: Status = Status::new(100, "Trying");
+    pub const OK: Status = Status::new(200, "OK");
+    pub const REQUEST_TIMEOUT: Status = Status::new(408, "Request Timeout");
     pub const BAD_REQUEST: Status = Status::new(400, "Bad Request");
     pub const BAD_EXTENSION: Status = Status::new(420, "Bad Extension");
     pub const FORBIDDEN: Status = Status::new(403, "Forbidden");
@@ -130,7 +130,11 @@ pub enum RequestAction {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ResponseAction {
     Forward(Destination),
+    /// Not for Roundabout, or nowhere to go.
     Drop(&'static str),
+    /// Claims to answer a request of Roundabout's but does not: a forged or misdirected
+    /// response, counted and warned about.
+    Forged(&'static str),
 }
 
 /// The routing tables and switches; immutable after start.
@@ -145,6 +149,8 @@ pub struct Router {
     default_network: Transport,
     default_sip_server: Option<usize>,
     pub tokens: TokenKey,
+    /// Authenticates Roundabout's Via branches and To tags.
+    pub branches: BranchKey,
     pub clients: Arc<ClientCache>,
     pub(super) own: OwnText,
 }
@@ -171,6 +177,8 @@ impl Router {
             tls_ca: _,
             drain_timeout: _,
             ws_path: _,
+            sip_timers: _,
+            transaction_limits: _,
         } = config;
         let identity = Identity {
             ip: *local_ip,
@@ -190,6 +198,7 @@ impl Router {
             default_network: *default_network,
             default_sip_server: *default_sip_server,
             tokens: TokenKey::new(token_key),
+            branches: BranchKey::new(token_key),
             clients: Arc::new(ClientCache::new(limits.client_cache_size)),
         }
     }
@@ -407,40 +416,63 @@ impl Router {
         })
     }
 
-    /// Responses follow the Via chain: ours must be on top; the next one says where the request
-    /// came from (RFC 3261 §16.7 step 3, §18.2.2).
+    /// Responses follow the Via chain: ours must be on top, its branch must be the one
+    /// Roundabout minted for this request and the address `source` it comes from, and the next
+    /// Via says where the request came from (RFC 3261 §16.7 step 3, §18.2.2).
     #[must_use]
-    pub fn route_response(&self, msg: &Message) -> ResponseAction {
+    pub fn route_response(&self, msg: &Message, source: &FlowKey) -> ResponseAction {
         let buf = msg.bytes();
-        match msg.top_via() {
-            Ok(top) if self.is_our_via(buf, &top) => {}
+        let branch = match msg.top_via() {
+            Ok(top) if self.is_our_via(buf, &top) => top.branch(buf).and_then(Branch::parse),
             _ => return ResponseAction::Drop("top Via is not Roundabout's"),
-        }
+        };
+        let Some(branch) = branch else {
+            return ResponseAction::Forged("branch not minted by Roundabout");
+        };
         let Some(Ok(next)) = msg.lower_vias().next() else {
             return ResponseAction::Drop("no Via below Roundabout's");
         };
         let Some(transport) = Transport::from_token(&buf[next.transport.range()]) else {
             return ResponseAction::Drop("unknown transport in Via");
         };
+        // Roundabout writes received and rport on every request it forwards, and the branch
+        // covers them: they are where the response goes.
         let ip = next
             .param(buf, "received")
             .and_then(|p| p.value)
-            .and_then(|v| parse_host_ip(&buf[v.range()]))
-            .or_else(|| parse_host_ip(&buf[next.host.range()]));
-        let Some(ip) = ip else {
-            return ResponseAction::Drop("Via names no address");
-        };
-        // RFC 4475 §3.3.10: a response is never sent to a broadcast or multicast address.
-        if !is_unicast(ip) {
-            return ResponseAction::Drop("Via names no unicast address");
-        }
+            .and_then(|v| parse_host_ip(&buf[v.range()]));
         let port = next
             .param(buf, "rport")
             .and_then(|p| p.value)
             .and_then(|v| crate::sip::header::parse_u32(&buf[v.range()]))
-            .and_then(|p| u16::try_from(p).ok())
-            .or(next.port)
-            .unwrap_or(transport.default_port());
+            .and_then(|p| u16::try_from(p).ok());
+        let (Some(ip), Some(port)) = (ip, port) else {
+            return ResponseAction::Forged("no received/rport below Roundabout's Via");
+        };
+        let (Ok(call_id), Ok(cseq)) = (msg.call_id(), msg.cseq()) else {
+            return ResponseAction::Drop("no Call-ID or CSeq");
+        };
+        let previous = PreviousHop {
+            transport: Some(transport),
+            branch: next.branch(buf).unwrap_or_default(),
+            ip,
+            port,
+        };
+        let expected = self.branches.branch(&BranchInput {
+            previous,
+            call_id,
+            cseq: cseq.number,
+            method: cseq.method,
+            responder: self.responder(source),
+            stateful: branch.is_stateful(),
+        });
+        if expected != branch {
+            return ResponseAction::Forged("branch does not match the response or its source");
+        }
+        // RFC 4475 §3.3.10: a response is never sent to a broadcast or multicast address.
+        if !is_unicast(ip) {
+            return ResponseAction::Drop("Via names no unicast address");
+        }
         ResponseAction::Forward(Destination {
             flow: FlowKey {
                 transport,
@@ -449,6 +481,70 @@ impl Router {
             server_name: None,
             may_connect: false,
         })
+    }
+
+    /// Who may answer a request sent to `flow` (and, for a response, who sent it): a trusted
+    /// server's address stands for every trusted server, any other address for itself.
+    #[must_use]
+    pub fn responder(&self, flow: &FlowKey) -> Responder {
+        if self.servers.is_server_ip(flow.remote.ip()) {
+            Responder::TrustedServer
+        } else {
+            Responder::Exactly(*flow)
+        }
+    }
+
+    /// Roundabout's branch in the top Via of a response, unverified.
+    #[must_use]
+    pub fn our_branch(&self, msg: &Message) -> Option<Branch> {
+        let buf = msg.bytes();
+        let top = msg.top_via().ok()?;
+        if !self.is_our_via(buf, &top) {
+            return None;
+        }
+        Branch::parse(top.branch(buf)?)
+    }
+
+    /// The hop a request came from, as the Via Roundabout stamps records it.
+    pub fn previous_hop<'m>(
+        msg: &'m Message,
+        source: &FlowKey,
+    ) -> Result<PreviousHop<'m>, ParseError> {
+        let buf = msg.bytes();
+        let top = msg.top_via()?;
+        Ok(PreviousHop {
+            transport: Transport::from_token(&buf[top.transport.range()]),
+            branch: top.branch(buf).unwrap_or_default(),
+            ip: source.remote.ip(),
+            port: source.remote.port(),
+        })
+    }
+
+    /// The server-transaction identity of a request (RFC 3261 §17.2.3).
+    #[must_use]
+    pub fn server_transaction(&self, msg: &Message, source: &FlowKey) -> Option<u64> {
+        let previous = Router::previous_hop(msg, source).ok()?;
+        let cseq = msg.cseq().ok()?;
+        Some(
+            self.branches
+                .server_transaction(&previous, msg.call_id().ok()?, cseq.number),
+        )
+    }
+
+    /// Whether a request's To tag is one Roundabout gave an answer of its own: the ACK of
+    /// such an answer ends there (RFC 3261 §17.2.1), it is not forwarded anywhere.
+    #[must_use]
+    pub fn answered_by_us(&self, msg: &Message) -> bool {
+        let buf = msg.bytes();
+        let (Ok(to), Ok(call_id), Ok(cseq)) = (msg.to(), msg.call_id(), msg.cseq()) else {
+            return false;
+        };
+        to.param(buf, "tag")
+            .and_then(|p| p.value)
+            .is_some_and(|tag| {
+                self.branches
+                    .is_own_to_tag(&buf[tag.range()], call_id, cseq.number)
+            })
     }
 
     #[must_use]

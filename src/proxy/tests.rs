@@ -82,6 +82,8 @@ fn config() -> Config {
         ws_path: None,
         token_key: [3; 32],
         limits: limits(),
+        sip_timers: crate::config::SipTimers::RFC_3261,
+        transaction_limits: crate::config::TransactionLimits::DEFAULT,
         drain_timeout: Duration::from_secs(5),
     }
 }
@@ -136,6 +138,26 @@ fn forward_dest(action: &RequestAction) -> (Transport, String) {
         },
         other => panic!("not forwarded: {other:?}"),
     }
+}
+
+/// The request as it leaves over `egress` to the next hop `route` chose (statelessly).
+fn rewrite(
+    r: &Router,
+    msg: &Message,
+    source: &FlowKey,
+    f: &super::router::Forward,
+    egress: Transport,
+) -> Result<Encoded, crate::sip::ParseError> {
+    let remote = match &f.next {
+        NextHop::Flow(d) => d.flow.remote,
+        NextHop::Resolve { .. } => "192.0.2.200:5060".parse().unwrap(),
+    };
+    let dest = FlowKey {
+        transport: egress,
+        remote,
+    };
+    r.rewrite_request(msg, source, f, &dest, false)
+        .map(|(out, _)| out)
 }
 
 fn wire(e: &Encoded) -> String {
@@ -340,10 +362,7 @@ fn route_list_pushes_routes_and_goes_to_the_first_hop() {
         unreachable!()
     };
     assert_eq!(f.push_routes, Some(1));
-    let out = wire(
-        &r.rewrite_request(&msg, &client(), &f, Transport::Wss)
-            .unwrap(),
-    );
+    let out = wire(&rewrite(&r, &msg, &client(), &f, Transport::Wss).unwrap());
     assert!(
         out.contains("Route: <sip:203.0.113.150;lr>\r\nRoute: <sip:edge.example.com;lr>\r\n"),
         "{out}"
@@ -383,10 +402,7 @@ fn contact_token_round_trip_brings_in_dialog_requests_back() {
     let RequestAction::Forward(f) = route(&r, &invite, uac) else {
         panic!()
     };
-    let out = wire(
-        &r.rewrite_request(&invite, &uac, &f, Transport::Tcp)
-            .unwrap(),
-    );
+    let out = wire(&rewrite(&r, &invite, &uac, &f, Transport::Tcp).unwrap());
     let rewritten = contact_uri(&out);
     assert!(
         rewritten.starts_with(&format!("sip:alice@{US}:5060;transport=tcp;rbt=")),
@@ -403,7 +419,8 @@ fn contact_token_round_trip_brings_in_dialog_requests_back() {
         panic!()
     };
     let out = wire(
-        &r.rewrite_request(
+        &rewrite(
+            &r,
             &bye,
             &flow(Transport::Tcp, "203.0.113.20:5060"),
             &f,
@@ -450,7 +467,7 @@ fn quote_inside_angle_brackets_hides_no_contact() {
         let RequestAction::Forward(f) = route(&r, &invite, uac) else {
             panic!()
         };
-        let Ok(out) = r.rewrite_request(&invite, &uac, &f, Transport::Tcp) else {
+        let Ok(out) = rewrite(&r, &invite, &uac, &f, Transport::Tcp) else {
             assert!(!rewritable, "{contact}");
             continue;
         };
@@ -479,10 +496,7 @@ fn token_flow_of_a_browser_is_not_dialled_back() {
     let RequestAction::Forward(f) = route(&r, &invite, client()) else {
         panic!()
     };
-    let out = wire(
-        &r.rewrite_request(&invite, &client(), &f, Transport::Tcp)
-            .unwrap(),
-    );
+    let out = wire(&rewrite(&r, &invite, &client(), &f, Transport::Tcp).unwrap());
     let bye = request("BYE", &contact_uri(&out), "");
     match route(&r, &bye, flow(Transport::Tcp, "203.0.113.20:5060")) {
         RequestAction::Forward(f) => {
@@ -540,8 +554,7 @@ fn hairpin_contact_is_not_wrapped_twice() {
         panic!()
     };
     let once = contact_uri(&wire(
-        &r.rewrite_request(&invite, &src, &f, Transport::Tcp)
-            .unwrap(),
+        &rewrite(&r, &invite, &src, &f, Transport::Tcp).unwrap(),
     ));
     let again = request(
         "INVITE",
@@ -552,7 +565,7 @@ fn hairpin_contact_is_not_wrapped_twice() {
         panic!()
     };
     let twice = contact_uri(&wire(
-        &r.rewrite_request(&again, &src, &f, Transport::Udp).unwrap(),
+        &rewrite(&r, &again, &src, &f, Transport::Udp).unwrap(),
     ));
     assert_eq!(once, twice);
 }
@@ -583,7 +596,8 @@ fn requests_to_roundabout_use_the_client_cache_then_the_default_server() {
                 })
             );
             let out = wire(
-                &r.rewrite_request(
+                &rewrite(
+                    &r,
                     &invite,
                     &flow(Transport::Udp, "203.0.113.20:5060"),
                     &f,
@@ -622,11 +636,7 @@ fn requests_to_roundabout_use_the_client_cache_then_the_default_server() {
     let RequestAction::Forward(f) = action else {
         unreachable!()
     };
-    let out = wire(
-        &with_default
-            .rewrite_request(&unknown, &client(), &f, Transport::Tcp)
-            .unwrap(),
-    );
+    let out = wire(&rewrite(&with_default, &unknown, &client(), &f, Transport::Tcp).unwrap());
     assert!(
         out.starts_with("INVITE sip:2000@server.example.com:5060 SIP/2.0\r\n"),
         "{out}"
@@ -646,7 +656,7 @@ fn forwarded_request_edits() {
     let RequestAction::Forward(f) = route(&r, &msg, src) else {
         panic!()
     };
-    let out = r.rewrite_request(&msg, &src, &f, Transport::Tcp).unwrap();
+    let out = rewrite(&r, &msg, &src, &f, Transport::Tcp).unwrap();
     let s = wire(&out);
     let mut lines = s.lines();
     assert_eq!(lines.next(), Some("INVITE sip:bob@203.0.113.20 SIP/2.0"));
@@ -674,81 +684,159 @@ fn forwarded_request_edits() {
         "stream egress gets Content-Length: {s}"
     );
     // Deterministic branch: a retransmission gets the same one (RFC 3261 §16.11).
-    let again = wire(&r.rewrite_request(&msg, &src, &f, Transport::Tcp).unwrap());
+    let again = wire(&rewrite(&r, &msg, &src, &f, Transport::Tcp).unwrap());
     assert_eq!(s, again);
 }
 
-#[test]
-fn responses_follow_the_via_chain() {
-    let r = router_with(|_| {});
-    let resp = |top: &str, next: &str| {
-        Message::parse(Bytes::from(format!(
-            "SIP/2.0 180 Ringing\r\nVia: {top}\r\n{next}From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\n\
-             Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-        )))
-        .unwrap()
+/// A request from `source` as Roundabout forwards it to `dest`, and the answer `dest` sends
+/// back to it (every Via copied, RFC 3261 §8.2.6.2), with `edit` applied to the answer's text.
+fn answered(
+    r: &Router,
+    source: FlowKey,
+    dest: FlowKey,
+    edit: impl Fn(String) -> String,
+) -> Message {
+    let invite = request("INVITE", "sip:bob@203.0.113.20", "");
+    let RequestAction::Forward(f) = route(r, &invite, source) else {
+        panic!()
     };
-    let ours = format!("SIP/2.0/TCP {US}:5060;branch=z9hG4bKrb99");
-    let cases: Vec<(Message, ResponseAction)> = vec![
+    let (out, _) = r
+        .rewrite_request(&invite, &source, &f, &dest, false)
+        .unwrap();
+    let forwarded = Message::parse(out.to_contiguous()).unwrap();
+    let answer = crate::sip::reply::response(&forwarded, 180, "Ringing", "t");
+    Message::parse(Bytes::from(edit(
+        String::from_utf8(answer.to_contiguous().to_vec()).unwrap(),
+    )))
+    .unwrap()
+}
+
+#[test]
+fn responses_follow_the_via_chain_when_they_answer_what_was_sent() {
+    let r = router_with(|_| {});
+    let server = flow(Transport::Tcp, "203.0.113.20:5060");
+    let stranger = flow(Transport::Udp, "192.0.2.77:5060");
+    let back = |transport, addr: &str| {
+        ResponseAction::Forward(Destination {
+            flow: flow(transport, addr),
+            server_name: None,
+            may_connect: false,
+        })
+    };
+    let same = |m: String| m;
+    let cases: Vec<(&str, Message, FlowKey, ResponseAction)> = vec![
         (
-            resp(
-                &ours,
-                "Via: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKa;received=192.0.2.9;rport=4000\r\n",
-            ),
-            ResponseAction::Forward(Destination {
-                flow: flow(Transport::Udp, "192.0.2.9:4000"),
-                server_name: None,
-                may_connect: false,
-            }),
+            "a UDP client's answer goes to received/rport",
+            answered(&r, flow(Transport::Udp, "192.0.2.9:4000"), server, same),
+            server,
+            back(Transport::Ws, "192.0.2.9:4000"),
         ),
         (
-            resp(
-                &ours,
-                "Via: SIP/2.0/WSS x.invalid;branch=z9hG4bKa;received=2001:db8::2;rport=443\r\n",
-            ),
-            ResponseAction::Forward(Destination {
-                flow: flow(Transport::Wss, "[2001:db8::2]:443"),
-                server_name: None,
-                may_connect: false,
-            }),
+            "IPv6",
+            answered(&r, flow(Transport::Wss, "[2001:db8::2]:443"), server, same),
+            server,
+            back(Transport::Ws, "[2001:db8::2]:443"),
         ),
         (
-            resp(&ours, "Via: SIP/2.0/TLS 192.0.2.5;branch=z9hG4bKa\r\n"),
-            ResponseAction::Forward(Destination {
-                flow: flow(Transport::Tls, "192.0.2.5:5061"),
-                server_name: None,
-                may_connect: false,
-            }),
+            // Any trusted server may answer for another (a cluster answering from a sibling).
+            "from another trusted server",
+            answered(&r, client(), server, same),
+            flow(Transport::Udp, "203.0.113.180:5070"),
+            back(Transport::Ws, "192.0.2.10:50000"),
         ),
         (
-            resp(
-                "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKrb1",
-                "Via: SIP/2.0/UDP 192.0.2.5\r\n",
-            ),
+            "from anyone but the untrusted address the request went to",
+            answered(&r, client(), stranger, same),
+            flow(Transport::Udp, "192.0.2.77:5061"),
+            ResponseAction::Forged("branch does not match the response or its source"),
+        ),
+        (
+            "from the untrusted address it went to",
+            answered(&r, client(), stranger, same),
+            stranger,
+            back(Transport::Ws, "192.0.2.10:50000"),
+        ),
+        (
+            "from a stranger, for a request that went to a server",
+            answered(&r, client(), server, same),
+            stranger,
+            ResponseAction::Forged("branch does not match the response or its source"),
+        ),
+        (
+            "redirected elsewhere by its Via",
+            answered(&r, client(), server, |m| {
+                m.replace("rport=50000", "rport=50001")
+            }),
+            server,
+            ResponseAction::Forged("branch does not match the response or its source"),
+        ),
+        (
+            "received removed",
+            answered(&r, client(), server, |m| {
+                m.replace(";received=192.0.2.10", "")
+            }),
+            server,
+            ResponseAction::Forged("no received/rport below Roundabout's Via"),
+        ),
+        (
+            "answering another Call-ID",
+            answered(&r, client(), server, |m| {
+                m.replace("Call-ID: c1", "Call-ID: c2")
+            }),
+            server,
+            ResponseAction::Forged("branch does not match the response or its source"),
+        ),
+        (
+            // A REGISTER 2xx made from an INVITE's branch would bind whoever the forger likes.
+            "answering another method",
+            answered(&r, client(), server, |m| {
+                m.replace("1 INVITE", "1 REGISTER")
+            }),
+            server,
+            ResponseAction::Forged("branch does not match the response or its source"),
+        ),
+        (
+            "a copied prefix with digits of its own",
+            answered(&r, client(), server, |m| {
+                let at = m.find("z9hG4bKrb").unwrap() + "z9hG4bKrb".len();
+                format!("{}0123456789abcdef{}", &m[..at], &m[at + 16..])
+            }),
+            server,
+            ResponseAction::Forged("branch does not match the response or its source"),
+        ),
+        (
+            "a branch that is not one of ours in form",
+            answered(&r, client(), server, |m| {
+                m.replacen("z9hG4bKrb", "z9hG4bKrbX", 1)
+            }),
+            server,
+            ResponseAction::Forged("branch not minted by Roundabout"),
+        ),
+        (
+            "not our Via on top",
+            answered(&r, client(), server, |m| {
+                m.replacen(
+                    &format!("SIP/2.0/TCP {US}:5060"),
+                    "SIP/2.0/TCP 192.0.2.1",
+                    1,
+                )
+            }),
+            server,
             ResponseAction::Drop("top Via is not Roundabout's"),
         ),
         (
-            resp(&format!("SIP/2.0/UDP {US};branch=z9hG4bKother"), ""),
-            ResponseAction::Drop("top Via is not Roundabout's"),
-        ),
-        (
-            resp(&ours, ""),
+            "no Via below ours",
+            answered(&r, client(), server, |m| {
+                let start = m.find("Via: SIP/2.0/WS ").unwrap();
+                let end = start + m[start..].find("\r\n").unwrap() + 2;
+                format!("{}{}", &m[..start], &m[end..])
+            }),
+            server,
             ResponseAction::Drop("no Via below Roundabout's"),
         ),
-        (
-            resp(&ours, "Via: SIP/2.0/SCTP 192.0.2.5;branch=z9hG4bKa\r\n"),
-            ResponseAction::Drop("unknown transport in Via"),
-        ),
-        (
-            resp(
-                &ours,
-                "Via: SIP/2.0/UDP host.example.com;branch=z9hG4bKa\r\n",
-            ),
-            ResponseAction::Drop("Via names no address"),
-        ),
     ];
-    for (msg, expected) in cases {
-        assert_eq!(r.route_response(&msg), expected);
+    for (what, msg, source, expected) in cases {
+        assert_eq!(r.route_response(&msg, &source), expected, "{what}");
     }
 }
 
@@ -763,10 +851,7 @@ fn register_2xx_restores_the_client_contact_and_reports_the_binding() {
     let RequestAction::Forward(f) = route(&r, &reg, client()) else {
         panic!()
     };
-    let out = wire(
-        &r.rewrite_request(&reg, &client(), &f, Transport::Tcp)
-            .unwrap(),
-    );
+    let out = wire(&rewrite(&r, &reg, &client(), &f, Transport::Tcp).unwrap());
     let registered = contact_uri(&out);
     let ok = Message::parse(Bytes::from(format!(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP {US}:5060;branch=z9hG4bKrb1\r\n\
@@ -803,8 +888,7 @@ fn register_2xx_binds_only_the_client_it_goes_to_and_reports_unregistration() {
             panic!()
         };
         contact_uri(&wire(
-            &r.rewrite_request(&reg, &source, &f, Transport::Tcp)
-                .unwrap(),
+            &rewrite(&r, &reg, &source, &f, Transport::Tcp).unwrap(),
         ))
     };
     let mine = tokened(client(), "sip:abc@mine.invalid;transport=ws");

@@ -49,6 +49,13 @@ impl TrustedServers {
             .any(|s| s.addr() == flow.remote && s.transport == flow.transport)
     }
 
+    /// Whether `ip` is the address of a trusted server (on any port and transport).
+    #[must_use]
+    pub fn is_server_ip(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.servers.iter().any(|s| s.ip.to_canonical() == ip)
+    }
+
     /// Resolves a route-list hop to an address: an IP directly, a name through the table.
     #[must_use]
     pub fn hop_address(&self, hop: &RouteHop) -> Option<(IpAddr, Option<&TrustedServer>)> {

@@ -17,7 +17,8 @@ fn is_copied(name: HeaderName) -> bool {
     )
 }
 
-/// Builds a final response to `request`. `to_tag` is added when the To header has none.
+/// Builds a response to `request`. `to_tag` is added when the To header has none; a 100
+/// (Trying) gets none (RFC 3261 §8.2.6.1: it is hop by hop, not a dialog's).
 #[must_use]
 pub fn response(request: &Message, code: u16, reason: &str, to_tag: &str) -> Encoded {
     let buf = request.bytes();
@@ -25,6 +26,7 @@ pub fn response(request: &Message, code: u16, reason: &str, to_tag: &str) -> Enc
     let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
     for field in request.headers().iter().filter(|h| is_copied(h.name)) {
         if field.name == HeaderName::To
+            && code > 100
             && request.to().is_ok_and(|to| to.param(buf, "tag").is_none())
         {
             // RFC 3261 §8.2.6.2: a UAS adds a To tag to its final responses.
@@ -35,6 +37,68 @@ pub fn response(request: &Message, code: u16, reason: &str, to_tag: &str) -> Enc
         }
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    Encoded {
+        head: out.freeze(),
+        body: Bytes::new(),
+    }
+}
+
+/// The ACK a client transaction sends for a non-2xx final response to `invite` (RFC 3261
+/// §17.1.1.3): the INVITE's Request-URI, its top Via only, From, Call-ID and Route headers,
+/// the response's To (with the tag the answerer added), and CSeq number with method ACK.
+#[must_use]
+pub fn ack_for(invite: &Message, response: &Message) -> Encoded {
+    let to = response
+        .first(HeaderName::To)
+        .map(|h| &response.bytes()[h.value.range()]);
+    in_transaction_request(invite, "ACK", to)
+}
+
+/// The CANCEL for a pending `request` (RFC 3261 §9.1): its Request-URI, top Via, From, To,
+/// Call-ID and Route headers, and CSeq number with method CANCEL.
+#[must_use]
+pub fn cancel_for(request: &Message) -> Encoded {
+    in_transaction_request(request, "CANCEL", None)
+}
+
+/// A request within the client transaction of `request`: same branch, so the next hop matches
+/// it to that transaction. `to` replaces the request's To value when given.
+fn in_transaction_request(request: &Message, method: &str, to: Option<&[u8]>) -> Encoded {
+    let buf = request.bytes();
+    let mut out = BytesMut::with_capacity(512);
+    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(b" ");
+    if let Some(uri) = request.request_uri() {
+        out.extend_from_slice(&buf[uri.range()]);
+    }
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    if let Ok(top) = request.top_via() {
+        out.extend_from_slice(b"Via: ");
+        out.extend_from_slice(&buf[top.span.range()]);
+        out.extend_from_slice(b"\r\n");
+    }
+    for field in request.headers() {
+        let line = &buf[field.line.range()];
+        match field.name {
+            HeaderName::From | HeaderName::CallId | HeaderName::Route => {
+                out.extend_from_slice(line);
+            }
+            HeaderName::To => match to {
+                Some(value) => {
+                    out.extend_from_slice(b"To: ");
+                    out.extend_from_slice(value);
+                    out.extend_from_slice(b"\r\n");
+                }
+                None => out.extend_from_slice(line),
+            },
+            HeaderName::CSeq => {
+                let number = request.cseq().map_or(0, |c| c.number);
+                let _ = write!(out, "CSeq: {number} {method}\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.extend_from_slice(b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
     Encoded {
         head: out.freeze(),
         body: Bytes::new(),
@@ -171,6 +235,41 @@ mod tests {
                From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>;tag=rb1\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\
                Content-Length: 0\r\n\r\n"[..]
         );
+    }
+
+    const INVITE: &[u8] = b"INVITE sip:b@192.0.2.9:5060 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKrb1, SIP/2.0/TCP 192.0.2.1;rport=5\r\n\
+        Route: <sip:hop.example.com;lr>\r\nMax-Forwards: 69\r\nFrom: <sip:a@x>;tag=f\r\n\
+        To: <sip:b@y>\r\nCall-ID: c9\r\nCSeq: 4 INVITE\r\nContact: <sip:a@192.0.2.1>\r\n\
+        Content-Type: application/sdp\r\nContent-Length: 3\r\n\r\nv=0";
+
+    /// RFC 3261 §17.1.1.3 and §9.1: the ACK of a non-2xx and a CANCEL carry the request's
+    /// top Via alone, its Route set, and the numbers that match them to its transaction.
+    #[test]
+    fn ack_and_cancel_belong_to_the_transaction() {
+        let invite = Message::parse(Bytes::from_static(INVITE)).unwrap();
+        let answer = response(&invite, 486, "Busy Here", "t1");
+        let answer = Message::parse(answer.to_contiguous()).unwrap();
+        let ack = ack_for(&invite, &answer);
+        assert_eq!(
+            &ack.head[..],
+            &b"ACK sip:b@192.0.2.9:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKrb1\r\n\
+               Route: <sip:hop.example.com;lr>\r\nFrom: <sip:a@x>;tag=f\r\nTo: <sip:b@y>;tag=t1\r\n\
+               Call-ID: c9\r\nCSeq: 4 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"[..]
+        );
+        let cancel = cancel_for(&invite);
+        assert_eq!(
+            &cancel.head[..],
+            &b"CANCEL sip:b@192.0.2.9:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKrb1\r\n\
+               Route: <sip:hop.example.com;lr>\r\nFrom: <sip:a@x>;tag=f\r\nTo: <sip:b@y>\r\n\
+               Call-ID: c9\r\nCSeq: 4 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"[..]
+        );
+        for built in [ack, cancel] {
+            let parsed = Message::parse(built.to_contiguous()).unwrap();
+            parsed.validate_request().unwrap();
+        }
+        let trying = response(&invite, 100, "Trying", "t1");
+        assert!(!String::from_utf8_lossy(&trying.head).contains("tag=t1"));
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl FlowTable {
         self.flows.get(key).map(|handle| handle.queue.clone())
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, key: &FlowKey) -> bool {
         self.flows.contains_key(key)
     }

@@ -118,6 +118,17 @@ pub struct Destination {
     pub may_connect: bool,
 }
 
+/// Where the proxy hands every message it sends: the transports in production, a recording
+/// double in tests (the send seam that lets the proxy be tested without sockets).
+pub trait Outbound: Send + Sync + 'static {
+    /// Hands `msg` on without waiting (see [`Senders::send`]).
+    ///
+    /// # Errors
+    /// The message was not taken: no flow and none may be opened, a full queue, no listener
+    /// for the transport, or a socket error.
+    fn send(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError>;
+}
+
 /// Receives every message any listener frames. Implementations must not block: they run on
 /// the listener's task, so sending is queueing (see `Senders::send`).
 pub trait Handler: Send + Sync + 'static {
@@ -331,6 +342,12 @@ pub struct Senders {
     shared: Arc<Shared>,
 }
 
+impl Outbound for Senders {
+    fn send(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError> {
+        Senders::send(self, dest, msg)
+    }
+}
+
 impl Senders {
     /// Hands `msg` to the transport without waiting: UDP sends at once; a stream queues on
     /// the flow's connection, dialling one first when none exists and `dest.may_connect`.
@@ -413,11 +430,6 @@ impl Senders {
     /// The new files are unusable; the old certificate stays in use.
     pub fn reload_tls(&self) -> Result<(), TlsError> {
         self.shared.tls.reload()
-    }
-
-    #[must_use]
-    pub fn has_flow(&self, flow: &FlowKey) -> bool {
-        flow.transport == Transport::Udp || self.shared.flows.contains(flow)
     }
 
     /// The address the listener of `transport` is bound to, if it listens.

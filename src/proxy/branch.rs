@@ -1,0 +1,345 @@
+//! Roundabout's Via branch and To tag: keyed MACs (SipHash-2-4, with a key derived from the
+//! `-token-key`) instead of plain hashes, so a response is accepted only when it answers a
+//! request Roundabout really sent, and only from where it went.
+//!
+//! The branch is a function of what identifies the forwarded request — the previous hop's
+//! branch and transport, the address it came from (which Roundabout writes into the Via as
+//! `received`/`rport`), Call-ID, CSeq number and method — and of where it went. So it stays
+//! deterministic: a retransmission, its CANCEL and the ACK of a non-2xx get the same branch
+//! (RFC 3261 §16.11), on every build and every instance sharing the key. Every one of those
+//! values comes back in the response, so the branch is checked without any state: a forged
+//! response, a copied Via or a response from another address does not verify.
+
+use std::hash::Hasher as _;
+use std::net::IpAddr;
+
+use ring::hmac;
+use siphasher::sip::SipHasher24;
+
+use crate::transport::{FlowKey, Transport};
+
+/// Every branch Roundabout writes starts with this (RFC 3261 magic cookie + our mark), so a
+/// response's top Via can be recognised as ours. The MAC follows as 16 lower-case hex digits.
+pub const BRANCH_PREFIX: &str = "z9hG4bKrb";
+/// Length of the hex MAC after the prefix.
+const BRANCH_DIGITS: usize = 16;
+/// The lowest bit of a branch says whether the request is forwarded transaction-statefully,
+/// so a response to a stateless request never costs a look into the transaction table.
+const STATEFUL_BIT: u64 = 1;
+/// The To tag of Roundabout's own answers: this prefix and 8 hex digits of a MAC.
+const TO_TAG_PREFIX: &str = "rb";
+
+/// Who may answer a request: exactly the address it went to, or, for a request sent to a
+/// trusted server, any trusted server (a server that answers from another address of its
+/// own must have that address in the table too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Responder {
+    TrustedServer,
+    Exactly(FlowKey),
+}
+
+/// The hop a request came from, as its Via records it once Roundabout has stamped it.
+#[derive(Clone, Copy, Debug)]
+pub struct PreviousHop<'a> {
+    /// The Via's transport token, case-insensitively (unknown tokens count as one value).
+    pub transport: Option<Transport>,
+    /// The Via's `branch` value, empty for an RFC 2543 peer without one.
+    pub branch: &'a [u8],
+    /// `received` and `rport`: where the request came from and the response goes back to.
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+/// What a branch is computed over: one forwarded request and its next hop.
+#[derive(Clone, Copy, Debug)]
+pub struct BranchInput<'a> {
+    pub previous: PreviousHop<'a>,
+    pub call_id: &'a [u8],
+    pub cseq: u32,
+    /// The CSeq method as written.
+    pub method: &'a [u8],
+    pub responder: Responder,
+    pub stateful: bool,
+}
+
+/// Roundabout's branch value as read back from a Via.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Branch(pub u64);
+
+impl Branch {
+    #[must_use]
+    pub fn is_stateful(self) -> bool {
+        self.0 & STATEFUL_BIT != 0
+    }
+
+    /// Reads `z9hG4bKrb<16 hex>`; `None` for anything else.
+    #[must_use]
+    pub fn parse(value: &[u8]) -> Option<Branch> {
+        let digits = value.strip_prefix(BRANCH_PREFIX.as_bytes())?;
+        if digits.len() != BRANCH_DIGITS {
+            return None;
+        }
+        digits
+            .iter()
+            .try_fold(0u64, |acc, &d| {
+                let nibble = match d {
+                    b'0'..=b'9' => d - b'0',
+                    b'a'..=b'f' => d - b'a' + 10,
+                    _ => return None,
+                };
+                Some(acc << 4 | u64::from(nibble))
+            })
+            .map(Branch)
+    }
+}
+
+/// The MAC key. Derived from the token key, so instances that share `-token-key` accept each
+/// other's responses, and a new key invalidates every branch in flight with the tokens.
+#[derive(Clone)]
+pub struct BranchKey {
+    k0: u64,
+    k1: u64,
+}
+
+impl std::fmt::Debug for BranchKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BranchKey(..)")
+    }
+}
+
+/// Separates the MACs made with one key, so a value of one kind is never valid as another.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Domain {
+    Branch = 1,
+    ToTag = 2,
+    ServerTransaction = 3,
+}
+
+impl BranchKey {
+    #[must_use]
+    pub fn new(token_key: &[u8; 32]) -> BranchKey {
+        // A key of its own for SipHash, so the token key is never used with two algorithms.
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, token_key),
+            b"roundabout via branch v1",
+        );
+        let half = |range: std::ops::Range<usize>| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&derived.as_ref()[range]);
+            u64::from_le_bytes(bytes)
+        };
+        BranchKey {
+            k0: half(0..8),
+            k1: half(8..16),
+        }
+    }
+
+    fn hasher(&self, domain: Domain) -> SipHasher24 {
+        let mut hasher = SipHasher24::new_with_keys(self.k0, self.k1);
+        hasher.write_u8(domain as u8);
+        hasher
+    }
+
+    /// The branch for a forwarded request (or the one its response must carry).
+    #[must_use]
+    pub fn branch(&self, input: &BranchInput<'_>) -> Branch {
+        let mut h = self.hasher(Domain::Branch);
+        let previous = &input.previous;
+        h.write_u8(previous.transport.map_or(u8::MAX, |t| t as u8));
+        field(&mut h, previous.branch);
+        address(&mut h, previous.ip, previous.port);
+        field(&mut h, input.call_id);
+        h.write_u32(input.cseq);
+        // ACK (of a non-2xx) and CANCEL share the branch of the INVITE they belong to.
+        field(&mut h, method_class(input.method));
+        match input.responder {
+            Responder::TrustedServer => h.write_u8(0),
+            Responder::Exactly(flow) => {
+                h.write_u8(1 + flow.transport as u8);
+                address(&mut h, flow.remote.ip(), flow.remote.port());
+            }
+        }
+        let mac = h.finish() & !STATEFUL_BIT;
+        Branch(if input.stateful {
+            mac | STATEFUL_BIT
+        } else {
+            mac
+        })
+    }
+
+    /// The To tag of an answer Roundabout sends itself: the same for retransmissions of the
+    /// request, so the ACK that follows can be recognised without state (RFC 3261 §17.2.1).
+    #[must_use]
+    pub fn to_tag(&self, call_id: &[u8], cseq: u32) -> u32 {
+        let mut h = self.hasher(Domain::ToTag);
+        field(&mut h, call_id);
+        h.write_u32(cseq);
+        // 32 bits tell Roundabout's answers apart within one Call-ID, and a short tag keeps
+        // small answers under the size of their request (see the handler's `amplifies`).
+        (h.finish() >> 32) as u32
+    }
+
+    /// Whether `tag` is one `to_tag` made for this Call-ID and CSeq number.
+    #[must_use]
+    pub fn is_own_to_tag(&self, tag: &[u8], call_id: &[u8], cseq: u32) -> bool {
+        let Some(hex) = tag.strip_prefix(TO_TAG_PREFIX.as_bytes()) else {
+            return false;
+        };
+        let mut expected = [0u8; 8];
+        write_hex_u32(&mut expected, self.to_tag(call_id, cseq));
+        hex == expected
+    }
+
+    /// The To tag text for an answer.
+    #[must_use]
+    pub fn to_tag_text(&self, call_id: &[u8], cseq: u32) -> String {
+        let mut digits = [0u8; 8];
+        write_hex_u32(&mut digits, self.to_tag(call_id, cseq));
+        let mut tag = String::with_capacity(TO_TAG_PREFIX.len() + digits.len());
+        tag.push_str(TO_TAG_PREFIX);
+        tag.extend(digits.iter().map(|&d| char::from(d)));
+        tag
+    }
+
+    /// Identifies the request a server transaction holds, as RFC 3261 §17.2.3 matches one
+    /// (branch of the top Via, where it came from, method class), so a CANCEL or the ACK of a
+    /// non-2xx finds its INVITE whatever its routing would say now.
+    #[must_use]
+    pub fn server_transaction(&self, previous: &PreviousHop<'_>, call_id: &[u8], cseq: u32) -> u64 {
+        let mut h = self.hasher(Domain::ServerTransaction);
+        field(&mut h, previous.branch);
+        address(&mut h, previous.ip, previous.port);
+        field(&mut h, call_id);
+        h.write_u32(cseq);
+        h.finish()
+    }
+}
+
+/// Length first, so that no two sequences of fields hash the same bytes.
+fn field(h: &mut SipHasher24, bytes: &[u8]) {
+    h.write_usize(bytes.len());
+    h.write(bytes);
+}
+
+fn address(h: &mut SipHasher24, ip: IpAddr, port: u16) {
+    // One form per address: an IPv4-mapped IPv6 source and the IPv4 text of `received` agree.
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            h.write_u8(4);
+            h.write(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            h.write_u8(6);
+            h.write(&v6.octets());
+        }
+    }
+    h.write_u16(port);
+}
+
+fn method_class(method: &[u8]) -> &[u8] {
+    match method {
+        b"ACK" | b"CANCEL" => b"INVITE",
+        other => other,
+    }
+}
+
+fn write_hex_u32(out: &mut [u8; 8], n: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(branch: &'a [u8], method: &'a [u8], responder: Responder) -> BranchInput<'a> {
+        BranchInput {
+            previous: PreviousHop {
+                transport: Some(Transport::Udp),
+                branch,
+                ip: "192.0.2.1".parse().unwrap(),
+                port: 5060,
+            },
+            call_id: b"call-1",
+            cseq: 7,
+            method,
+            responder,
+            stateful: false,
+        }
+    }
+
+    fn server() -> Responder {
+        Responder::Exactly(FlowKey {
+            transport: Transport::Udp,
+            remote: "203.0.113.9:5060".parse().unwrap(),
+        })
+    }
+
+    #[test]
+    fn invite_cancel_and_ack_share_a_branch_other_requests_do_not() {
+        let key = BranchKey::new(&[1; 32]);
+        let invite = key.branch(&input(b"z9hG4bK1", b"INVITE", server()));
+        assert_eq!(invite, key.branch(&input(b"z9hG4bK1", b"CANCEL", server())));
+        assert_eq!(invite, key.branch(&input(b"z9hG4bK1", b"ACK", server())));
+        assert_ne!(
+            invite,
+            key.branch(&input(b"z9hG4bK1", b"REGISTER", server()))
+        );
+        assert_ne!(invite, key.branch(&input(b"z9hG4bK2", b"INVITE", server())));
+        assert_ne!(
+            invite,
+            key.branch(&input(b"z9hG4bK1", b"INVITE", Responder::TrustedServer))
+        );
+        let other_key = BranchKey::new(&[2; 32]);
+        assert_ne!(
+            invite,
+            other_key.branch(&input(b"z9hG4bK1", b"INVITE", server()))
+        );
+    }
+
+    #[test]
+    fn the_stateful_bit_is_part_of_the_branch_and_read_back() {
+        let key = BranchKey::new(&[1; 32]);
+        let mut stateful = input(b"z9hG4bK1", b"MESSAGE", server());
+        stateful.stateful = true;
+        let with = key.branch(&stateful);
+        let without = key.branch(&input(b"z9hG4bK1", b"MESSAGE", server()));
+        assert!(with.is_stateful());
+        assert!(!without.is_stateful());
+        assert_eq!(with.0 & !1, without.0 & !1);
+        let text = format!("{BRANCH_PREFIX}{:016x}", with.0);
+        assert_eq!(Branch::parse(text.as_bytes()), Some(with));
+        for bad in [
+            &b"z9hG4bKrb0123"[..],
+            b"z9hG4bKrb0123456789ABCDEF",
+            b"z9hG4bKrb0123456789abcdef0",
+            b"z9hG4bK-0123456789abcdef",
+        ] {
+            assert_eq!(Branch::parse(bad), None);
+        }
+    }
+
+    #[test]
+    fn own_to_tags_are_recognised_for_their_request_only() {
+        let key = BranchKey::new(&[1; 32]);
+        let tag = key.to_tag_text(b"c1", 1);
+        assert_eq!(tag.len(), 10);
+        assert!(key.is_own_to_tag(tag.as_bytes(), b"c1", 1));
+        assert!(!key.is_own_to_tag(tag.as_bytes(), b"c1", 2));
+        assert!(!key.is_own_to_tag(tag.as_bytes(), b"c2", 1));
+        assert!(!BranchKey::new(&[3; 32]).is_own_to_tag(tag.as_bytes(), b"c1", 1));
+        assert!(!key.is_own_to_tag(b"rb", b"c1", 1));
+    }
+
+    #[test]
+    fn mapped_and_plain_ipv4_sources_agree() {
+        let key = BranchKey::new(&[1; 32]);
+        let plain = input(b"z9hG4bK1", b"INVITE", server());
+        let mut mapped = plain;
+        mapped.previous.ip = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(key.branch(&plain), key.branch(&mapped));
+    }
+}

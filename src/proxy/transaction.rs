@@ -1,0 +1,1065 @@
+//! Transactions for requests that leave a reliable transport for UDP.
+//!
+//! Stateless where the transports allow, transaction-stateful where a reliable leg meets UDP:
+//! a UA on TCP, TLS, WS or WSS never retransmits (RFC 3261 §17.1.1.2, §17.1.2.2), so a request
+//! it sends that Roundabout forwards over UDP gets a client transaction on the UDP leg — Timers
+//! A/B (INVITE) or E/F (non-INVITE), 408 upstream on timeout, the ACK of a non-2xx generated
+//! here, retransmitted finals absorbed — and the incoming flow is its server transaction
+//! (RFC 3261 §16.6–16.10, §17). Everything else stays stateless (RFC 3261 §16 lets a proxy
+//! choose per request): over UDP the sender retransmits, between reliable transports nothing is
+//! lost.
+//!
+//! The table is pure state: it is told of requests, responses and the time, and answers with
+//! what must be sent. One lock guards it; nothing awaits while holding it. Timers are a heap of
+//! wake-ups with lazy deletion served by one task, not a task per transaction.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::{SipTimers, TransactionLimits};
+use crate::sip::{reply, Encoded, Message, Method};
+use crate::transport::{Destination, FlowKey, Transport};
+
+use super::branch::Branch;
+use super::router::Status;
+
+impl SipTimers {
+    /// Timers B and F, and the wait for a final answer after a CANCEL (RFC 3261 §9.1).
+    fn timeout(&self) -> Duration {
+        self.t1 * 64
+    }
+
+    /// Timer D: long enough to absorb every retransmission of a non-2xx final (> 32 s).
+    fn timer_d(&self) -> Duration {
+        self.timeout().max(Duration::from_secs(32))
+    }
+}
+
+/// The per-request choice of RFC 3261 §16: a transaction only where a request leaves a
+/// reliable transport for UDP. An ACK never has one (the ACK of a 2xx is end to end; the ACK of
+/// a non-2xx belongs to the INVITE's transaction).
+#[must_use]
+pub fn needs_transaction(method: Option<Method>, ingress: Transport, egress: Transport) -> bool {
+    ingress.is_stream() && egress == Transport::Udp && method != Some(Method::Ack)
+}
+
+/// INVITE and non-INVITE transactions run different machines (RFC 3261 §17.1.1, §17.1.2); a
+/// CANCEL has the branch of the INVITE it cancels and a transaction of its own (§9.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Invite,
+    Cancel,
+    NonInvite,
+}
+
+impl Kind {
+    #[must_use]
+    pub fn of(method: Method) -> Kind {
+        match method {
+            Method::Invite => Kind::Invite,
+            Method::Cancel => Kind::Cancel,
+            _ => Kind::NonInvite,
+        }
+    }
+}
+
+/// A client transaction: Roundabout's branch and the kind of its request (RFC 3261 §17.1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub branch: Branch,
+    pub kind: Kind,
+}
+
+impl PartialOrd for Branch {
+    fn partial_cmp(&self, other: &Branch) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Branch {
+    fn cmp(&self, other: &Branch) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+/// What became of a request offered to the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    Started,
+    /// The same request again (its transaction exists): nothing is sent.
+    Retransmission,
+    /// At the transaction limit: the request is refused.
+    Full,
+}
+
+/// A message the table asks to be sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Send {
+    /// To the next hop on the UDP leg: a retransmission, an ACK, a CANCEL.
+    Downstream(Destination, Encoded),
+    /// Upstream, as if the next hop had answered `status`: the answer is built from `request`
+    /// (as forwarded, Roundabout's Via on top) and goes back to `upstream`.
+    Answer {
+        request: Encoded,
+        from: FlowKey,
+        upstream: FlowKey,
+        status: Status,
+    },
+}
+
+/// A response matched to its transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matched {
+    /// Where the response goes on, or `None` when it is absorbed.
+    pub forward_to: Option<FlowKey>,
+    pub send: Vec<Send>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseMatch {
+    /// Not a response to a transaction (stateless, or its state is gone): handled statelessly.
+    NoTransaction,
+    /// The branch is one of a transaction, but the response does not come from where the
+    /// request went: forged.
+    WrongSource,
+    Matched(Matched),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// No response yet (INVITE "Calling", non-INVITE "Trying").
+    Calling,
+    Proceeding,
+    /// A final response came (INVITE: a non-2xx); kept to absorb its retransmissions.
+    Completed,
+}
+
+/// Who answers upstream for the transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A request from upstream: its responses go back there.
+    Upstream,
+    /// A CANCEL Roundabout sent itself (RFC 3261 §16.10): upstream already got its 200.
+    Own,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cancelling {
+    No,
+    /// CANCEL asked for before any provisional response: sent when one comes (RFC 3261 §9.1).
+    Pending,
+    Sent,
+}
+
+#[derive(Debug)]
+struct Entry {
+    kind: Kind,
+    state: State,
+    origin: Origin,
+    /// The request as forwarded, while it may be retransmitted or answered for.
+    request: Option<Encoded>,
+    dest: Destination,
+    upstream: FlowKey,
+    server_key: Option<u64>,
+    interval: Duration,
+    retransmit_at: Option<Instant>,
+    deadline: Instant,
+    /// INVITE, completed: the ACK of the non-2xx, sent again for each retransmission of it.
+    ack: Option<Encoded>,
+    cancelling: Cancelling,
+    /// Tells this entry's current wake-up from stale ones in the heap.
+    generation: u64,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        self.request.as_ref().map_or(0, Encoded::len) + self.ack.as_ref().map_or(0, Encoded::len)
+    }
+
+    fn wake(&self) -> Instant {
+        self.retransmit_at
+            .map_or(self.deadline, |at| at.min(self.deadline))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<Key, Entry>,
+    /// INVITE transactions by their server-transaction identity (RFC 3261 §17.2.3), for the
+    /// CANCEL and the ACK that follow from upstream.
+    by_server: HashMap<u64, Key>,
+    wakeups: BinaryHeap<Reverse<(Instant, Key, u64)>>,
+    bytes: usize,
+    generation: u64,
+}
+
+/// The transaction table and what its timer task waits on.
+#[derive(Debug)]
+pub struct Transactions {
+    table: Mutex<Table>,
+    /// Entries, readable without the lock: an empty table costs the stateless paths nothing.
+    len: AtomicUsize,
+    /// Wakes the timer task when a wake-up earlier than all others is scheduled.
+    earlier: Notify,
+    timers: SipTimers,
+    limits: TransactionLimits,
+}
+
+impl Transactions {
+    #[must_use]
+    pub fn new(timers: SipTimers, limits: TransactionLimits) -> Transactions {
+        Transactions {
+            table: Mutex::new(Table::default()),
+            len: AtomicUsize::new(0),
+            earlier: Notify::new(),
+            timers,
+            limits,
+        }
+    }
+
+    /// The table holds no borrowed data across a panic, so a poisoned lock is still usable.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of messages the transactions keep.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.table().bytes
+    }
+
+    #[must_use]
+    pub fn timers(&self) -> SipTimers {
+        self.timers
+    }
+
+    /// A request from `upstream`, forwarded as `request` to `dest` (over UDP). `server_key`
+    /// identifies it as a server transaction (INVITE only).
+    pub fn start(
+        &self,
+        key: Key,
+        request: Encoded,
+        dest: Destination,
+        upstream: FlowKey,
+        server_key: Option<u64>,
+        now: Instant,
+    ) -> Start {
+        let mut table = self.table();
+        if table.entries.contains_key(&key) {
+            return Start::Retransmission;
+        }
+        if table.entries.len() >= self.limits.max
+            || table.bytes + request.len() > self.limits.max_bytes
+        {
+            return Start::Full;
+        }
+        let entry = self.entry(key.kind, Origin::Upstream, request, dest, upstream, now);
+        if let Some(server_key) = server_key {
+            table.by_server.insert(server_key, key);
+        }
+        let entry = Entry {
+            server_key,
+            ..entry
+        };
+        self.insert(&mut table, key, entry);
+        Start::Started
+    }
+
+    fn entry(
+        &self,
+        kind: Kind,
+        origin: Origin,
+        request: Encoded,
+        dest: Destination,
+        upstream: FlowKey,
+        now: Instant,
+    ) -> Entry {
+        let t1 = self.timers.t1;
+        Entry {
+            kind,
+            state: State::Calling,
+            origin,
+            request: Some(request),
+            dest,
+            upstream,
+            server_key: None,
+            interval: t1,
+            retransmit_at: Some(now + t1),
+            deadline: now + self.timers.timeout(),
+            ack: None,
+            cancelling: Cancelling::No,
+            generation: 0,
+        }
+    }
+
+    fn insert(&self, table: &mut Table, key: Key, entry: Entry) {
+        table.bytes += entry.bytes();
+        table.entries.insert(key, entry);
+        self.len.store(table.entries.len(), Ordering::Relaxed);
+        self.schedule(table, key);
+    }
+
+    /// Forgets a transaction whose request could not be sent after all.
+    pub fn remove(&self, key: Key) {
+        let mut table = self.table();
+        self.remove_entry(&mut table, key);
+    }
+
+    fn remove_entry(&self, table: &mut Table, key: Key) -> Option<Entry> {
+        let entry = table.entries.remove(&key)?;
+        table.bytes -= entry.bytes();
+        if let Some(server_key) = entry.server_key {
+            table.by_server.remove(&server_key);
+        }
+        self.len.store(table.entries.len(), Ordering::Relaxed);
+        Some(entry)
+    }
+
+    /// Puts the entry's next wake-up on the heap; older ones for it become stale.
+    fn schedule(&self, table: &mut Table, key: Key) {
+        table.generation += 1;
+        let generation = table.generation;
+        let Some(entry) = table.entries.get_mut(&key) else {
+            return;
+        };
+        entry.generation = generation;
+        let wake = entry.wake();
+        let earliest = table.wakeups.peek().map(|Reverse((at, ..))| *at);
+        table.wakeups.push(Reverse((wake, key, generation)));
+        if earliest.is_none_or(|at| wake < at) {
+            self.earlier.notify_one();
+        }
+        // Stale wake-ups wait for their time in the heap; when they outnumber the live ones,
+        // rebuild it so churn cannot grow it without bound.
+        if table.wakeups.len() > 2 * table.entries.len() + 1024 {
+            let live = table
+                .entries
+                .iter()
+                .map(|(key, entry)| Reverse((entry.wake(), *key, entry.generation)))
+                .collect();
+            table.wakeups = live;
+        }
+    }
+
+    /// A response whose top Via carries a stateful branch of ours. `from_responder` says
+    /// whether the response may come from where the transaction's request went.
+    pub fn on_response(
+        &self,
+        key: Key,
+        response: &Message,
+        from_responder: impl Fn(&FlowKey) -> bool,
+        now: Instant,
+    ) -> ResponseMatch {
+        let Some(code) = response.status_code() else {
+            return ResponseMatch::NoTransaction;
+        };
+        let mut table = self.table();
+        let Some(entry) = table.entries.get_mut(&key) else {
+            return ResponseMatch::NoTransaction;
+        };
+        if !from_responder(&entry.dest.flow) {
+            return ResponseMatch::WrongSource;
+        }
+        let before = entry.bytes();
+        let mut send = Vec::new();
+        let mut forward = entry.origin == Origin::Upstream;
+        let mut cancel_now = false;
+        let mut done = false;
+        match (entry.kind, entry.state, code) {
+            (_, State::Completed, _) => {
+                // A retransmitted final (or a late provisional): absorbed; a non-2xx to an
+                // INVITE is ACKed again, since the first ACK was lost (RFC 3261 §17.1.1.2).
+                forward = false;
+                if let Some(ack) = &entry.ack {
+                    if code >= 300 {
+                        send.push(Send::Downstream(entry.dest.clone(), ack.clone()));
+                    }
+                }
+            }
+            (Kind::Invite, _, 100..=199) => {
+                if entry.state == State::Calling {
+                    entry.state = State::Proceeding;
+                    entry.retransmit_at = None;
+                    entry.deadline = now + self.timers.timer_c;
+                    cancel_now = entry.cancelling == Cancelling::Pending;
+                } else if code > 100 && entry.cancelling == Cancelling::No {
+                    // RFC 3261 §16.7 step 2: a provisional other than 100 resets Timer C.
+                    entry.deadline = now + self.timers.timer_c;
+                }
+                // §16.7 step 5: a 100 (Trying) is not forwarded; Roundabout sent its own.
+                forward &= code > 100;
+            }
+            (Kind::Invite, _, 200..=299) => {
+                // RFC 6026: the 2xx and its retransmissions go upstream as they arrive, the
+                // ACK is end to end. With the transaction gone, the retransmissions find no
+                // state and are forwarded statelessly — the same thing, for no memory.
+                done = true;
+            }
+            (Kind::Invite, _, _) => {
+                // RFC 3261 §17.1.1.3: the ACK of a non-2xx is the client transaction's.
+                let ack = entry
+                    .request
+                    .as_ref()
+                    .and_then(|request| Message::parse(request.to_contiguous()).ok())
+                    .map(|invite| reply::ack_for(&invite, response));
+                if let Some(ack) = &ack {
+                    send.push(Send::Downstream(entry.dest.clone(), ack.clone()));
+                }
+                entry.ack = ack;
+                entry.state = State::Completed;
+                entry.request = None;
+                entry.retransmit_at = None;
+                entry.deadline = now + self.timers.timer_d();
+            }
+            (_, _, 100..=199) => {
+                // Timer E goes on at T2 (RFC 3261 §17.1.2.2).
+                entry.state = State::Proceeding;
+                entry.interval = self.timers.t2;
+                forward &= code > 100;
+            }
+            (_, _, _) => {
+                entry.state = State::Completed;
+                entry.request = None;
+                entry.retransmit_at = None;
+                // Timer K.
+                entry.deadline = now + self.timers.t4;
+            }
+        }
+        let upstream = entry.upstream;
+        let after = entry.bytes();
+        table.bytes = table.bytes + after - before;
+        if cancel_now {
+            self.send_cancel(&mut table, key, now, &mut send);
+        }
+        if done {
+            self.remove_entry(&mut table, key);
+        } else {
+            self.schedule(&mut table, key);
+        }
+        ResponseMatch::Matched(Matched {
+            forward_to: forward.then_some(upstream),
+            send,
+        })
+    }
+
+    /// Sends Roundabout's CANCEL for the INVITE transaction `key` as a transaction of its own,
+    /// and gives the INVITE 64·T1 to end with a final response (RFC 3261 §9.1).
+    fn send_cancel(&self, table: &mut Table, key: Key, now: Instant, send: &mut Vec<Send>) {
+        let Some(invite) = table.entries.get_mut(&key) else {
+            return;
+        };
+        let Some(cancel) = invite
+            .request
+            .as_ref()
+            .and_then(|request| Message::parse(request.to_contiguous()).ok())
+            .map(|request| reply::cancel_for(&request))
+        else {
+            return;
+        };
+        invite.cancelling = Cancelling::Sent;
+        invite.deadline = now + self.timers.timeout();
+        let (dest, upstream) = (invite.dest.clone(), invite.upstream);
+        self.schedule(table, key);
+        let cancel_key = Key {
+            branch: key.branch,
+            kind: Kind::Cancel,
+        };
+        if table.entries.contains_key(&cancel_key) {
+            return;
+        }
+        send.push(Send::Downstream(dest.clone(), cancel.clone()));
+        let entry = self.entry(Kind::Cancel, Origin::Own, cancel, dest, upstream, now);
+        self.insert(table, cancel_key, entry);
+    }
+
+    /// The ACK of a non-2xx from upstream (same server transaction as its INVITE): absorbed
+    /// when Roundabout's own ACK already went downstream.
+    #[must_use]
+    pub fn absorbs_ack(&self, server_key: u64) -> bool {
+        let table = self.table();
+        table
+            .by_server
+            .get(&server_key)
+            .and_then(|key| table.entries.get(key))
+            .is_some_and(|entry| entry.state == State::Completed)
+    }
+
+    /// A CANCEL from upstream for a stateful INVITE (RFC 3261 §16.10): `None` when it matches
+    /// none; else what to send downstream (the caller answers the CANCEL 200 itself). Without
+    /// a provisional response yet, the CANCEL waits for one (§9.1); after a final it is moot.
+    pub fn cancel(&self, server_key: u64, now: Instant) -> Option<Vec<Send>> {
+        let mut table = self.table();
+        let key = *table.by_server.get(&server_key)?;
+        let entry = table.entries.get_mut(&key)?;
+        let mut send = Vec::new();
+        match (entry.state, entry.cancelling) {
+            (State::Calling, Cancelling::No) => entry.cancelling = Cancelling::Pending,
+            (State::Proceeding, Cancelling::No) => {
+                self.send_cancel(&mut table, key, now, &mut send);
+            }
+            _ => {}
+        }
+        Some(send)
+    }
+
+    /// The upstream flow of `key` is gone: a pending INVITE is cancelled, since its answer
+    /// cannot reach the caller any more (the callee would ring for nobody until Timer C).
+    pub fn upstream_gone(&self, key: Key, now: Instant) -> Vec<Send> {
+        let mut table = self.table();
+        let mut send = Vec::new();
+        if let Some(entry) = table.entries.get_mut(&key) {
+            match (entry.kind, entry.state, entry.cancelling) {
+                (Kind::Invite, State::Calling, Cancelling::No) => {
+                    entry.cancelling = Cancelling::Pending;
+                }
+                (Kind::Invite, State::Proceeding, Cancelling::No) => {
+                    self.send_cancel(&mut table, key, now, &mut send);
+                }
+                _ => {}
+            }
+        }
+        send
+    }
+
+    /// The earliest wake-up scheduled (possibly a stale one: waking early is harmless).
+    #[must_use]
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.table().wakeups.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    /// Resolves when a wake-up earlier than every other one has been scheduled.
+    pub async fn earlier_wake(&self) {
+        self.earlier.notified().await;
+    }
+
+    /// Runs every timer due at `now`: retransmissions (Timers A and E), timeouts (B, F, and C
+    /// with the CANCEL it sends), and the end of completed transactions (D, K).
+    pub fn expire(&self, now: Instant) -> Vec<Send> {
+        let mut table = self.table();
+        let mut send = Vec::new();
+        while let Some(&Reverse((at, key, generation))) = table.wakeups.peek() {
+            if at > now {
+                break;
+            }
+            table.wakeups.pop();
+            if table
+                .entries
+                .get(&key)
+                .is_none_or(|entry| entry.generation != generation)
+            {
+                continue;
+            }
+            self.fire(&mut table, key, now, &mut send);
+        }
+        send
+    }
+
+    fn fire(&self, table: &mut Table, key: Key, now: Instant, send: &mut Vec<Send>) {
+        let timers = self.timers;
+        let Some(entry) = table.entries.get_mut(&key) else {
+            return;
+        };
+        if let (Some(at), Some(request)) = (entry.retransmit_at, &entry.request) {
+            if at <= now {
+                send.push(Send::Downstream(entry.dest.clone(), request.clone()));
+                // Timer A doubles without bound, Timer E up to T2 and then stays there
+                // (RFC 3261 §17.1.1.2, §17.1.2.2). From the due time, not from now, so the
+                // schedule does not drift when the timer task runs late.
+                entry.interval = match (entry.kind, entry.state) {
+                    (Kind::Invite, _) => entry.interval * 2,
+                    (_, State::Proceeding) => timers.t2,
+                    _ => (entry.interval * 2).min(timers.t2),
+                };
+                entry.retransmit_at = Some(at + entry.interval);
+            }
+        }
+        if entry.deadline > now {
+            self.schedule(table, key);
+            return;
+        }
+        let answer = |entry: &Entry, status| {
+            entry.request.clone().map(|request| Send::Answer {
+                request,
+                from: entry.dest.flow,
+                upstream: entry.upstream,
+                status,
+            })
+        };
+        match (entry.kind, entry.state, entry.origin) {
+            (Kind::Invite, State::Proceeding, _) if entry.cancelling != Cancelling::Sent => {
+                // Timer C (RFC 3261 §16.8): a provisional came, so the branch is cancelled
+                // and gets 64·T1 more to end with the 487.
+                self.send_cancel(table, key, now, send);
+                return;
+            }
+            (_, State::Calling | State::Proceeding, Origin::Upstream) => {
+                // Timers B and F, or no final after the CANCEL: the next hop is taken to have
+                // answered 408 (RFC 3261 §16.7 step 2, §16.8).
+                send.extend(answer(entry, Status::REQUEST_TIMEOUT));
+            }
+            _ => {}
+        }
+        self.remove_entry(table, key);
+    }
+
+    /// Shutdown: every transaction still waiting for its answer is answered 503 upstream, and a
+    /// ringing INVITE is cancelled downstream; then the table is empty.
+    pub fn drain(&self) -> Vec<Send> {
+        let mut table = self.table();
+        let mut send = Vec::new();
+        for entry in table.entries.values() {
+            if entry.state == State::Completed || entry.origin == Origin::Own {
+                continue;
+            }
+            let Some(request) = &entry.request else {
+                continue;
+            };
+            if entry.kind == Kind::Invite
+                && entry.state == State::Proceeding
+                && entry.cancelling == Cancelling::No
+            {
+                if let Ok(invite) = Message::parse(request.to_contiguous()) {
+                    send.push(Send::Downstream(
+                        entry.dest.clone(),
+                        reply::cancel_for(&invite),
+                    ));
+                }
+            }
+            send.push(Send::Answer {
+                request: request.clone(),
+                from: entry.dest.flow,
+                upstream: entry.upstream,
+                status: Status::SERVICE_UNAVAILABLE,
+            });
+        }
+        *table = Table::default();
+        self.len.store(0, Ordering::Relaxed);
+        send
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    const T: Duration = Duration::from_millis(1);
+
+    fn flow(transport: Transport, addr: &str) -> FlowKey {
+        FlowKey {
+            transport,
+            remote: addr.parse().unwrap(),
+        }
+    }
+
+    fn server() -> Destination {
+        Destination {
+            flow: flow(Transport::Udp, "203.0.113.20:5060"),
+            server_name: None,
+            may_connect: true,
+        }
+    }
+
+    fn browser() -> FlowKey {
+        flow(Transport::Ws, "192.0.2.10:50000")
+    }
+
+    fn table() -> Transactions {
+        Transactions::new(SipTimers::RFC_3261, TransactionLimits::DEFAULT)
+    }
+
+    /// A request as Roundabout forwards it: its own Via on top.
+    fn forwarded(method: &str) -> Encoded {
+        Encoded {
+            head: Bytes::from(format!(
+                "{method} sip:bob@203.0.113.20 SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKrb0000000000000001\r\n\
+                 Via: SIP/2.0/WS b.invalid;branch=z9hG4bKc;received=192.0.2.10;rport=50000\r\n\
+                 Max-Forwards: 69\r\nFrom: <sip:a@x>;tag=f\r\nTo: <sip:bob@y>\r\nCall-ID: c1\r\n\
+                 CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+            )),
+            body: Bytes::new(),
+        }
+    }
+
+    fn response(code: u16, method: &str) -> Message {
+        Message::parse(Bytes::from(format!(
+            "SIP/2.0 {code} Whatever\r\n\
+             Via: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKrb0000000000000001\r\n\
+             Via: SIP/2.0/WS b.invalid;branch=z9hG4bKc;received=192.0.2.10;rport=50000\r\n\
+             From: <sip:a@x>;tag=f\r\nTo: <sip:bob@y>;tag=uas\r\nCall-ID: c1\r\n\
+             CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    }
+
+    fn key(kind: Kind) -> Key {
+        Key {
+            branch: Branch(1),
+            kind,
+        }
+    }
+
+    fn start(table: &Transactions, kind: Kind, method: &str, t0: Instant) {
+        let server_key = (kind == Kind::Invite).then_some(77);
+        let started = table.start(
+            key(kind),
+            forwarded(method),
+            server(),
+            browser(),
+            server_key,
+            t0,
+        );
+        assert_eq!(started, Start::Started);
+    }
+
+    /// Runs the timers millisecond by millisecond up to `until`; what was sent, and when.
+    fn run(table: &Transactions, t0: Instant, from: u64, until: u64) -> Vec<(u64, Send)> {
+        let mut sent = Vec::new();
+        for ms in from..=until {
+            for send in table.expire(t0 + T * u32::try_from(ms).unwrap()) {
+                sent.push((ms, send));
+            }
+        }
+        sent
+    }
+
+    fn times(sent: &[(u64, Send)]) -> Vec<u64> {
+        sent.iter().map(|(ms, _)| *ms).collect()
+    }
+
+    fn is_answer(send: &Send, code: u16) -> bool {
+        matches!(send, Send::Answer { status, upstream, .. } if status.code == code && *upstream == browser())
+    }
+
+    fn downstream_method(send: &Send) -> String {
+        let Send::Downstream(dest, msg) = send else {
+            panic!("not downstream: {send:?}");
+        };
+        assert_eq!(*dest, server());
+        let text = String::from_utf8_lossy(&msg.head).into_owned();
+        text.split(' ').next().unwrap().to_owned()
+    }
+
+    fn matched(result: ResponseMatch) -> Matched {
+        match result {
+            ResponseMatch::Matched(m) => m,
+            other => panic!("not matched: {other:?}"),
+        }
+    }
+
+    fn from_server(to: &FlowKey) -> bool {
+        *to == server().flow
+    }
+
+    /// RFC 3261 §17.1.1.2: Timer A at T1, doubling; Timer B at 64·T1 answers 408 upstream.
+    #[test]
+    fn invite_timers_a_and_b_to_the_millisecond() {
+        let table = table();
+        let t0 = Instant::now();
+        start(&table, Kind::Invite, "INVITE", t0);
+        let sent = run(&table, t0, 0, 40_000);
+        assert_eq!(
+            times(&sent),
+            [500, 1500, 3500, 7500, 15500, 31500, 32000],
+            "{sent:?}"
+        );
+        assert!(sent[..6]
+            .iter()
+            .all(|(_, s)| downstream_method(s) == "INVITE"));
+        assert!(is_answer(&sent[6].1, 408), "{:?}", sent[6]);
+        assert!(table.is_empty());
+    }
+
+    /// RFC 3261 §17.1.2.2: Timer E at T1 doubling up to T2, Timer F at 64·T1.
+    #[test]
+    fn non_invite_timers_e_and_f_to_the_millisecond() {
+        let table = table();
+        let t0 = Instant::now();
+        start(&table, Kind::NonInvite, "MESSAGE", t0);
+        let sent = run(&table, t0, 0, 40_000);
+        assert_eq!(
+            times(&sent),
+            [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500, 32000],
+            "{sent:?}"
+        );
+        assert!(is_answer(&sent.last().unwrap().1, 408));
+        assert!(table.is_empty());
+    }
+
+    /// After a provisional, Timer E fires every T2; the first final goes upstream, its
+    /// retransmissions are absorbed, and Timer K (T4) frees the state.
+    #[test]
+    fn non_invite_provisional_final_and_timer_k() {
+        let table = table();
+        let t0 = Instant::now();
+        start(&table, Kind::NonInvite, "MESSAGE", t0);
+        let sent = run(&table, t0, 0, 600);
+        assert_eq!(times(&sent), [500]);
+        let trying = matched(table.on_response(
+            key(Kind::NonInvite),
+            &response(100, "MESSAGE"),
+            from_server,
+            t0 + T * 600,
+        ));
+        assert_eq!(trying.forward_to, None, "a 100 is not forwarded");
+        let sent = run(&table, t0, 601, 10_000);
+        assert_eq!(times(&sent), [1500, 5500, 9500], "{sent:?}");
+        let ok = matched(table.on_response(
+            key(Kind::NonInvite),
+            &response(200, "MESSAGE"),
+            from_server,
+            t0 + T * 10_000,
+        ));
+        assert_eq!(ok.forward_to, Some(browser()));
+        assert!(ok.send.is_empty());
+        let again = matched(table.on_response(
+            key(Kind::NonInvite),
+            &response(200, "MESSAGE"),
+            from_server,
+            t0 + T * 12_000,
+        ));
+        assert_eq!(again.forward_to, None, "retransmitted final absorbed");
+        assert!(run(&table, t0, 10_001, 14_999).is_empty());
+        assert_eq!(table.len(), 1);
+        assert!(run(&table, t0, 15_000, 15_000).is_empty());
+        assert!(table.is_empty(), "Timer K frees the state");
+        assert_eq!(table.bytes(), 0);
+    }
+
+    /// RFC 3261 §17.1.1.3: a non-2xx is ACKed on the UDP leg by Roundabout and sent upstream
+    /// once; its retransmissions are ACKed again and absorbed; Timer D frees the state; the
+    /// upstream ACK for it is absorbed meanwhile.
+    #[test]
+    fn invite_non_2xx_is_acked_here() {
+        let table = table();
+        let t0 = Instant::now();
+        start(&table, Kind::Invite, "INVITE", t0);
+        let busy = matched(table.on_response(
+            key(Kind::Invite),
+            &response(486, "INVITE"),
+            from_server,
+            t0 + T * 100,
+        ));
+        assert_eq!(busy.forward_to, Some(browser()));
+        assert_eq!(busy.send.len(), 1);
+        assert_eq!(downstream_method(&busy.send[0]), "ACK");
+        let Send::Downstream(_, ack) = &busy.send[0] else {
+            unreachable!()
+        };
+        let ack = String::from_utf8_lossy(&ack.head).into_owned();
+        assert!(ack.contains("To: <sip:bob@y>;tag=uas\r\n"), "{ack}");
+        assert!(ack.contains("CSeq: 1 ACK\r\n"), "{ack}");
+        assert!(
+            ack.contains("branch=z9hG4bKrb0000000000000001\r\n"),
+            "{ack}"
+        );
+        assert!(table.absorbs_ack(77));
+        let again = matched(table.on_response(
+            key(Kind::Invite),
+            &response(486, "INVITE"),
+            from_server,
+            t0 + T * 600,
+        ));
+        assert_eq!(again.forward_to, None);
+        assert_eq!(downstream_method(&again.send[0]), "ACK");
+        // No retransmission of the INVITE after the final, and Timer D at 32 s.
+        assert!(run(&table, t0, 101, 32_099).is_empty());
+        assert_eq!(table.len(), 1);
+        run(&table, t0, 32_100, 32_100);
+        assert!(table.is_empty());
+        assert!(!table.absorbs_ack(77));
+    }
+
+    /// RFC 6026: a 2xx goes upstream and the transaction ends at once; its retransmissions
+    /// find no transaction and are forwarded statelessly.
+    #[test]
+    fn invite_2xx_goes_upstream_and_ends_the_transaction() {
+        let table = table();
+        let t0 = Instant::now();
+        start(&table, Kind::Invite, "INVITE", t0);
+        let trying = matched(table.on_response(
+            key(Kind::Invite),
+            &response(100, "INVITE"),
+            from_server,
+            t0,
+        ));
+        assert_eq!(trying.forward_to, None);
+        let ringing = matched(table.on_response(
+            key(Kind::Invite),
+            &response(180, "INVITE"),
+            from_server,
+            t0,
+        ));
+        assert_eq!(ringing.forward_to, Some(browser()));
+        assert!(run(&table, t0, 0, 5000).is_empty(), "Timer A stops");
+        let ok = matched(table.on_response(
+            key(Kind::Invite),
+            &response(200, "INVITE"),
+            from_server,
+            t0 + T * 5000,
+        ));
+        assert_eq!(ok.forward_to, Some(browser()));
+        assert!(ok.send.is_empty(), "the ACK of a 2xx is end to end");
+        assert!(table.is_empty());
+        assert_eq!(
+            table.on_response(key(Kind::Invite), &response(200, "INVITE"), from_server, t0),
+            ResponseMatch::NoTransaction
+        );
+    }
+
+    #[test]
+    fn a_response_from_elsewhere_is_refused() {
+        let table = table();
+        let t0 = Instant::now();
+        start(&table, Kind::NonInvite, "MESSAGE", t0);
+        assert_eq!(
+            table.on_response(
+                key(Kind::NonInvite),
+                &response(200, "MESSAGE"),
+                |_| false,
+                t0
+            ),
+            ResponseMatch::WrongSource
+        );
+        assert_eq!(table.len(), 1, "the transaction goes on");
+    }
+
+    /// RFC 3261 §9.1, §16.10: a CANCEL before any provisional waits for one; the CANCEL is a
+    /// transaction of its own whose answers are absorbed (upstream got Roundabout's 200).
+    #[test]
+    fn cancel_waits_for_a_provisional_and_is_its_own_transaction() {
+        let table = table();
+        let t0 = Instant::now();
+        start(&table, Kind::Invite, "INVITE", t0);
+        assert_eq!(
+            table.cancel(77, t0),
+            Some(vec![]),
+            "no CANCEL before a provisional"
+        );
+        assert_eq!(table.cancel(78, t0), None, "not a transaction");
+        let ringing = matched(table.on_response(
+            key(Kind::Invite),
+            &response(180, "INVITE"),
+            from_server,
+            t0 + T * 200,
+        ));
+        assert_eq!(ringing.send.len(), 1);
+        assert_eq!(downstream_method(&ringing.send[0]), "CANCEL");
+        assert_eq!(table.len(), 2);
+        // The CANCEL is retransmitted on its own Timer E.
+        let sent = run(&table, t0, 201, 800);
+        assert_eq!(times(&sent), [700]);
+        assert_eq!(downstream_method(&sent[0].1), "CANCEL");
+        let ok = matched(table.on_response(
+            key(Kind::Cancel),
+            &response(200, "CANCEL"),
+            from_server,
+            t0 + T * 800,
+        ));
+        assert_eq!(ok.forward_to, None, "upstream got Roundabout's own 200");
+        let terminated = matched(table.on_response(
+            key(Kind::Invite),
+            &response(487, "INVITE"),
+            from_server,
+            t0 + T * 900,
+        ));
+        assert_eq!(terminated.forward_to, Some(browser()));
+        assert_eq!(downstream_method(&terminated.send[0]), "ACK");
+    }
+
+    /// RFC 3261 §16.8: Timer C after a provisional cancels the branch; without a final 64·T1
+    /// later, upstream gets 408.
+    #[test]
+    fn timer_c_cancels_then_answers_408() {
+        let table = table();
+        let t0 = Instant::now();
+        start(&table, Kind::Invite, "INVITE", t0);
+        matched(table.on_response(key(Kind::Invite), &response(183, "INVITE"), from_server, t0));
+        let sent = run(&table, t0, 0, 181_000);
+        assert_eq!(times(&sent), [181_000]);
+        assert_eq!(downstream_method(&sent[0].1), "CANCEL");
+        let sent = run(&table, t0, 181_001, 213_000);
+        let answers: Vec<_> = sent.iter().filter(|(_, s)| is_answer(s, 408)).collect();
+        assert_eq!(answers.len(), 1, "{sent:?}");
+        assert_eq!(answers[0].0, 213_000);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn limits_refuse_and_retransmissions_are_recognised() {
+        let table = Transactions::new(
+            SipTimers::RFC_3261,
+            TransactionLimits {
+                max: 1,
+                max_bytes: 1 << 20,
+            },
+        );
+        let t0 = Instant::now();
+        start(&table, Kind::NonInvite, "MESSAGE", t0);
+        let again = table.start(
+            key(Kind::NonInvite),
+            forwarded("MESSAGE"),
+            server(),
+            browser(),
+            None,
+            t0,
+        );
+        assert_eq!(again, Start::Retransmission);
+        let other = Key {
+            branch: Branch(3),
+            kind: Kind::NonInvite,
+        };
+        assert_eq!(
+            table.start(other, forwarded("MESSAGE"), server(), browser(), None, t0),
+            Start::Full
+        );
+        let small = Transactions::new(
+            SipTimers::RFC_3261,
+            TransactionLimits {
+                max: 10,
+                max_bytes: 100,
+            },
+        );
+        assert_eq!(
+            small.start(other, forwarded("MESSAGE"), server(), browser(), None, t0),
+            Start::Full
+        );
+    }
+
+    #[test]
+    fn drain_answers_what_is_pending_and_cancels_ringing_calls() {
+        let table = table();
+        let t0 = Instant::now();
+        start(&table, Kind::Invite, "INVITE", t0);
+        matched(table.on_response(key(Kind::Invite), &response(180, "INVITE"), from_server, t0));
+        start(&table, Kind::NonInvite, "MESSAGE", t0);
+        let sent = table.drain();
+        assert_eq!(sent.iter().filter(|s| is_answer(s, 503)).count(), 2);
+        let cancels: Vec<_> = sent
+            .iter()
+            .filter(|s| matches!(s, Send::Downstream(..)))
+            .collect();
+        assert_eq!(cancels.len(), 1);
+        assert_eq!(downstream_method(cancels[0]), "CANCEL");
+        assert!(table.is_empty());
+        assert_eq!(table.bytes(), 0);
+    }
+}
