@@ -14,4 +14,6 @@ mod trusted;
 pub use handler::Proxy;
 
 #[cfg(test)]
+mod handler_tests;
+#[cfg(test)]
 mod tests;

@@ -38,7 +38,7 @@ fn server(ip: &str, fqdns: &[&str], port: u16, transport: Transport) -> TrustedS
     }
 }
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     let mut routed = server("203.0.113.110", &["pbx.example.com"], 5060, Transport::Wss);
     routed.routes = vec![
         RouteHop::Ip("203.0.113.150".parse().unwrap()),
@@ -101,7 +101,7 @@ fn router_with(edit: impl FnOnce(&mut Config)) -> Router {
     )
 }
 
-fn flow(transport: Transport, addr: &str) -> FlowKey {
+pub(super) fn flow(transport: Transport, addr: &str) -> FlowKey {
     FlowKey {
         transport,
         remote: addr.parse().unwrap(),
