@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{header, Roundabout, UdpPeer};
+use common::{header, rss_kib, Roundabout, UdpPeer};
 
 fn options(ruri: &str, from: &UdpPeer, call: &str, extra: &str) -> String {
     format!(
@@ -231,13 +231,6 @@ fn connection_limits_and_slow_clients() {
     drop(hogs);
     let again = connect_many("127.0.8.23", tcp, 20);
     assert_eq!(again.len(), 20);
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Many idle TCP and WebSocket connections are held within the limits and new clients are
