@@ -229,11 +229,7 @@ impl Router {
             else {
                 continue;
             };
-            let expires = contact
-                .param(buf, "expires")
-                .and_then(|p| p.value)
-                .and_then(|v| crate::sip::header::parse_u32(&buf[v.range()]))
-                .unwrap_or(default_expires);
+            let expires = contact.expires(buf).unwrap_or(default_expires);
             ed.replace(contact.uri, &token.original_uri);
             // By address alone: a WebSocket client's Via may name WSS over plain WS.
             if let Some(user) = user.as_ref().filter(|_| token.flow.remote == dest.remote) {
