@@ -6,15 +6,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
+use crate::sip::text::put_decimal;
 use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError};
 use crate::transport::{Destination, FlowKey, Handler, Inbound, SendError, Senders, Transport};
 use crate::warn_limited;
 
-use super::clients::ClientCache;
+use super::clients::{ClientCache, CACHE_FULL_RETRY_AFTER};
 use super::flood::{OverloadGuard, SourceLimiter};
 use super::rewrite::Registration;
 use super::router::{
@@ -99,6 +100,10 @@ impl Proxy {
                 self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
                 return;
             }
+        }
+        if method == Some(Method::Register) && !self.clients().admit_register(&msg, now) {
+            self.reply(&msg, &source, Status::CLIENT_CACHE_FULL);
+            return;
         }
         match self.inner.router.route_request(&msg, &source, now) {
             RequestAction::Reply(status) => {
@@ -257,11 +262,14 @@ impl Proxy {
             .into_iter()
             .filter_map(|(answered, reason)| {
                 let out = reply::response(answered?, status.code, reason, &tag);
-                Some(if status == Status::BAD_EXTENSION {
-                    with_unsupported(out, request)?
-                } else {
-                    out
-                })
+                match status {
+                    Status::BAD_EXTENSION => with_unsupported(out, request),
+                    // RFC 3261 §21.5.4: when the client may try again.
+                    Status::CLIENT_CACHE_FULL => with_header(out, "Retry-After", |o| {
+                        put_decimal(o, CACHE_FULL_RETRY_AFTER);
+                    }),
+                    _ => Some(out),
+                }
             })
             .find(|out| !self.amplifies(request.bytes(), source, out));
         match fitting {
@@ -374,16 +382,25 @@ fn bad_request_reason(error: ParseError) -> &'static str {
 
 /// A 420 names the extensions it refuses (RFC 3261 §16.3 step 5, §20.40).
 fn with_unsupported(out: Encoded, request: &Message) -> Option<Encoded> {
-    let response = Message::parse(out.to_contiguous()).ok()?;
-    let mut ed = Editor::new(&response);
-    ed.insert_header(HeaderName::ContentLength, "Unsupported", |o| {
+    with_header(out, "Unsupported", |o| {
         for (n, tag) in proxy_require(request).into_iter().enumerate() {
             if n > 0 {
                 o.extend_from_slice(b", ");
             }
             o.extend_from_slice(tag);
         }
-    });
+    })
+}
+
+/// An answer of the proxy's own with one more header, before its Content-Length.
+fn with_header(
+    out: Encoded,
+    name: &str,
+    write_value: impl FnOnce(&mut BytesMut),
+) -> Option<Encoded> {
+    let response = Message::parse(out.to_contiguous()).ok()?;
+    let mut ed = Editor::new(&response);
+    ed.insert_header(HeaderName::ContentLength, name, write_value);
     Some(ed.finish())
 }
 

@@ -34,6 +34,9 @@ impl Status {
     pub const TOO_MANY_HOPS: Status = Status::new(483, "Too Many Hops");
     pub const SERVER_ERROR: Status = Status::new(500, "Server Internal Error");
     pub const SERVICE_UNAVAILABLE: Status = Status::new(503, "Service Unavailable");
+    /// A REGISTER the client cache could not keep (answered with a Retry-After).
+    pub const CLIENT_CACHE_FULL: Status =
+        Status::new(503, "Service Unavailable (client cache full)");
 
     #[must_use]
     pub const fn new(code: u16, reason: &'static str) -> Status {
