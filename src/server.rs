@@ -1,6 +1,7 @@
 //! Binds every listener from the [`Config`], runs the proxy, and stops on a signal: SIGTERM or
 //! SIGINT drain and exit, SIGHUP reloads the TLS certificate.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +42,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .collect();
     let limiter = SourceLimiter::new(config.limits.rate_limit);
     let overload = OverloadGuard::new(config.limits.max_new_requests);
-    let proxy = Proxy::new(Router::new(&config, ports), senders, limiter, overload);
+    let router = Router::new(&config, ports).with_host_addresses(host_addresses(&config));
+    let proxy = Proxy::new(router, senders, limiter, overload);
     let shutdown = CancellationToken::new();
     let drain = config.drain_timeout;
 
@@ -107,4 +109,24 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let _ = tokio::join!(sweeper, reloads, signals);
     info!("stopped");
     Ok(())
+}
+
+/// With a wildcard `-bind-ip`, the addresses of this host's interfaces: the listeners take what
+/// is sent to any of them, so requests naming them are for Roundabout itself. Read once at
+/// start; an address added later is not known (its loopback addresses always are).
+fn host_addresses(config: &Config) -> Vec<IpAddr> {
+    if !config.bind_ip.is_unspecified() {
+        return Vec::new();
+    }
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => {
+            let ips: Vec<IpAddr> = interfaces.iter().map(if_addrs::Interface::ip).collect();
+            info!(addresses = ?ips, "wildcard bind: these addresses name Roundabout");
+            ips
+        }
+        Err(error) => {
+            warn!(%error, "interface addresses unreadable: only loopback and -local-ip name Roundabout");
+            Vec::new()
+        }
+    }
 }

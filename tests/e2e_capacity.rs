@@ -136,7 +136,11 @@ fn clock_ticks_per_second() -> u64 {
         .arg("CLK_TCK")
         .output()
         .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// What one phase got back: answers by status code, and the proxy's CPU per REGISTER.
@@ -253,16 +257,31 @@ fn registers_beyond_the_client_cache_size_get_503_at_constant_cost() {
 
     let only = |code: u16, n: usize| BTreeMap::from([(code, n)]);
     assert_eq!(warm.codes, only(200, again));
-    assert_eq!(filling.codes, only(200, capacity - again), "every binding kept is granted");
-    assert_eq!(full.codes, only(503, excess), "every REGISTER beyond the cache refused");
-    assert_eq!(rebinding.codes, only(200, again), "bound users re-register when full");
+    assert_eq!(
+        filling.codes,
+        only(200, capacity - again),
+        "every binding kept is granted"
+    );
+    assert_eq!(
+        full.codes,
+        only(503, excess),
+        "every REGISTER beyond the cache refused"
+    );
+    assert_eq!(
+        rebinding.codes,
+        only(200, again),
+        "bound users re-register when full"
+    );
     assert_eq!(
         registrar.registers.load(Ordering::Relaxed),
         capacity + again,
         "no refused REGISTER reached the registrar"
     );
     assert!(
-        rb.wait_for_log("client cache full: REGISTER of a new user refused with 503", ANSWER),
+        rb.wait_for_log(
+            "client cache full: REGISTER of a new user refused with 503",
+            ANSWER
+        ),
         "{}",
         rb.logs()
     );

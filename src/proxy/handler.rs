@@ -2,6 +2,7 @@
 //! only work moved off the listener's task is resolving a host name.
 
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +20,8 @@ use super::clients::{ClientCache, CACHE_FULL_RETRY_AFTER};
 use super::flood::{OverloadGuard, SourceLimiter};
 use super::rewrite::Registration;
 use super::router::{
-    proxy_require, Forward, NextHop, RequestAction, ResponseAction, Router, Status,
+    proxy_require, Forward, Lookup, NextHop, RequestAction, ResponseAction, Router, SelfNames,
+    Status,
 };
 
 /// Host names being resolved at once; beyond this, requests to unknown names get 503.
@@ -105,7 +107,20 @@ impl Proxy {
             self.reply(&msg, &source, Status::CLIENT_CACHE_FULL);
             return;
         }
-        match self.inner.router.route_request(&msg, &source, now) {
+        let action = self.inner.router.route_request(&msg, &source, now);
+        self.dispatch(msg, source, action, SelfNames::default());
+    }
+
+    /// Carries out a routing decision; `self_names` as routing found them (see
+    /// [`Router::route_as_self`]).
+    fn dispatch(
+        &self,
+        msg: Message,
+        source: FlowKey,
+        action: RequestAction,
+        self_names: SelfNames,
+    ) {
+        match action {
             RequestAction::Reply(status) => {
                 debug!(flow = %source, code = status.code, "request answered by the proxy");
                 self.reply(&msg, &source, status);
@@ -113,11 +128,9 @@ impl Proxy {
             RequestAction::Drop(reason) => debug!(flow = %source, reason, "request dropped"),
             RequestAction::Forward(forward) => match forward.next.clone() {
                 NextHop::Flow(dest) => self.send_request(&msg, &source, &forward, &dest),
-                NextHop::Resolve {
-                    host,
-                    port,
-                    transport,
-                } => self.resolve_then_send(msg, source, forward, host, port, transport),
+                NextHop::Resolve(lookup) => {
+                    self.resolve_then_send(msg, source, forward, lookup, self_names);
+                }
             },
         }
     }
@@ -160,25 +173,46 @@ impl Proxy {
     }
 
     /// Unknown host names (only without `-strict-host`) are resolved off the listener's task.
+    /// A name that resolves to one of Roundabout's own listening addresses (among any others)
+    /// names Roundabout: the request is routed again as for Roundabout itself, never sent to
+    /// it, where it would come back again and again until Max-Forwards ran out.
     fn resolve_then_send(
         &self,
         msg: Message,
         source: FlowKey,
         forward: Forward,
-        host: String,
-        port: u16,
-        transport: Transport,
+        lookup: Lookup,
+        mut self_names: SelfNames,
     ) {
         let Ok(permit) = Arc::clone(&self.inner.resolves).try_acquire_owned() else {
-            warn_limited!(%host, "too many host names being resolved");
+            warn_limited!(host = %lookup.host, "too many host names being resolved");
             self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
             return;
         };
         let proxy = self.clone();
         tokio::spawn(async move {
-            let resolved = tokio::net::lookup_host((host.as_str(), port)).await;
+            let Lookup {
+                ref host,
+                port,
+                transport,
+            } = lookup;
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map(Iterator::collect)
+                .unwrap_or_default();
             drop(permit);
-            match resolved.ok().and_then(|mut addrs| addrs.next()) {
+            let router = &proxy.inner.router;
+            if resolved
+                .iter()
+                .any(|addr| router.identity.is_own_address(*addr))
+            {
+                debug!(%host, port, "host name resolves to Roundabout itself");
+                let now = Instant::now();
+                let action = router.route_as_self(&msg, &source, now, &lookup, &mut self_names);
+                proxy.dispatch(msg, source, action, self_names);
+                return;
+            }
+            match resolved.first().copied() {
                 Some(remote) => {
                     let dest = Destination {
                         flow: FlowKey { transport, remote },

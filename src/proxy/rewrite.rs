@@ -89,9 +89,7 @@ impl Router {
         // Step 3: decrement, or add with 70.
         let hops = msg.max_forwards()?.map_or(70, |n| n.saturating_sub(1));
         ed.set_max_forwards(hops);
-        if forward.pop_route {
-            ed.pop_route()?;
-        }
+        ed.pop_routes(forward.pop_routes)?;
         match &forward.request_uri {
             None => {}
             Some(NewRequestUri::Replace(uri)) => {
