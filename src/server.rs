@@ -2,7 +2,7 @@
 //! SIGINT drain and exit, SIGHUP reloads the TLS certificate. [`Server`] is the same without
 //! the signals, so tests bind it on port 0 and run it in-process.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,7 +106,7 @@ impl Server {
             .filter_map(|t| senders.local_addr(t).map(|addr| (t, addr.port())))
             .collect();
         let proxy = Proxy::new(
-            Router::new(config, ports),
+            Router::new(config, ports).with_host_addresses(host_addresses(config)),
             Arc::new(senders.clone()),
             SourceLimiter::new(config.limits.rate_limit),
             OverloadGuard::new(config.limits.max_new_requests),
@@ -190,5 +190,25 @@ impl Server {
             .await;
         shutdown.cancel();
         let _ = tokio::join!(sweeper, stopping);
+    }
+}
+
+/// With a wildcard `-bind-ip`, the addresses of this host's interfaces: the listeners take what
+/// is sent to any of them, so requests naming them are for Roundabout itself. Read once at
+/// start; an address added later is not known (its loopback addresses always are).
+fn host_addresses(config: &Config) -> Vec<IpAddr> {
+    if !config.bind_ip.is_unspecified() {
+        return Vec::new();
+    }
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => {
+            let ips: Vec<IpAddr> = interfaces.iter().map(if_addrs::Interface::ip).collect();
+            info!(addresses = ?ips, "wildcard bind: these addresses name Roundabout");
+            ips
+        }
+        Err(error) => {
+            warn!(%error, "interface addresses unreadable: only loopback and -local-ip name Roundabout");
+            Vec::new()
+        }
     }
 }

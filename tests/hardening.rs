@@ -1,7 +1,7 @@
 //! Bad traffic, end to end: a flood from one source does not starve others and service comes
 //! back once it stops; with `-strict-host` nothing is relayed to an address that is not a
 //! trusted server, whatever the request says (forged tokens, Route, maddr, IP literals,
-//! IPv4-mapped IPv6).
+//! IPv4-mapped IPv6); a request naming Roundabout under another name is never sent to itself.
 
 // Test code: a failed unwrap is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
@@ -358,4 +358,46 @@ fn overload_refuses_new_work_but_not_calls_in_progress() {
         "overload: new requests over -max-new-requests",
         Duration::from_secs(1)
     ));
+}
+
+/// Without `-strict-host`, a request for Roundabout under a name that resolves to it
+/// (`localhost`), or with Routes that name it, is answered by Roundabout itself (rule 5: no
+/// such user, 404) and never sent to itself. Before, each went round through Roundabout until
+/// Max-Forwards ran out, dozens of forwards per datagram.
+#[test]
+fn requests_naming_roundabout_under_other_names_are_not_sent_to_itself() {
+    let rb = Roundabout::start(&[]);
+    let proxy = rb.addr("udp");
+    let port = proxy.port();
+    let client = UdpPeer::bind("127.0.8.52");
+    let by_name = format!("sip:bob@localhost:{port};transport=udp");
+    let by_ip = format!("sip:bob@127.0.0.1:{port}");
+    let cases = [
+        ("an R-URI naming it as localhost", by_name.clone(), String::new()),
+        (
+            "its address, then localhost, as Routes",
+            by_name.clone(),
+            format!("Route: <sip:127.0.0.1:{port};lr>, <sip:localhost:{port};transport=udp;lr>\r\nRoute: <{by_name};lr>\r\n"),
+        ),
+        (
+            "its address as a Route twice",
+            by_ip.clone(),
+            format!("Route: <sip:127.0.0.1:{port};lr>\r\nRoute: <{by_ip};lr>\r\n"),
+        ),
+    ];
+    for (n, (what, ruri, routes)) in cases.iter().enumerate() {
+        client.send(proxy, &options(ruri, &client, &format!("self{n}"), routes));
+        let answer = client
+            .recv()
+            .unwrap_or_else(|| panic!("{what}: no answer\n{}", rb.logs()));
+        assert!(answer.starts_with("SIP/2.0 404 "), "{what}: {answer}");
+        let more = client.recv_within(Duration::from_millis(300));
+        assert_eq!(more, None, "{what}: a single answer");
+    }
+    assert!(rb.wait_for_log(
+        "host name resolves to Roundabout itself",
+        Duration::from_secs(1)
+    ));
+    let logs = rb.logs();
+    assert_eq!(logs.matches("request forwarded").count(), 0, "{logs}");
 }

@@ -2,24 +2,27 @@
 //! only work moved off the listener's task is resolving a host name, and the transaction
 //! timers run on a task of their own.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::sip::text::put_decimal;
 use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError};
 use crate::transport::{Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport};
 use crate::warn_limited;
 
-use super::clients::ClientCache;
+use super::clients::{ClientCache, CACHE_FULL_RETRY_AFTER};
 use super::flood::{OverloadGuard, SourceLimiter};
 use super::rewrite::Registration;
 use super::router::{
-    proxy_require, Forward, NextHop, RequestAction, ResponseAction, Router, Status,
+    proxy_require, Forward, Lookup, NextHop, RequestAction, ResponseAction, Router, SelfNames,
+    Status,
 };
 use super::transaction::{self, Key, Kind, ResponseMatch, Send, Start, Transactions};
 
@@ -184,7 +187,24 @@ impl Proxy {
                 return;
             }
         }
-        match self.inner.router.route_request(&msg, &source, now) {
+        if method == Some(Method::Register) && !self.clients().admit_register(&msg, now) {
+            self.reply(&msg, &source, Status::CLIENT_CACHE_FULL);
+            return;
+        }
+        let action = self.inner.router.route_request(&msg, &source, now);
+        self.dispatch(msg, source, action, SelfNames::default());
+    }
+
+    /// Carries out a routing decision; `self_names` as routing found them (see
+    /// [`Router::route_as_self`]).
+    fn dispatch(
+        &self,
+        msg: Message,
+        source: FlowKey,
+        action: RequestAction,
+        self_names: SelfNames,
+    ) {
+        match action {
             RequestAction::Reply(status) => {
                 debug!(flow = %source, code = status.code, "request answered by the proxy");
                 self.reply(&msg, &source, status);
@@ -192,11 +212,9 @@ impl Proxy {
             RequestAction::Drop(reason) => debug!(flow = %source, reason, "request dropped"),
             RequestAction::Forward(forward) => match forward.next.clone() {
                 NextHop::Flow(dest) => self.send_request(&msg, &source, &forward, &dest),
-                NextHop::Resolve {
-                    host,
-                    port,
-                    transport,
-                } => self.resolve_then_send(msg, source, forward, host, port, transport),
+                NextHop::Resolve(lookup) => {
+                    self.resolve_then_send(msg, source, forward, lookup, self_names);
+                }
             },
         }
     }
@@ -343,25 +361,46 @@ impl Proxy {
     }
 
     /// Unknown host names (only without `-strict-host`) are resolved off the listener's task.
+    /// A name that resolves to one of Roundabout's own listening addresses (among any others)
+    /// names Roundabout: the request is routed again as for Roundabout itself, never sent to
+    /// it, where it would come back again and again until Max-Forwards ran out.
     fn resolve_then_send(
         &self,
         msg: Message,
         source: FlowKey,
         forward: Forward,
-        host: String,
-        port: u16,
-        transport: Transport,
+        lookup: Lookup,
+        mut self_names: SelfNames,
     ) {
         let Ok(permit) = Arc::clone(&self.inner.resolves).try_acquire_owned() else {
-            warn_limited!(%host, "too many host names being resolved");
+            warn_limited!(host = %lookup.host, "too many host names being resolved");
             self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
             return;
         };
         let proxy = self.clone();
         tokio::spawn(async move {
-            let resolved = tokio::net::lookup_host((host.as_str(), port)).await;
+            let Lookup {
+                ref host,
+                port,
+                transport,
+            } = lookup;
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map(Iterator::collect)
+                .unwrap_or_default();
             drop(permit);
-            match resolved.ok().and_then(|mut addrs| addrs.next()) {
+            let router = &proxy.inner.router;
+            if resolved
+                .iter()
+                .any(|addr| router.identity.is_own_address(*addr))
+            {
+                debug!(%host, port, "host name resolves to Roundabout itself");
+                let now = Instant::now();
+                let action = router.route_as_self(&msg, &source, now, &lookup, &mut self_names);
+                proxy.dispatch(msg, source, action, self_names);
+                return;
+            }
+            match resolved.first().copied() {
                 Some(remote) => {
                     let dest = Destination {
                         flow: FlowKey { transport, remote },
@@ -504,11 +543,14 @@ impl Proxy {
             .into_iter()
             .filter_map(|(answered, reason)| {
                 let out = reply::response(answered?, status.code, reason, &tag);
-                Some(if status == Status::BAD_EXTENSION {
-                    with_unsupported(out, request)?
-                } else {
-                    out
-                })
+                match status {
+                    Status::BAD_EXTENSION => with_unsupported(out, request),
+                    // RFC 3261 §21.5.4: when the client may try again.
+                    Status::CLIENT_CACHE_FULL => with_header(out, "Retry-After", |o| {
+                        put_decimal(o, CACHE_FULL_RETRY_AFTER);
+                    }),
+                    _ => Some(out),
+                }
             })
             .find(|out| !self.amplifies(request.bytes(), source, out));
         match fitting {
@@ -634,16 +676,25 @@ fn bad_request_reason(error: ParseError) -> &'static str {
 
 /// A 420 names the extensions it refuses (RFC 3261 §16.3 step 5, §20.40).
 fn with_unsupported(out: Encoded, request: &Message) -> Option<Encoded> {
-    let response = Message::parse(out.to_contiguous()).ok()?;
-    let mut ed = Editor::new(&response);
-    ed.insert_header(HeaderName::ContentLength, "Unsupported", |o| {
+    with_header(out, "Unsupported", |o| {
         for (n, tag) in proxy_require(request).into_iter().enumerate() {
             if n > 0 {
                 o.extend_from_slice(b", ");
             }
             o.extend_from_slice(tag);
         }
-    });
+    })
+}
+
+/// An answer of the proxy's own with one more header, before its Content-Length.
+fn with_header(
+    out: Encoded,
+    name: &str,
+    write_value: impl FnOnce(&mut BytesMut),
+) -> Option<Encoded> {
+    let response = Message::parse(out.to_contiguous()).ok()?;
+    let mut ed = Editor::new(&response);
+    ed.insert_header(HeaderName::ContentLength, name, write_value);
     Some(ed.finish())
 }
 

@@ -92,9 +92,7 @@ impl Router {
         // Step 3: decrement, or add with 70.
         let hops = msg.max_forwards()?.map_or(70, |n| n.saturating_sub(1));
         ed.set_max_forwards(hops);
-        if forward.pop_route {
-            ed.pop_route()?;
-        }
+        ed.pop_routes(forward.pop_routes)?;
         match &forward.request_uri {
             None => {}
             Some(NewRequestUri::Replace(uri)) => {
@@ -240,11 +238,7 @@ impl Router {
             else {
                 continue;
             };
-            let expires = contact
-                .param(buf, "expires")
-                .and_then(|p| p.value)
-                .and_then(|v| crate::sip::header::parse_u32(&buf[v.range()]))
-                .unwrap_or(default_expires);
+            let expires = contact.expires(buf).unwrap_or(default_expires);
             ed.replace(contact.uri, &token.original_uri);
             // By address alone: a WebSocket client's Via may name WSS over plain WS.
             if let Some(user) = user.as_ref().filter(|_| token.flow.remote == dest.remote) {

@@ -31,9 +31,13 @@ impl Status {
     pub const FORBIDDEN: Status = Status::new(403, "Forbidden");
     pub const NOT_FOUND: Status = Status::new(404, "Not Found");
     pub const TEMPORARILY_UNAVAILABLE: Status = Status::new(480, "Temporarily Unavailable");
+    pub const LOOP_DETECTED: Status = Status::new(482, "Loop Detected");
     pub const TOO_MANY_HOPS: Status = Status::new(483, "Too Many Hops");
     pub const SERVER_ERROR: Status = Status::new(500, "Server Internal Error");
     pub const SERVICE_UNAVAILABLE: Status = Status::new(503, "Service Unavailable");
+    /// A REGISTER the client cache could not keep (answered with a Retry-After).
+    pub const CLIENT_CACHE_FULL: Status =
+        Status::new(503, "Service Unavailable (client cache full)");
 
     #[must_use]
     pub const fn new(code: u16, reason: &'static str) -> Status {
@@ -51,19 +55,38 @@ pub struct Identity {
     pub ports: Vec<(Transport, u16)>,
     /// `-contact-header-fqdn`.
     pub contact_uses_fqdn: bool,
+    /// The addresses of this host's interfaces, read at start: with a wildcard `-bind-ip` the
+    /// listeners take what is sent to any of them.
+    pub host_ips: Vec<IpAddr>,
 }
 
 impl Identity {
-    /// Whether a URI host names Roundabout (`-local-ip`, `-local-fqdn` or the bind address).
+    /// Whether a URI host names Roundabout: `-local-ip`, `-local-fqdn`, or an address its
+    /// listeners take (see [`Identity::is_own_ip`]).
     #[must_use]
     pub fn names_host(&self, host: &[u8]) -> bool {
         match parse_host_ip(host) {
-            Some(ip) => ip == self.ip || (ip == self.bind_ip && !ip.is_unspecified()),
+            Some(ip) => self.is_own_ip(ip),
             None => self
                 .fqdn
                 .as_ref()
                 .is_some_and(|f| f.as_bytes().eq_ignore_ascii_case(host)),
         }
+    }
+
+    /// Whether what is sent to `ip` reaches Roundabout's listeners (at a port they listen on):
+    /// `-local-ip`, `-bind-ip`, and with a wildcard `-bind-ip` every loopback address and every
+    /// address of the host's interfaces, of IPv4 only for `0.0.0.0` (an IPv6 wildcard socket
+    /// takes IPv4 too, as its listeners do not set `IPV6_V6ONLY`).
+    #[must_use]
+    pub fn is_own_ip(&self, ip: IpAddr) -> bool {
+        let local = || ip.is_loopback() || self.host_ips.contains(&ip);
+        ip == self.ip
+            || match self.bind_ip {
+                IpAddr::V4(any) if any.is_unspecified() => ip.is_ipv4() && local(),
+                IpAddr::V6(any) if any.is_unspecified() => local(),
+                bound => ip == bound,
+            }
     }
 
     /// Whether a SIP URI names Roundabout: its host and a port it listens on (the scheme's
@@ -74,7 +97,18 @@ impl Identity {
             Scheme::Sips => 5061,
             _ => 5060,
         });
-        uri.is_sip() && self.names_host(uri.host()) && self.ports.iter().any(|(_, p)| *p == port)
+        uri.is_sip() && self.names_host(uri.host()) && self.listens_on(port)
+    }
+
+    /// Whether an address a host name resolved to is one of Roundabout's listening addresses:
+    /// sending there would send to itself.
+    #[must_use]
+    pub fn is_own_address(&self, addr: SocketAddr) -> bool {
+        self.is_own_ip(addr.ip().to_canonical()) && self.listens_on(addr.port())
+    }
+
+    fn listens_on(&self, port: u16) -> bool {
+        self.ports.iter().any(|(_, p)| *p == port)
     }
 
     /// The port advertised for a transport: the bound one, else the transport's default.
@@ -86,6 +120,16 @@ impl Identity {
             .map_or(transport.default_port(), |(_, p)| *p)
     }
 }
+
+/// Host names a request may find to name Roundabout before it is answered 482: more than a
+/// request naming Roundabout by a name and its next hop by another needs, few enough that no
+/// request makes Roundabout resolve a long list of names.
+pub const MAX_SELF_NAMES: usize = 4;
+
+/// Host names (with the port asked for) found, while one request was routed, to resolve to
+/// Roundabout's own listening addresses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SelfNames(Vec<(String, u16)>);
 
 /// How the Request-URI changes on the way out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,11 +145,15 @@ pub enum NewRequestUri {
 pub enum NextHop {
     Flow(Destination),
     /// A host name that is not a trusted server (only without `-strict-host`).
-    Resolve {
-        host: String,
-        port: u16,
-        transport: Transport,
-    },
+    Resolve(Lookup),
+}
+
+/// A host name to resolve, and how to reach what it resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    pub host: String,
+    pub port: u16,
+    pub transport: Transport,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,8 +162,8 @@ pub struct Forward {
     /// Used when `next` is a stream flow that is gone and may not be dialled again.
     pub fallback: Option<Destination>,
     pub request_uri: Option<NewRequestUri>,
-    /// The top Route named Roundabout (RFC 3261 §16.4).
-    pub pop_route: bool,
+    /// How many Routes on top name Roundabout (RFC 3261 §16.4): they are removed.
+    pub pop_routes: usize,
     /// Push this trusted server's route-list as Route headers.
     pub push_routes: Option<usize>,
 }
@@ -186,6 +234,7 @@ impl Router {
             bind_ip: *bind_ip,
             ports,
             contact_uses_fqdn: *contact_header_fqdn,
+            host_ips: Vec::new(),
         };
         Router {
             own: OwnText::new(&identity),
@@ -203,13 +252,66 @@ impl Router {
         }
     }
 
+    /// With a wildcard `-bind-ip`: the addresses of the host's interfaces, which then name
+    /// Roundabout too (read by the caller, so routing stays free of I/O).
+    #[must_use]
+    pub fn with_host_addresses(mut self, host_ips: Vec<IpAddr>) -> Router {
+        self.identity.host_ips = host_ips;
+        self
+    }
+
     /// Decides what happens to a request that parsed and validated.
     #[must_use]
     pub fn route_request(&self, msg: &Message, source: &FlowKey, now: Instant) -> RequestAction {
-        match self.try_route_request(msg, source, now) {
+        self.route_knowing(msg, source, now, &SelfNames::default())
+    }
+
+    /// The host name of the next hop resolved to one of Roundabout's own listening
+    /// addresses: the name (at the port routing asked for) is Roundabout's, as its addresses are,
+    /// and the request is routed again knowing it. A Route naming it is removed, an R-URI naming
+    /// it goes by rule 5; the request is never sent to Roundabout itself. `self_names` carries
+    /// what earlier resolutions of the same request found, so a request naming Roundabout by
+    /// several names ends; past [`MAX_SELF_NAMES`] it is answered 482 (RFC 3261 §16.3 step 4).
+    #[must_use]
+    pub fn route_as_self(
+        &self,
+        msg: &Message,
+        source: &FlowKey,
+        now: Instant,
+        lookup: &Lookup,
+        self_names: &mut SelfNames,
+    ) -> RequestAction {
+        if self_names.0.len() >= MAX_SELF_NAMES {
+            return RequestAction::Reply(Status::LOOP_DETECTED);
+        }
+        self_names.0.push((lookup.host.clone(), lookup.port));
+        self.route_knowing(msg, source, now, self_names)
+    }
+
+    fn route_knowing(
+        &self,
+        msg: &Message,
+        source: &FlowKey,
+        now: Instant,
+        self_names: &SelfNames,
+    ) -> RequestAction {
+        match self.try_route_request(msg, source, now, self_names) {
             Ok(action) => action,
             Err(_) => RequestAction::Reply(Status::BAD_REQUEST),
         }
+    }
+
+    /// Whether a URI names Roundabout: by its own addresses and names, or by a host name found
+    /// to resolve to them while this request was routed.
+    fn names_us(&self, uri: &Uri, self_names: &SelfNames) -> bool {
+        self.identity.is_self(uri)
+            || (uri.is_sip() && {
+                let port = self.direct_transport_port(uri).1;
+                self_names
+                    .0
+                    .iter()
+                    .any(|(name, p)| *p == port && name.as_bytes().eq_ignore_ascii_case(uri.host()))
+            })
     }
 
     fn try_route_request(
@@ -217,6 +319,7 @@ impl Router {
         msg: &Message,
         source: &FlowKey,
         now: Instant,
+        self_names: &SelfNames,
     ) -> Result<RequestAction, ParseError> {
         let buf = msg.bytes();
         let method = msg.method();
@@ -238,19 +341,21 @@ impl Router {
         {
             return Ok(RequestAction::Reply(Status::FORBIDDEN));
         }
-        // Rule 3: loose routing, RFC 3261 §16.4.
+        // Rule 3: loose routing, RFC 3261 §16.4. Every Route on top that names Roundabout goes:
+        // sending the request on to the next of them would only bring it back here.
         let mut routes = msg.routes();
-        let mut pop_route = false;
+        let mut pop_routes = 0;
         let mut next_route = routes.next().transpose()?;
-        if let Some(route) = next_route {
-            if self.identity.is_self(&route.parsed_uri(buf)?) {
-                pop_route = true;
-                next_route = routes.next().transpose()?;
+        while let Some(route) = next_route {
+            if !self.names_us(&route.parsed_uri(buf)?, self_names) {
+                break;
             }
+            pop_routes += 1;
+            next_route = routes.next().transpose()?;
         }
         if let Some(route) = next_route {
             let uri = route.parsed_uri(buf)?;
-            return Ok(self.to_uri_host(&uri, pop_route));
+            return Ok(self.to_uri_host(&uri, pop_routes));
         }
         let span = msg.request_uri().ok_or(ParseError::BadStartLine)?;
         let request_uri = Uri::parse(buf, span)?;
@@ -267,7 +372,7 @@ impl Router {
             .param_value(token::PARAM)
             .and_then(|t| self.tokens.decode(t))
         {
-            return Ok(self.to_token(token, pop_route));
+            return Ok(self.to_token(token, pop_routes));
         }
         // Rule 8: without -ack-ruri, ACK goes by its To host, as in the original.
         let to;
@@ -284,14 +389,14 @@ impl Router {
             )));
         }
         // Rule 5.
-        if self.identity.is_self(&routing_uri) {
-            return Ok(self.to_self(&routing_uri, pop_route, now));
+        if self.names_us(&routing_uri, self_names) {
+            return Ok(self.to_self(&routing_uri, pop_routes, now));
         }
         // Rules 6 and 7.
-        Ok(self.to_uri_host(&routing_uri, pop_route))
+        Ok(self.to_uri_host(&routing_uri, pop_routes))
     }
 
-    fn to_token(&self, token: ContactToken, pop_route: bool) -> RequestAction {
+    fn to_token(&self, token: ContactToken, pop_routes: usize) -> RequestAction {
         let server = self
             .servers
             .servers
@@ -317,12 +422,12 @@ impl Router {
             }),
             fallback,
             request_uri: Some(NewRequestUri::Replace(token.original_uri)),
-            pop_route,
+            pop_routes,
             push_routes: None,
         })
     }
 
-    fn to_self(&self, uri: &Uri, pop_route: bool, now: Instant) -> RequestAction {
+    fn to_self(&self, uri: &Uri, pop_routes: usize, now: Instant) -> RequestAction {
         let lookup = uri
             .user()
             .map_or(ClientLookup::Unknown, |user| self.clients.lookup(user, now));
@@ -335,7 +440,7 @@ impl Router {
                 }),
                 fallback: None,
                 request_uri: Some(NewRequestUri::Replace(binding.contact.to_vec())),
-                pop_route,
+                pop_routes,
                 push_routes: None,
             }),
             ClientLookup::Expired => RequestAction::Reply(Status::TEMPORARILY_UNAVAILABLE),
@@ -346,7 +451,7 @@ impl Router {
                         next: NextHop::Flow(server_destination(server)),
                         fallback: None,
                         request_uri: Some(NewRequestUri::ServerHost(index)),
-                        pop_route,
+                        pop_routes,
                         push_routes: None,
                     })
                 }
@@ -356,14 +461,14 @@ impl Router {
     }
 
     /// Rules 6 and 7 for an R-URI, a To URI or a Route URI.
-    fn to_uri_host(&self, uri: &Uri, pop_route: bool) -> RequestAction {
+    fn to_uri_host(&self, uri: &Uri, pop_routes: usize) -> RequestAction {
         if let Some((index, server)) = self.servers.find(uri.host(), uri.port) {
             let Some(first_hop) = server.routes.first() else {
                 return RequestAction::Forward(Forward {
                     next: NextHop::Flow(server_destination(server)),
                     fallback: None,
                     request_uri: None,
-                    pop_route,
+                    pop_routes,
                     push_routes: None,
                 });
             };
@@ -382,15 +487,14 @@ impl Router {
                 }),
                 fallback: None,
                 request_uri: None,
-                pop_route,
+                pop_routes,
                 push_routes: Some(index),
             });
         }
         if self.strict_host {
             return RequestAction::Reply(Status::FORBIDDEN);
         }
-        let transport = uri_transport(uri).unwrap_or(self.default_network);
-        let port = uri.port.unwrap_or(transport.default_port());
+        let (transport, port) = self.direct_transport_port(uri);
         let next = match uri.host_ip() {
             Some(ip) if !is_unicast(ip) => return RequestAction::Reply(Status::FORBIDDEN),
             Some(ip) => NextHop::Flow(Destination {
@@ -401,19 +505,25 @@ impl Router {
                 server_name: None,
                 may_connect: true,
             }),
-            None => NextHop::Resolve {
+            None => NextHop::Resolve(Lookup {
                 host: String::from_utf8_lossy(uri.host()).into_owned(),
                 port,
                 transport,
-            },
+            }),
         };
         RequestAction::Forward(Forward {
             next,
             fallback: None,
             request_uri: None,
-            pop_route,
+            pop_routes,
             push_routes: None,
         })
+    }
+
+    /// Rule 7: how a host that is not a trusted server is reached.
+    fn direct_transport_port(&self, uri: &Uri) -> (Transport, u16) {
+        let transport = uri_transport(uri).unwrap_or(self.default_network);
+        (transport, uri.port.unwrap_or(transport.default_port()))
     }
 
     /// Responses follow the Via chain: ours must be on top, its branch must be the one

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::clients::ClientCache;
-use super::router::{NextHop, RequestAction, ResponseAction, Router, Status};
+use super::router::{Lookup, NextHop, RequestAction, ResponseAction, Router, Status};
 use crate::config::{ClientRanges, Config, Limits, Ports, RouteHop, TrustedServer, TrustedServers};
 use crate::sip::{Encoded, Message};
 use crate::transport::{Destination, FlowKey, Transport};
@@ -241,11 +241,11 @@ fn unknown_hosts_strict_and_not() {
     ) {
         RequestAction::Forward(f) => assert_eq!(
             f.next,
-            NextHop::Resolve {
+            NextHop::Resolve(Lookup {
                 host: "far.example.net".into(),
                 port: 5071,
                 transport: Transport::Tcp
-            }
+            })
         ),
         other => panic!("{other:?}"),
     }
@@ -318,7 +318,7 @@ fn loose_routing_pops_our_route_and_follows_the_next() {
     );
     match route(&r, &msg, client()) {
         RequestAction::Forward(f) => {
-            assert!(f.pop_route);
+            assert_eq!(f.pop_routes, 1);
             assert!(f.request_uri.is_none());
             assert_eq!(
                 forward_dest(&RequestAction::Forward(f)),
@@ -334,7 +334,7 @@ fn loose_routing_pops_our_route_and_follows_the_next() {
         &format!("Route: <sip:{US}:5060;lr>\r\n"),
     );
     let action = route(&r, &msg, client());
-    assert!(matches!(&action, RequestAction::Forward(f) if f.pop_route));
+    assert!(matches!(&action, RequestAction::Forward(f) if f.pop_routes == 1));
     assert_eq!(forward_dest(&action).1, "203.0.113.20:5060");
     // A foreign Route under -strict-host is refused.
     let strict = router_with(|c| c.strict_host = true);
@@ -347,6 +347,253 @@ fn loose_routing_pops_our_route_and_follows_the_next() {
         route(&strict, &msg, client()),
         RequestAction::Reply(Status::FORBIDDEN)
     );
+}
+
+/// Which addresses and URIs name Roundabout, by bind address: (bind, host interface addresses,
+/// what, names us). The listening ports are 5060 (UDP, TCP) and 5066 (WS).
+#[test]
+fn own_addresses_by_bind_address() {
+    let cases: &[(&str, &[&str], &str, bool)] = &[
+        // Bound to -local-ip: that address only.
+        (US, &["10.1.2.3"], "198.51.100.1:5060", true),
+        (US, &["10.1.2.3"], "198.51.100.1:5066", true),
+        (US, &["10.1.2.3"], "198.51.100.1:5080", false),
+        (US, &["10.1.2.3"], "127.0.0.1:5060", false),
+        (US, &["10.1.2.3"], "10.1.2.3:5060", false),
+        // -bind-ip other than -local-ip (1:1 NAT with a bound private address): both.
+        ("10.1.2.3", &[], "10.1.2.3:5060", true),
+        ("10.1.2.3", &[], "198.51.100.1:5060", true),
+        ("10.1.2.3", &[], "10.1.2.4:5060", false),
+        // Wildcard IPv4: every IPv4 loopback and interface address, no IPv6.
+        (
+            "0.0.0.0",
+            &["10.1.2.3", "2001:db8::5"],
+            "10.1.2.3:5060",
+            true,
+        ),
+        (
+            "0.0.0.0",
+            &["10.1.2.3", "2001:db8::5"],
+            "127.0.0.1:5060",
+            true,
+        ),
+        (
+            "0.0.0.0",
+            &["10.1.2.3", "2001:db8::5"],
+            "127.0.3.4:5066",
+            true,
+        ),
+        (
+            "0.0.0.0",
+            &["10.1.2.3", "2001:db8::5"],
+            "10.1.2.3:5070",
+            false,
+        ),
+        (
+            "0.0.0.0",
+            &["10.1.2.3", "2001:db8::5"],
+            "10.1.2.4:5060",
+            false,
+        ),
+        (
+            "0.0.0.0",
+            &["10.1.2.3", "2001:db8::5"],
+            "[2001:db8::5]:5060",
+            false,
+        ),
+        ("0.0.0.0", &["10.1.2.3", "2001:db8::5"], "[::1]:5060", false),
+        (
+            "0.0.0.0",
+            &["10.1.2.3", "2001:db8::5"],
+            "0.0.0.0:5060",
+            false,
+        ),
+        // Wildcard IPv6 takes IPv4 too.
+        (
+            "::",
+            &["10.1.2.3", "2001:db8::5"],
+            "[2001:db8::5]:5060",
+            true,
+        ),
+        ("::", &["10.1.2.3", "2001:db8::5"], "[::1]:5060", true),
+        ("::", &["10.1.2.3", "2001:db8::5"], "10.1.2.3:5060", true),
+        (
+            "::",
+            &["10.1.2.3", "2001:db8::5"],
+            "[::ffff:127.0.0.1]:5060",
+            true,
+        ),
+        (
+            "::",
+            &["10.1.2.3", "2001:db8::5"],
+            "[2001:db8::6]:5060",
+            false,
+        ),
+    ];
+    for &(bind, host_ips, addr, ours) in cases {
+        let r = router_with(|c| c.bind_ip = bind.parse().unwrap())
+            .with_host_addresses(host_ips.iter().map(|ip| ip.parse().unwrap()).collect());
+        let addr: std::net::SocketAddr = addr.parse().unwrap();
+        assert_eq!(
+            r.identity.is_own_address(addr),
+            ours,
+            "{addr} with -bind-ip {bind}"
+        );
+        // The same address as an R-URI host: Roundabout itself (rule 5, no binding: 404) or
+        // forwarded there, never both.
+        let ruri = format!("sip:bob@{addr}");
+        let action = route(&r, &request("OPTIONS", &ruri, ""), client());
+        let expected_self = ours && !addr.ip().is_unspecified();
+        assert_eq!(
+            action == RequestAction::Reply(Status::NOT_FOUND),
+            expected_self,
+            "{ruri} with -bind-ip {bind}: {action:?}"
+        );
+    }
+}
+
+/// Every Route on top that names Roundabout is removed, not only the first: the next hop is
+/// never Roundabout itself.
+#[test]
+fn every_route_naming_roundabout_on_top_is_popped() {
+    let r = router_with(|_| {});
+    let cases = [
+        (
+            format!("Route: <sip:{US};lr>, <sip:{US}:5060;lr>\r\nRoute: <sip:proxya.example.com;lr>, <sip:server.example.com;lr>\r\n"),
+            "sip:bob@192.0.2.50",
+            3,
+            "203.0.113.20:5060",
+        ),
+        (
+            format!("Route: <sip:{US};lr>\r\nRoute: <sip:{US}:5066;transport=ws;lr>\r\n"),
+            "sip:bob@203.0.113.20",
+            2,
+            "203.0.113.20:5060",
+        ),
+        // Roundabout's IP at a port it does not listen on is not Roundabout.
+        (
+            format!("Route: <sip:{US};lr>, <sip:{US}:5080;lr>, <sip:{US};lr>\r\n"),
+            "sip:bob@203.0.113.20",
+            1,
+            "198.51.100.1:5080",
+        ),
+    ];
+    for (routes, ruri, popped, to) in cases {
+        let msg = request("BYE", ruri, &routes);
+        let action = route(&r, &msg, client());
+        assert_eq!(forward_dest(&action).1, to, "{routes}");
+        let RequestAction::Forward(f) = action else {
+            unreachable!()
+        };
+        assert_eq!(f.pop_routes, popped, "{routes}");
+        let out = wire(&rewrite(&r, &msg, &client(), &f, Transport::Tcp).unwrap());
+        assert_eq!(
+            out.matches(";lr>").count(),
+            routes.matches(";lr>").count() - popped,
+            "{out}"
+        );
+    }
+}
+
+/// A host name that resolved to one of Roundabout's own listening addresses: the request is
+/// routed again knowing the name is Roundabout's. (R-URI, Routes, what the resolutions found in
+/// turn, what happens at the end.)
+#[test]
+fn names_resolving_to_roundabout_are_roundabout() {
+    let r = router_with(|_| {});
+    r.clients
+        .bind(
+            b"alice",
+            client(),
+            Bytes::from_static(b"sip:alice@192.0.2.10:50000;transport=ws"),
+            Duration::from_secs(60),
+            Instant::now(),
+        )
+        .unwrap();
+    let lookup = |host: &str, port| Lookup {
+        host: host.into(),
+        port,
+        transport: Transport::Tcp,
+    };
+    let cases: [(&str, &str, &[Lookup], RequestAction); 6] = [
+        // An R-URI naming us by another name: rule 5, no such user.
+        (
+            "sip:bob@alias.example.net",
+            "",
+            &[lookup("alias.example.net", 5060)],
+            RequestAction::Reply(Status::NOT_FOUND),
+        ),
+        // ... and a registered user is found, whatever the case of the name.
+        (
+            "sip:alice@ALIAS.example.net",
+            "Route: <sip:alias.example.net;lr>\r\n",
+            &[lookup("alias.example.net", 5060)],
+            route(
+                &r,
+                &request("OPTIONS", &format!("sip:alice@{US}"), &format!("Route: <sip:{US};lr>\r\n")),
+                client(),
+            ),
+        ),
+        // The same name at another port is not known to be ours: it is resolved again.
+        (
+            "sip:bob@alias.example.net:5070",
+            "Route: <sip:alias.example.net;lr>\r\n",
+            &[lookup("alias.example.net", 5060)],
+            RequestAction::Forward(super::router::Forward {
+                next: NextHop::Resolve(lookup("alias.example.net", 5070)),
+                fallback: None,
+                request_uri: None,
+                pop_routes: 1,
+                push_routes: None,
+            }),
+        ),
+        // A Route naming us by another name goes; the R-URI decides.
+        (
+            "sip:bob@server.example.com",
+            "Route: <sip:alias.example.net;lr>\r\n",
+            &[lookup("alias.example.net", 5060)],
+            route(
+                &r,
+                &request("OPTIONS", "sip:bob@server.example.com", &format!("Route: <sip:{US};lr>\r\n")),
+                client(),
+            ),
+        ),
+        // Two names, found in turn: the Route's, then the R-URI's.
+        (
+            "sip:bob@other.example.net",
+            "Route: <sip:alias.example.net;lr>\r\n",
+            &[lookup("alias.example.net", 5060), lookup("other.example.net", 5060)],
+            RequestAction::Reply(Status::NOT_FOUND),
+        ),
+        // More names than any honest request needs: a loop.
+        (
+            "sip:bob@e.example.net",
+            "Route: <sip:a.example.net;lr>, <sip:b.example.net;lr>, <sip:c.example.net;lr>, <sip:d.example.net;lr>\r\n",
+            &[
+                lookup("a.example.net", 5060),
+                lookup("b.example.net", 5060),
+                lookup("c.example.net", 5060),
+                lookup("d.example.net", 5060),
+                lookup("e.example.net", 5060),
+            ],
+            RequestAction::Reply(Status::LOOP_DETECTED),
+        ),
+    ];
+    for (ruri, routes, found, expected) in cases {
+        let msg = request("OPTIONS", ruri, routes);
+        let mut names = super::router::SelfNames::default();
+        let mut action = route(&r, &msg, client());
+        for resolved in found {
+            match &action {
+                RequestAction::Forward(f) => {
+                    assert_eq!(f.next, NextHop::Resolve(resolved.clone()), "{ruri}")
+                }
+                other => panic!("{ruri}: {other:?} before {resolved:?} resolved"),
+            }
+            action = r.route_as_self(&msg, &client(), Instant::now(), resolved, &mut names);
+        }
+        assert_eq!(action, expected, "{ruri} {routes}");
+    }
 }
 
 #[test]

@@ -91,8 +91,8 @@ impl<'m> Editor<'m> {
 
     /// Removes the top Via value: its whole line, or just it when the line holds more values.
     pub fn pop_via(&mut self) -> Result<(), ParseError> {
-        let top = self.msg.top_via()?;
-        self.pop_first_value(HeaderName::Via, "Via", top.span)
+        self.msg.top_via()?;
+        self.pop_values(HeaderName::Via, "Via", 1)
     }
 
     /// Records where a request came from in its top Via (RFC 3261 §18.2.1, RFC 3581 §4): sets
@@ -168,36 +168,43 @@ impl<'m> Editor<'m> {
         });
     }
 
-    /// Removes the first Route value (RFC 3261 §16.4: the top Route names this proxy).
-    pub fn pop_route(&mut self) -> Result<(), ParseError> {
-        let first = self
-            .msg
-            .values(HeaderName::Route)
-            .next()
-            .ok_or(ParseError::MissingHeader("Route"))?;
-        self.pop_first_value(HeaderName::Route, "Route", first)
+    /// Removes the first `count` Route values (RFC 3261 §16.4: each names this proxy).
+    pub fn pop_routes(&mut self, count: usize) -> Result<(), ParseError> {
+        self.pop_values(HeaderName::Route, "Route", count)
     }
 
-    /// Removes `first`, the first value of a list header (RFC 3261 §7.3.1): with its whole line
-    /// when the line holds no other value, else up to the next value. The line is the one that
-    /// holds the value, not merely the first of that name: lines with no value (`Via:`) are
-    /// skipped by `Message::values`, so they must be here too, or a line other than the one
-    /// that names us would go.
-    fn pop_first_value(
+    /// Removes the first `count` values of a list header (RFC 3261 §7.3.1): each line whose
+    /// values all go, and on the line where one stays, everything up to it. Lines with no value
+    /// (`Via:`) are skipped, as `Message::values` skips them, so no line other than the ones
+    /// that hold the values goes.
+    fn pop_values(
         &mut self,
         name: HeaderName,
         what: &'static str,
-        first: Span,
+        count: usize,
     ) -> Result<(), ParseError> {
         let buf = self.msg.bytes();
-        let field = *self
-            .msg
-            .fields(name)
-            .find(|h| h.value.start() <= first.start() && first.end() <= h.value.end())
-            .ok_or(ParseError::MissingHeader(what))?;
-        match split_list(buf, field.value).nth(1) {
-            Some(next) => self.remove(Span::new(first.start(), next.start())),
-            None => self.remove(field.line),
+        let mut left = count;
+        for field in self.msg.fields(name) {
+            if left == 0 {
+                break;
+            }
+            let in_line = split_list(buf, field.value).count();
+            if in_line <= left {
+                if in_line > 0 {
+                    self.remove(field.line);
+                }
+                left -= in_line;
+                continue;
+            }
+            let mut values = split_list(buf, field.value);
+            if let (Some(first), Some(stays)) = (values.next(), values.nth(left - 1)) {
+                self.remove(Span::new(first.start(), stays.start()));
+            }
+            left = 0;
+        }
+        if left > 0 {
+            return Err(ParseError::MissingHeader(what));
         }
         Ok(())
     }

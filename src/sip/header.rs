@@ -409,6 +409,14 @@ impl NameAddr {
     pub fn param(&self, buf: &[u8], name: &str) -> Option<Param> {
         find_param(buf, self.params, name)
     }
+
+    /// A Contact's `expires` parameter in seconds (RFC 3261 §20.10), when it is a number.
+    #[must_use]
+    pub fn expires(&self, buf: &[u8]) -> Option<u32> {
+        self.param(buf, "expires")
+            .and_then(|p| p.value)
+            .and_then(|v| parse_u32(&buf[v.range()]))
+    }
 }
 
 /// `CSeq: 4711 INVITE`.

@@ -243,7 +243,7 @@ fn pop_skips_lines_without_values() {
     );
     let m = parse("BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nRoute:\r\nRoute: <sip:rb;lr>\r\nRoute: <sip:next;lr>\r\n\r\n");
     let mut ed = Editor::new(&m);
-    ed.pop_route().unwrap();
+    ed.pop_routes(1).unwrap();
     assert_eq!(
         wire(&ed.finish()),
         "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nRoute:\r\nRoute: <sip:next;lr>\r\n\r\n"
@@ -256,13 +256,47 @@ fn routes_and_missing_headers_are_added() {
         "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nRoute: <sip:rb;lr>, <sip:next;lr>\r\n\r\n",
     );
     let mut ed = Editor::new(&m);
-    ed.pop_route().unwrap();
+    ed.pop_routes(1).unwrap();
     ed.set_max_forwards(70);
     ed.ensure_content_length();
     assert_eq!(
         wire(&ed.finish()),
         "BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nRoute: <sip:next;lr>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
+}
+
+/// Several Routes naming us popped at once, across and within lines: (count, what is left).
+#[test]
+fn leading_routes_are_popped_across_lines() {
+    let m = parse("BYE sip:a@b SIP/2.0\r\nRoute: <sip:r1;lr>, <sip:r2;lr>\r\nRoute:\r\nRoute: <sip:r3;lr>, <sip:r4;lr>\r\nl: 0\r\n\r\n");
+    let cases = [
+        (
+            0,
+            Some(
+                "Route: <sip:r1;lr>, <sip:r2;lr>\r\nRoute:\r\nRoute: <sip:r3;lr>, <sip:r4;lr>\r\n",
+            ),
+        ),
+        (
+            1,
+            Some("Route: <sip:r2;lr>\r\nRoute:\r\nRoute: <sip:r3;lr>, <sip:r4;lr>\r\n"),
+        ),
+        (2, Some("Route:\r\nRoute: <sip:r3;lr>, <sip:r4;lr>\r\n")),
+        (3, Some("Route:\r\nRoute: <sip:r4;lr>\r\n")),
+        (4, Some("Route:\r\n")),
+        (5, None),
+    ];
+    for (count, left) in cases {
+        let mut ed = Editor::new(&m);
+        match (ed.pop_routes(count), left) {
+            (Ok(()), Some(left)) => assert_eq!(
+                wire(&ed.finish()),
+                format!("BYE sip:a@b SIP/2.0\r\n{left}l: 0\r\n\r\n"),
+                "{count}"
+            ),
+            (Err(_), None) => {}
+            (result, _) => panic!("{count}: {result:?}"),
+        }
+    }
 }
 
 /// A Route naming us popped and a route-list pushed where it was (RFC 3261 §16.4, §16.6 step
@@ -276,7 +310,7 @@ fn route_pop_and_pushes_at_the_same_offset() {
     for pop_first in [true, false] {
         let mut ed = Editor::new(&m);
         if pop_first {
-            ed.pop_route().unwrap();
+            ed.pop_routes(1).unwrap();
         }
         for hop in ["r1", "r2"] {
             ed.insert_header(HeaderName::Route, "Route", |o| {
@@ -284,7 +318,7 @@ fn route_pop_and_pushes_at_the_same_offset() {
             });
         }
         if !pop_first {
-            ed.pop_route().unwrap();
+            ed.pop_routes(1).unwrap();
         }
         assert_eq!(wire(&ed.finish()), expected, "pop first: {pop_first}");
     }
@@ -417,7 +451,7 @@ mod fuzz {
                 if let Ok(via) = m.top_via() {
                     ed.set_via_source(&via, "192.0.2.1".parse().unwrap(), 1);
                 }
-                let _ = ed.pop_route();
+                let _ = ed.pop_routes(1);
                 let _ = ed.finish();
             }
         }

@@ -330,6 +330,16 @@ impl UdpPeer {
         let (n, _) = self.socket.recv_from(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
+
+    /// The next datagram within `wait` instead of the read timeout, which then stays as it was:
+    /// `None` shows that nothing more came.
+    pub fn recv_within(&self, wait: Duration) -> Option<String> {
+        let timeout = self.socket.read_timeout().unwrap();
+        self.socket.set_read_timeout(Some(wait)).unwrap();
+        let msg = self.recv();
+        self.socket.set_read_timeout(timeout).unwrap();
+        msg
+    }
 }
 
 /// Resident memory of a process, in KiB.
