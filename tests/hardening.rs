@@ -8,16 +8,29 @@
 
 mod common;
 
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{header, Roundabout, UdpPeer};
 
 fn options(ruri: &str, from: &UdpPeer, call: &str, extra: &str) -> String {
+    request("OPTIONS", ruri, from.addr(), call, extra, "")
+}
+
+/// A request from a UDP peer at `from`; `extra` is inserted as header lines.
+fn request(
+    method: &str,
+    ruri: &str,
+    from: SocketAddr,
+    call: &str,
+    extra: &str,
+    body: &str,
+) -> String {
     format!(
-        "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK-{call};rport\r\n\
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-{call};rport\r\n\
          From: <sip:h@example.com>;tag=1\r\nTo: <{ruri}>\r\nCall-ID: {call}@hardening\r\n\
-         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n",
-        addr = from.addr(),
+         CSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
 }
 
@@ -137,26 +150,30 @@ fn strict_host_relays_to_no_foreign_address() {
 }
 
 /// Opens `n` TCP connections to `addr` from `ip`.
-fn connect_many(ip: &str, addr: std::net::SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
-    (0..n)
-        .map(|_| {
-            let socket =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            socket
-                .bind(&std::net::SocketAddr::new(ip.parse().unwrap(), 0).into())
-                .unwrap();
-            socket.connect(&addr.into()).unwrap();
-            let stream: std::net::TcpStream = socket.into();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(3)))
-                .unwrap();
-            stream
-        })
-        .collect()
+fn connect_many(ip: &str, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n).map(|_| connect_from(ip, addr, None)).collect()
+}
+
+/// A TCP connection to `addr` from `ip`, with a receive buffer of `receive_buffer` bytes when
+/// given (set before the handshake, so the window it advertises stays that small).
+fn connect_from(ip: &str, addr: SocketAddr, receive_buffer: Option<usize>) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if let Some(size) = receive_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    socket
+        .bind(&SocketAddr::new(ip.parse().unwrap(), 0).into())
+        .unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    stream
 }
 
 /// Whether the proxy closed `stream` (end of stream or a reset) within its read timeout.
-fn closed_by_proxy(mut stream: &std::net::TcpStream) -> bool {
+fn closed_by_proxy(mut stream: &TcpStream) -> bool {
     use std::io::{ErrorKind, Read};
     let mut buf = [0u8; 64];
     match stream.read(&mut buf) {
@@ -365,4 +382,155 @@ fn overload_refuses_new_work_but_not_calls_in_progress() {
         "overload: new requests over -max-new-requests",
         Duration::from_secs(1)
     ));
+}
+
+/// A UDP peer whose receive buffer holds bursts of large datagrams.
+fn roomy_peer(ip: &str) -> UdpPeer {
+    let peer = UdpPeer::bind(ip);
+    socket2::SockRef::from(&peer.socket)
+        .set_recv_buffer_size(8 << 20)
+        .unwrap();
+    peer
+}
+
+/// The URI inside a `<…>` name-addr.
+fn uri_of(name_addr: &str) -> &str {
+    let open = name_addr.find('<').unwrap();
+    let close = name_addr.find('>').unwrap();
+    &name_addr[open + 1..close]
+}
+
+/// A REGISTER for `user` sent over a stream transport (`TCP` or `WS`) from `from`.
+fn register(transport: &str, from: SocketAddr, user: &str) -> String {
+    format!(
+        "REGISTER sip:registrar.test SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {from};branch=z9hG4bK-reg-{user}\r\nMax-Forwards: 70\r\n\
+         From: <sip:{user}@registrar.test>;tag=r\r\nTo: <sip:{user}@registrar.test>\r\n\
+         Call-ID: reg-{user}@hardening\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:{user}@{from};transport={}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+        transport.to_ascii_lowercase()
+    )
+}
+
+/// The Contact Roundabout wrote into the REGISTER it relayed to `registrar`: a URI with the
+/// token that leads requests back to the registering client's flow.
+fn relayed_contact(registrar: &UdpPeer, rb: &Roundabout) -> String {
+    let relayed = registrar
+        .recv()
+        .unwrap_or_else(|| panic!("REGISTER relayed\n{}", rb.logs()));
+    assert!(relayed.starts_with("REGISTER "), "{relayed}");
+    let contact = uri_of(header(&relayed, "Contact").unwrap()).to_string();
+    assert!(contact.contains(";rbt="), "{contact}");
+    contact
+}
+
+/// Waits until `registrar` has the request with Call-ID `call`, keeping the status codes of the
+/// responses it gets meanwhile.
+fn wait_request(registrar: &UdpPeer, call: &str, codes: &mut Vec<u16>) -> bool {
+    let wanted = format!("{call}@hardening");
+    while let Some(msg) = registrar.recv() {
+        if let Some(code) = msg.strip_prefix("SIP/2.0 ") {
+            codes.push(code[..3].parse().unwrap());
+        } else if header(&msg, "Call-ID") == Some(&wanted) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A queued message must not keep the buffer it was received in alive: 500 small requests for a
+/// flow that does not read, each received between large datagrams from another source, grow
+/// the proxy's resident memory by about their own size. When a queued message was a slice of
+/// the 1 MiB block it was received into, each one held a block (about 500 MiB).
+#[test]
+fn small_messages_queued_for_a_stuck_flow_do_not_pin_receive_buffers() {
+    let registrar = roomy_peer("127.0.8.72");
+    let trusted = format!("127.0.8.72:registrar.test:{}:udp:", registrar.addr().port());
+    let rb = Roundabout::start(&[
+        "-trusted-server",
+        &trusted,
+        "-rate-limit",
+        "0",
+        "-max-new-requests",
+        "0",
+        // Keep the stuck flow and everything queued for it for the whole test.
+        "-write-timeout",
+        "120",
+        "-send-queue-bytes",
+        "16777216",
+    ]);
+    let udp = rb.addr("udp");
+    let mut stuck = connect_from("127.0.8.73", rb.addr("tcp"), Some(4096));
+    let from = stuck.local_addr().unwrap();
+    std::io::Write::write_all(&mut stuck, register("TCP", from, "stuck").as_bytes()).unwrap();
+    let contact = relayed_contact(&registrar, &rb);
+    let big = UdpPeer::bind("127.0.8.74");
+    let big_body = "b".repeat(60_000);
+    let mut codes = Vec::new();
+    let barrier = |n: usize, codes: &mut Vec<u16>| {
+        let call = format!("barrier{n}");
+        big.send(udp, &options("sip:x@registrar.test", &big, &call, ""));
+        assert!(wait_request(&registrar, &call, codes), "{}", rb.logs());
+    };
+
+    // Fill the kernel's buffers towards the client (far more than they hold), so that what
+    // follows stays in the proxy's queue.
+    for n in 0..130 {
+        let msg = request(
+            "MESSAGE",
+            &contact,
+            registrar.addr(),
+            &format!("fill{n}"),
+            "",
+            &big_body,
+        );
+        registrar.send(udp, &msg);
+        if n % 8 == 7 {
+            barrier(n, &mut codes);
+        }
+    }
+    // Large datagrams through the proxy for a while first, so its allocator is warm.
+    let big_round = |round: usize, codes: &mut Vec<u16>| {
+        // 17 of them take up one 1 MiB receive block.
+        for n in 0..17 {
+            let call = format!("big{round}-{n}");
+            big.send(
+                udp,
+                &request(
+                    "MESSAGE",
+                    "sip:big@registrar.test",
+                    big.addr(),
+                    &call,
+                    "",
+                    &big_body,
+                ),
+            );
+        }
+        barrier(1000 + round, codes);
+    };
+    for round in 0..20 {
+        big_round(round, &mut codes);
+    }
+    let before = rss_kib(rb.pid());
+    for n in 0..500 {
+        let msg = request(
+            "MESSAGE",
+            &contact,
+            registrar.addr(),
+            &format!("small{n}"),
+            "",
+            "a small message",
+        );
+        registrar.send(udp, &msg);
+        big_round(20 + n, &mut codes);
+    }
+    let after = rss_kib(rb.pid());
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "500 small messages queued between 8500 large datagrams: RSS {before} KiB -> {after} KiB \
+         (+{growth} KiB)"
+    );
+    assert!(codes.is_empty(), "every message was taken: {codes:?}");
+    assert!(growth < 8 * 1024, "RSS grew by {growth} KiB");
+    drop(stuck);
 }

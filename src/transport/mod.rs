@@ -180,6 +180,8 @@ pub enum SendError {
 pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) flows: Arc<FlowTable>,
+    /// `-send-buffer-total`: what every connection's send queue counts its bytes against.
+    pub(crate) send_budget: Arc<queue::SendBudget>,
     pub(crate) handler: OnceLock<Arc<dyn Handler>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
@@ -250,6 +252,7 @@ impl Transports {
                     limits.max_connections,
                     limits.max_connections_per_ip,
                 )),
+                send_budget: Arc::new(queue::SendBudget::new(limits.send_buffer_total)),
                 handler: OnceLock::new(),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),

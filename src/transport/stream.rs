@@ -14,7 +14,7 @@ use crate::sip::codec::{self, Frame};
 use crate::warn_limited;
 
 use super::flows::{Admission, FlowHandle};
-use super::queue::{send_queue, QueueReceiver, QueueSender};
+use super::queue::{send_queue, QueueLimits, QueueReceiver, QueueSender};
 use super::{Encoded, FlowKey, Shared, MAX_WRITE_BATCH};
 
 /// Bytes read per call; the buffer grows only as far as one message needs.
@@ -35,7 +35,11 @@ pub(crate) struct Registered {
 
 impl Registered {
     pub(crate) fn new(key: FlowKey, shared: &Shared) -> Registered {
-        let (tx, rx) = send_queue(shared.limits.send_queue);
+        let limits = QueueLimits {
+            messages: shared.limits.send_queue,
+            bytes: shared.limits.send_queue_bytes,
+        };
+        let (tx, rx) = send_queue(limits, Arc::clone(&shared.send_budget));
         let id = shared.flows.next_id();
         shared.flows.insert(
             key,
@@ -177,6 +181,7 @@ async fn write_loop<W: AsyncWrite>(
         }
         let written = write_batch(&mut writer, &batch).await;
         batch.clear();
+        queue.written();
         if written.is_err() {
             break;
         }
@@ -184,20 +189,17 @@ async fn write_loop<W: AsyncWrite>(
     let _ = writer.shutdown().await;
 }
 
-/// Writes the heads and bodies of `batch` with vectored writes, so no body is ever copied.
+/// Writes the messages of `batch` (each whole in its head, as the queue gives them) with
+/// vectored writes.
 async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut W,
     batch: &[Encoded],
 ) -> std::io::Result<()> {
-    let mut slices = [IoSlice::new(&[]); 2 * MAX_WRITE_BATCH];
-    let mut count = 0;
-    for part in batch.iter().flat_map(|msg| [&msg.head, &msg.body]) {
-        if !part.is_empty() && count < slices.len() {
-            slices[count] = IoSlice::new(part);
-            count += 1;
-        }
+    let mut slices = [IoSlice::new(&[]); MAX_WRITE_BATCH];
+    for (slice, msg) in slices.iter_mut().zip(batch) {
+        *slice = IoSlice::new(&msg.head);
     }
-    let mut unwritten = &mut slices[..count];
+    let mut unwritten = &mut slices[..batch.len().min(MAX_WRITE_BATCH)];
     while !unwritten.is_empty() {
         let n = writer.write_vectored(unwritten).await?;
         if n == 0 {

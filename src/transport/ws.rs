@@ -326,14 +326,16 @@ async fn write_loop<W>(
                 None => break,
             },
             msg = queue.recv() => match msg {
-                Some(msg) => sip_frame(&msg),
+                Some(msg) => sip_frame(msg),
                 None => break,
             },
             () = closing.cancelled() => {
                 // Flush what is already queued, then say goodbye.
                 queue.close();
                 while let Some(msg) = queue.recv().await {
-                    if sink.send(sip_frame(&msg)).await.is_err() {
+                    let sent = sink.send(sip_frame(msg)).await;
+                    queue.written();
+                    if sent.is_err() {
                         return;
                     }
                 }
@@ -358,18 +360,21 @@ async fn write_loop<W>(
             if batch.is_err() || batched == MAX_WRITE_BATCH {
                 break;
             }
-            next = queue.try_recv().map(|msg| sip_frame(&msg));
+            next = queue.try_recv().map(sip_frame);
         }
-        if batch.is_err() || sink.flush().await.is_err() {
+        let flushed = batch.is_ok() && sink.flush().await.is_ok();
+        queue.written();
+        if !flushed {
             break;
         }
     }
     let _ = sink.close().await;
 }
 
-/// RFC 7118 §5.1: a text frame when the message is UTF-8, else binary.
-fn sip_frame(msg: &Encoded) -> Message {
-    let data = msg.to_contiguous();
+/// RFC 7118 §5.1: a text frame when the message is UTF-8, else binary. The queue gives each
+/// message whole in its head.
+fn sip_frame(msg: Encoded) -> Message {
+    let data = msg.head;
     // Cloning `Bytes` shares the buffer; only the UTF-8 check reads it.
     match data.clone().try_into() {
         Ok(text) => Message::Text(text),
@@ -471,6 +476,7 @@ mod tests {
     use tokio_util::task::TaskTracker;
 
     use super::super::flows::FlowTable;
+    use super::super::queue::SendBudget;
     use super::super::tls::TlsContext;
     use super::super::Handler;
     use super::*;
@@ -511,6 +517,7 @@ mod tests {
         let shared = Arc::new(Shared {
             limits,
             flows: Arc::new(FlowTable::new(10, 10)),
+            send_budget: Arc::new(SendBudget::new(limits.send_buffer_total)),
             handler: OnceLock::new(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
