@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{header, Roundabout, UdpPeer};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 
 fn options(ruri: &str, from: &UdpPeer, call: &str, extra: &str) -> String {
     request("OPTIONS", ruri, from.addr(), call, extra, "")
@@ -262,7 +263,6 @@ fn rss_kib(pid: u32) -> u64 {
 /// SECURITY.md are for 10000). Prints the resident memory per idle connection.
 #[test]
 fn idle_connections_are_held_and_new_ones_served() {
-    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
     let total: usize = std::env::var("ROUNDABOUT_IDLE_CONNECTIONS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -533,4 +533,160 @@ fn small_messages_queued_for_a_stuck_flow_do_not_pin_receive_buffers() {
     assert!(codes.is_empty(), "every message was taken: {codes:?}");
     assert!(growth < 8 * 1024, "RSS grew by {growth} KiB");
     drop(stuck);
+}
+
+/// A client connection in the test: plain TCP or WebSocket, sending SIP one message at a time.
+enum Client {
+    Tcp(TcpStream),
+    Ws(Box<tungstenite::WebSocket<TcpStream>>),
+}
+
+impl Client {
+    /// Connects from `ip` to the proxy's listener for `transport` (`TCP` or `WS`), with a small
+    /// receive buffer when `receive_buffer` says so.
+    fn connect(
+        transport: &str,
+        ip: &str,
+        rb: &Roundabout,
+        receive_buffer: Option<usize>,
+    ) -> Client {
+        let addr = rb.addr(&transport.to_ascii_lowercase());
+        let stream = connect_from(ip, addr, receive_buffer);
+        if transport == "TCP" {
+            return Client::Tcp(stream);
+        }
+        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "sip".parse().unwrap());
+        let (ws, _) = tungstenite::client(request, stream).unwrap();
+        Client::Ws(Box::new(ws))
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Client::Tcp(stream) => stream.local_addr(),
+            Client::Ws(ws) => ws.get_ref().local_addr(),
+        }
+        .unwrap()
+    }
+
+    fn send(&mut self, msg: &str) {
+        match self {
+            Client::Tcp(stream) => std::io::Write::write_all(stream, msg.as_bytes()).unwrap(),
+            Client::Ws(ws) => ws.send(tungstenite::Message::text(msg)).unwrap(),
+        }
+    }
+}
+
+/// A client that registers over `transport` and then reads nothing while 8000 requests are
+/// routed to it by the token in its Contact: the proxy's memory stays bounded by the byte
+/// budget, the connection is closed within -write-timeout of its writer getting stuck, its slot
+/// is free again (one connection per address allowed), and other clients are served throughout.
+fn a_destination_that_stops_reading(transport: &str, base: u8) {
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+    let ip = |n: u8| format!("127.0.8.{}", base + n);
+    let registrar = roomy_peer(&ip(0));
+    let trusted = format!("{}:registrar.test:{}:udp:", ip(0), registrar.addr().port());
+    let rb = Roundabout::start(&[
+        "-trusted-server",
+        &trusted,
+        "-write-timeout",
+        "2",
+        "-max-connections-per-ip",
+        "1",
+        "-max-new-requests",
+        "0",
+    ]);
+    let udp = rb.addr("udp");
+    let mut stuck = Client::connect(transport, &ip(1), &rb, Some(4096));
+    let from = stuck.local_addr();
+    stuck.send(&register(transport, from, "stuck"));
+    let contact = relayed_contact(&registrar, &rb);
+    let other = UdpPeer::bind(&ip(2));
+    let body = "m".repeat(4000);
+    let before = rss_kib(rb.pid());
+    let mut peak = before;
+    let mut codes = Vec::new();
+    let mut first_refusal = None;
+    for n in 0..8000 {
+        let msg = request(
+            "MESSAGE",
+            &contact,
+            registrar.addr(),
+            &format!("m{n}"),
+            "",
+            &body,
+        );
+        registrar.send(udp, &msg);
+        if n % 250 == 249 {
+            // Another client is served meanwhile; its request also paces this loop.
+            let call = format!("other{n}");
+            other.send(udp, &options("sip:x@registrar.test", &other, &call, ""));
+            assert!(wait_request(&registrar, &call, &mut codes), "{}", rb.logs());
+            peak = peak.max(rss_kib(rb.pid()));
+            if first_refusal.is_none() && codes.contains(&503) {
+                first_refusal = Some(Instant::now());
+            }
+        }
+    }
+    let refused = codes.iter().filter(|&&c| c == 503).count();
+    let gone = codes.iter().filter(|&&c| c == 480).count();
+    eprintln!(
+        "{transport}: 8000 requests for a client that reads nothing: {refused} refused (503), \
+         {gone} after it was closed (480); RSS {before} KiB, at most {peak} KiB (+{} KiB)",
+        peak - before
+    );
+    // The byte budget (1 MiB) was reached, and held the queue.
+    let first_refusal = first_refusal.expect("sends refused once the budget is full");
+    assert!(codes.iter().all(|c| [503, 480].contains(c)), "{codes:?}");
+    assert!(
+        peak - before < 16 * 1024,
+        "RSS grew by {} KiB",
+        peak - before
+    );
+
+    // Its writer was stuck before the first refusal: closed within the deadline of that.
+    let key = format!("flow={}:{from}", transport.to_ascii_lowercase());
+    let closed = if transport == "TCP" {
+        "connection closed"
+    } else {
+        "WebSocket closed"
+    };
+    let line = format!("{closed} {key} reason=\"write timeout\"");
+    assert!(
+        rb.wait_for_log(&line, WRITE_TIMEOUT + Duration::from_secs(2)),
+        "{}",
+        rb.logs()
+    );
+    let closed_after = first_refusal.elapsed();
+    assert!(
+        rb.wait_for_log("the peer took no data for -write-timeout", Duration::ZERO),
+        "{}",
+        rb.logs()
+    );
+    eprintln!("{transport}: closed {closed_after:?} after the first refusal at most");
+
+    // The address's one slot is free again: a new connection from it is served.
+    let mut again = Client::connect(transport, &ip(1), &rb, None);
+    let request = options("sip:x@registrar.test", &other, "again", "")
+        .replace("SIP/2.0/UDP", &format!("SIP/2.0/{transport}"));
+    again.send(&request);
+    assert!(
+        wait_request(&registrar, "again", &mut codes),
+        "{}",
+        rb.logs()
+    );
+    assert!(!rb.logs().contains("connection refused"), "{}", rb.logs());
+    drop(stuck);
+}
+
+#[test]
+fn a_tcp_destination_that_stops_reading_is_closed_and_its_slot_freed() {
+    a_destination_that_stops_reading("TCP", 52);
+}
+
+#[test]
+fn a_ws_destination_that_stops_reading_is_closed_and_its_slot_freed() {
+    a_destination_that_stops_reading("WS", 62);
 }

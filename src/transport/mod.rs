@@ -128,6 +128,7 @@ pub trait Handler: Send + Sync + 'static {
     fn undelivered(&self, msg: Encoded, flow: FlowKey);
 }
 
+mod deadline;
 mod flows;
 mod queue;
 mod stream;

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -24,7 +23,8 @@ use crate::warn_limited;
 
 use super::flows::Admission;
 use super::queue::QueueReceiver;
-use super::stream::{ByteStream, Registered};
+use super::stream::{self, ByteStream, Registered, Writer};
+use super::tcp::Connection;
 use super::{Encoded, FlowKey, Inbound, Shared, Transport, MAX_WRITE_BATCH};
 
 /// The WebSocket subprotocol for SIP (RFC 7118 §4.1).
@@ -56,7 +56,7 @@ fn config(shared: &Shared) -> WebSocketConfig {
 
 /// Serves an accepted WS connection: handshake, then frames.
 pub(crate) async fn serve_plain(
-    socket: TcpStream,
+    socket: Connection,
     key: FlowKey,
     shared: Arc<Shared>,
     admission: Admission,
@@ -70,7 +70,7 @@ pub(crate) async fn serve_plain(
 
 /// Serves an accepted WSS connection: TLS handshake, WebSocket handshake, then frames.
 pub(crate) async fn serve_secure(
-    socket: TcpStream,
+    socket: Connection,
     key: FlowKey,
     shared: Arc<Shared>,
     admission: Admission,
@@ -233,12 +233,14 @@ async fn serve_split<W, R>(
     debug!(flow = %key, "WebSocket open");
     let closing = shared.shutdown.child_token();
     let (control, control_rx) = control_slot();
-    let writer = tokio::spawn(write_loop(sink, rx, control_rx, closing.clone()));
-    let reason = read_loop(stream, key, &control, &shared, &closing).await;
+    let mut writer = Writer::spawn(write_loop(sink, rx, control_rx, key, closing.clone()));
+    let reason = writer
+        .or_reader(read_loop(stream, key, &control, &shared, &closing))
+        .await;
     shared.flows.remove(&key, id);
     drop((tx, control));
     closing.cancel();
-    let _ = writer.await;
+    writer.stop(shared.limits.write_timeout).await;
     drop(admission);
     debug!(flow = %key, reason, "WebSocket closed");
 }
@@ -314,20 +316,22 @@ async fn write_loop<W>(
     mut sink: W,
     mut queue: QueueReceiver,
     control: ControlReceiver,
+    key: FlowKey,
     closing: CancellationToken,
-) where
+) -> &'static str
+where
     W: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
-    loop {
+    let reason = loop {
         let frame = tokio::select! {
             biased;
             frame = control.recv() => match frame {
                 Some(frame) => frame,
-                None => break,
+                None => break "closed",
             },
             msg = queue.recv() => match msg {
                 Some(msg) => sip_frame(msg),
-                None => break,
+                None => break "closed",
             },
             () = closing.cancelled() => {
                 // Flush what is already queued, then say goodbye.
@@ -335,19 +339,19 @@ async fn write_loop<W>(
                 while let Some(msg) = queue.recv().await {
                     let sent = sink.send(sip_frame(msg)).await;
                     queue.written();
-                    if sent.is_err() {
-                        return;
+                    if let Err(error) = sent {
+                        return write_failed(key, &error);
                     }
                 }
                 if let Some(frame) = control.try_recv() {
                     let _ = sink.send(frame).await;
                 }
-                break;
+                break "shutdown";
             }
         };
         if matches!(frame, Message::Close(_)) {
             let _ = sink.send(frame).await;
-            break;
+            break "closed";
         }
         // Whatever else is already queued goes out with it: one write (one TLS record) for a
         // burst instead of one per message.
@@ -362,13 +366,28 @@ async fn write_loop<W>(
             }
             next = queue.try_recv().map(sip_frame);
         }
-        let flushed = batch.is_ok() && sink.flush().await.is_ok();
+        let flushed = match batch {
+            Ok(()) => sink.flush().await,
+            Err(error) => Err(error),
+        };
         queue.written();
-        if !flushed {
-            break;
+        if let Err(error) = flushed {
+            break write_failed(key, &error);
+        }
+    };
+    let _ = sink.close().await;
+    reason
+}
+
+/// Why the writer stopped on `error`, logged (see [`stream::write_failed`]).
+fn write_failed(key: FlowKey, error: &WsError) -> &'static str {
+    match error {
+        WsError::Io(error) => stream::write_failed(key, error),
+        error => {
+            debug!(flow = %key, %error, "WebSocket write error");
+            "write error"
         }
     }
-    let _ = sink.close().await;
 }
 
 /// RFC 7118 §5.1: a text frame when the message is UTF-8, else binary. The queue gives each
@@ -465,7 +484,6 @@ impl ControlReceiver {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
     use std::time::Duration;
 
     use tokio::io::DuplexStream;
@@ -473,12 +491,10 @@ mod tests {
     use tokio::task::JoinHandle;
     use tokio::time::timeout;
     use tokio_tungstenite::tungstenite::protocol::Role;
-    use tokio_util::task::TaskTracker;
 
-    use super::super::flows::FlowTable;
-    use super::super::queue::SendBudget;
-    use super::super::tls::TlsContext;
-    use super::super::Handler;
+    use super::super::deadline::WriteDeadline;
+    use super::super::queue::QueueSender;
+    use super::super::stream::tests::{fill, gone, shared};
     use super::*;
     use crate::config::Limits;
 
@@ -490,16 +506,6 @@ mod tests {
             50000,
         )),
     };
-
-    struct Collect(mpsc::UnboundedSender<Bytes>);
-
-    impl Handler for Collect {
-        fn handle(&self, inbound: Inbound) {
-            let _ = self.0.send(inbound.data);
-        }
-
-        fn undelivered(&self, _: Encoded, _: FlowKey) {}
-    }
 
     fn is_close(frame: Option<&Message>, code: CloseCode) -> bool {
         matches!(frame, Some(Message::Close(Some(CloseFrame { code: c, .. }))) if *c == code)
@@ -514,28 +520,88 @@ mod tests {
         JoinHandle<()>,
         mpsc::UnboundedReceiver<Bytes>,
     ) {
-        let shared = Arc::new(Shared {
-            limits,
-            flows: Arc::new(FlowTable::new(10, 10)),
-            send_budget: Arc::new(SendBudget::new(limits.send_buffer_total)),
-            handler: OnceLock::new(),
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            tls: TlsContext::load(None, None).unwrap(),
-            ws_path: None,
-            udp: None,
-            local: Vec::new(),
-        });
-        let (handled, inbound) = mpsc::unbounded_channel();
-        let _ = shared.handler.set(Arc::new(Collect(handled)));
-        let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        let server =
-            WebSocketStream::from_raw_socket(ours, Role::Server, Some(config(&shared))).await;
+        open_on(limits, 64 * 1024, false).await
+    }
+
+    /// `open` over a pipe holding `pipe` bytes each way, with the write deadline under the
+    /// WebSocket when `deadline`.
+    async fn open_on(
+        limits: Limits,
+        pipe: usize,
+        deadline: bool,
+    ) -> (
+        Arc<Shared>,
+        WebSocketStream<DuplexStream>,
+        JoinHandle<()>,
+        mpsc::UnboundedReceiver<Bytes>,
+    ) {
+        let (shared, inbound) = shared(limits);
+        let (ours, theirs) = tokio::io::duplex(pipe);
         let peer = WebSocketStream::from_raw_socket(theirs, Role::Client, None).await;
         let admission = shared.flows.admit(KEY.remote.ip()).unwrap();
         let flow = Registered::new(KEY, &shared);
-        let served = tokio::spawn(serve(server, flow, Arc::clone(&shared), admission));
+        let (shared_, config) = (Arc::clone(&shared), Some(config(&shared)));
+        let served = if deadline {
+            let ours = WriteDeadline::new(ours, limits.write_timeout);
+            let server = WebSocketStream::from_raw_socket(ours, Role::Server, config).await;
+            tokio::spawn(serve(server, flow, shared_, admission))
+        } else {
+            let server = WebSocketStream::from_raw_socket(ours, Role::Server, config).await;
+            tokio::spawn(serve(server, flow, shared_, admission))
+        };
         (shared, peer, served, inbound)
+    }
+
+    fn queue(shared: &Shared) -> QueueSender {
+        shared.flows.queue(&KEY).unwrap()
+    }
+
+    const PIPE: usize = 4096;
+
+    fn limits() -> Limits {
+        Limits {
+            max_connections_per_ip: 1,
+            write_timeout: Duration::from_secs(2),
+            ..Limits::DEFAULT
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_closed_at_the_write_timeout() {
+        let started = tokio::time::Instant::now();
+        let (shared, _peer, served, _) = open_on(limits(), PIPE, true).await;
+        let queue = queue(&shared);
+        fill(&shared, &KEY, PIPE);
+        timeout(Duration::from_secs(60), served)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(started.elapsed(), shared.limits.write_timeout);
+        gone(&shared, &KEY, &queue);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_pong_ends_a_flow_whose_writer_is_stuck() {
+        let limits = Limits {
+            ws_ping_interval: Duration::from_secs(1),
+            ..limits()
+        };
+        let started = tokio::time::Instant::now();
+        // No write deadline under it: only the reader can end this flow.
+        let (shared, _peer, served, _) = open_on(limits, PIPE, false).await;
+        let queue = queue(&shared);
+        fill(&shared, &KEY, PIPE);
+        timeout(Duration::from_secs(60), served)
+            .await
+            .unwrap()
+            .unwrap();
+        // A ping after one silent interval, none back in the next, then -write-timeout for the
+        // writer to finish.
+        assert_eq!(
+            started.elapsed(),
+            2 * limits.ws_ping_interval + limits.write_timeout
+        );
+        gone(&shared, &KEY, &queue);
     }
 
     #[tokio::test]
