@@ -690,3 +690,50 @@ fn a_tcp_destination_that_stops_reading_is_closed_and_its_slot_freed() {
 fn a_ws_destination_that_stops_reading_is_closed_and_its_slot_freed() {
     a_destination_that_stops_reading("WS", 62);
 }
+
+/// -idle-timeout counts SIP messages, not pings: a WebSocket client that answers every ping but
+/// sends and is sent nothing is closed at the idle timeout.
+#[test]
+fn a_websocket_that_only_answers_pings_is_closed_at_the_idle_timeout() {
+    use tungstenite::protocol::frame::coding::CloseCode;
+    let rb = Roundabout::start(&["-idle-timeout", "2", "-ws-ping-interval", "1"]);
+    let Client::Ws(mut ws) = Client::connect("WS", "127.0.8.82", &rb, None) else {
+        unreachable!("a WebSocket client")
+    };
+    let from = ws.get_ref().local_addr().unwrap();
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    let mut pings = 0;
+    let close = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "still open after {:?}, {pings} pings\n{}",
+            started.elapsed(),
+            rb.logs()
+        );
+        // Reading answers the pings (tungstenite queues the pong and writes it on the next call).
+        match ws.read() {
+            Ok(tungstenite::Message::Ping(_)) => pings += 1,
+            Ok(tungstenite::Message::Close(close)) => break close,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => panic!("{error}\n{}", rb.logs()),
+        }
+    };
+    let elapsed = started.elapsed();
+    eprintln!("closed after {elapsed:?}, {pings} pings answered");
+    assert!(pings >= 1, "pinged and answered first");
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_millis(3500)).contains(&elapsed),
+        "{elapsed:?}"
+    );
+    assert_eq!(close.map(|c| c.code), Some(CloseCode::Away));
+    let line = format!("WebSocket closed flow=ws:{from} reason=\"idle timeout\"");
+    assert!(
+        rb.wait_for_log(&line, Duration::from_secs(1)),
+        "{}",
+        rb.logs()
+    );
+}

@@ -1,6 +1,7 @@
 //! WebSocket (RFC 7118) over TCP or TLS, as server and as client: the `sip` subprotocol is
 //! required and echoed, each text or binary frame carries one SIP message, pings are answered,
-//! and idle flows are pinged so NATs and load balancers keep them open.
+//! and silent flows are pinged so NATs and load balancers keep them open. A flow that carries
+//! no message either way for `-idle-timeout` is closed, however well it answers pings.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -255,24 +257,42 @@ async fn read_loop<R>(
 where
     R: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let interval = shared.limits.ws_ping_interval;
+    let (interval, idle) = (shared.limits.ws_ping_interval, shared.limits.idle_timeout);
+    // Any frame from the peer, pongs too, shows it is there; only messages, either way, show
+    // the flow is in use.
+    let mut heard = Instant::now();
+    let mut used = heard;
     let mut ping_outstanding = false;
     let closed = closing.cancelled();
     tokio::pin!(closed);
     loop {
+        let (ping_at, idle_at) = (heard + interval, used + idle);
         let next = tokio::select! {
             () = &mut closed => {
                 control.send(close(CloseCode::Away, "shutting down"));
                 return "shutdown";
             }
-            next = tokio::time::timeout(interval, stream.next()) => next,
+            next = tokio::time::timeout_at(ping_at.min(idle_at), stream.next()) => next,
         };
         let frame = match next {
-            // Silence: ping once; a peer that stays silent one more interval is gone.
-            Err(_) if ping_outstanding => return "no pong",
             Err(_) => {
-                ping_outstanding = true;
-                control.send(Message::Ping(Bytes::new()));
+                let now = Instant::now();
+                if now >= idle_at {
+                    used = control.last_sent().map_or(used, |sent| sent.max(used));
+                    if now >= used + idle {
+                        control.send(close(CloseCode::Away, "idle"));
+                        return "idle timeout";
+                    }
+                }
+                if now >= ping_at {
+                    // Silence: ping once; a peer that stays silent one more interval is gone.
+                    if ping_outstanding {
+                        return "no pong";
+                    }
+                    ping_outstanding = true;
+                    heard = now;
+                    control.send(Message::Ping(Bytes::new()));
+                }
                 continue;
             }
             Ok(None) => return "closed by peer",
@@ -287,6 +307,7 @@ where
             }
             Ok(Some(Ok(frame))) => frame,
         };
+        heard = Instant::now();
         ping_outstanding = false;
         let data = match frame {
             Message::Text(text) => Bytes::from(text),
@@ -295,6 +316,7 @@ where
             // tungstenite answers pings itself; pongs only prove the peer is alive.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
+        used = heard;
         if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
             // A CRLF keep-alive inside a frame: nothing to hand on.
             continue;
@@ -323,14 +345,14 @@ where
     W: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
     let reason = loop {
-        let frame = tokio::select! {
+        let (frame, mut messages) = tokio::select! {
             biased;
             frame = control.recv() => match frame {
-                Some(frame) => frame,
+                Some(frame) => (frame, false),
                 None => break "closed",
             },
             msg = queue.recv() => match msg {
-                Some(msg) => sip_frame(msg),
+                Some(msg) => (sip_frame(msg), true),
                 None => break "closed",
             },
             () = closing.cancelled() => {
@@ -365,6 +387,7 @@ where
                 break;
             }
             next = queue.try_recv().map(sip_frame);
+            messages |= next.is_some();
         }
         let flushed = match batch {
             Ok(()) => sink.flush().await,
@@ -373,6 +396,9 @@ where
         queue.written();
         if let Err(error) = flushed {
             break write_failed(key, &error);
+        }
+        if messages {
+            control.sent(Instant::now());
         }
     };
     let _ = sink.close().await;
@@ -416,6 +442,8 @@ struct ControlSlot {
     frame: Option<Message>,
     /// The reader is gone: the writer stops once the slot is empty.
     hung_up: bool,
+    /// When the writer last wrote a message (not a ping): the flow is in use.
+    sent: Option<Instant>,
 }
 
 impl Control {
@@ -440,6 +468,11 @@ fn control_slot() -> (ControlSender, ControlReceiver) {
 }
 
 impl ControlSender {
+    /// When the writer last wrote a message.
+    fn last_sent(&self) -> Option<Instant> {
+        self.0.slot().sent
+    }
+
     /// Posts `frame` for the writer. A close replaces a ping not yet sent: the peer is being
     /// dropped either way.
     fn send(&self, frame: Message) {
@@ -461,6 +494,11 @@ impl Drop for ControlSender {
 }
 
 impl ControlReceiver {
+    /// Messages went out at `now`.
+    fn sent(&self, now: Instant) {
+        self.0.slot().sent = Some(now);
+    }
+
     /// The posted frame, waiting for one; `None` once the reader is gone and nothing is left.
     async fn recv(&self) -> Option<Message> {
         loop {
@@ -601,6 +639,56 @@ mod tests {
             started.elapsed(),
             2 * limits.ws_ping_interval + limits.write_timeout
         );
+        gone(&shared, &KEY, &queue);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flow_that_answers_pings_but_carries_no_messages_is_closed_at_the_idle_timeout() {
+        let limits = Limits {
+            ws_ping_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            ..limits()
+        };
+        let started = tokio::time::Instant::now();
+        let (shared, mut peer, served, mut inbound) = open_on(limits, 64 * 1024, true).await;
+        let queue = queue(&shared);
+        // A message each way keeps it in use: from the peer at 4 s (without it the flow would
+        // close at 5 s), from the proxy at 8 s. The peer reads all along, which answers the pings.
+        let mut pings = 0;
+        let mut step = 0;
+        let bye = loop {
+            let at = started + Duration::from_secs([4, 8][step.min(1)]);
+            let frame = tokio::select! {
+                frame = peer.next() => frame.unwrap().unwrap(),
+                () = tokio::time::sleep_until(at), if step < 2 => {
+                    if step == 0 {
+                        peer.send(Message::text("MESSAGE sip:b SIP/2.0\r\n\r\n")).await.unwrap();
+                    } else {
+                        let msg = Bytes::from_static(b"OPTIONS sip:a SIP/2.0\r\n\r\n");
+                        queue.try_send(Encoded { head: msg, body: Bytes::new() }).unwrap();
+                    }
+                    step += 1;
+                    continue;
+                }
+            };
+            match frame {
+                Message::Ping(_) => pings += 1,
+                Message::Text(_) => {}
+                other => break other,
+            }
+        };
+        assert!(is_close(Some(&bye), CloseCode::Away), "{bye:?}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(8) + limits.idle_timeout
+        );
+        // Pinged every second it was silent, and every ping answered (the reading above).
+        assert!(pings >= 5, "{pings} pings");
+        assert!(inbound.recv().await.is_some());
+        timeout(Duration::from_secs(60), served)
+            .await
+            .unwrap()
+            .unwrap();
         gone(&shared, &KEY, &queue);
     }
 
