@@ -412,6 +412,15 @@ fn register(transport: &str, from: SocketAddr, user: &str) -> String {
     )
 }
 
+/// Sends a MESSAGE from `registrar`, a trusted server, for the client behind `contact` (a
+/// Contact Roundabout wrote, with its token).
+fn message_for(contact: &str, registrar: &UdpPeer, proxy: SocketAddr, call: &str, body: &str) {
+    registrar.send(
+        proxy,
+        &request("MESSAGE", contact, registrar.addr(), call, "", body),
+    );
+}
+
 /// The Contact Roundabout wrote into the REGISTER it relayed to `registrar`: a URI with the
 /// token that leads requests back to the registering client's flow.
 fn relayed_contact(registrar: &UdpPeer, rb: &Roundabout) -> String {
@@ -476,15 +485,7 @@ fn small_messages_queued_for_a_stuck_flow_do_not_pin_receive_buffers() {
     // Fill the kernel's buffers towards the client (far more than they hold), so that what
     // follows stays in the proxy's queue.
     for n in 0..130 {
-        let msg = request(
-            "MESSAGE",
-            &contact,
-            registrar.addr(),
-            &format!("fill{n}"),
-            "",
-            &big_body,
-        );
-        registrar.send(udp, &msg);
+        message_for(&contact, &registrar, udp, &format!("fill{n}"), &big_body);
         if n % 8 == 7 {
             barrier(n, &mut codes);
         }
@@ -513,15 +514,13 @@ fn small_messages_queued_for_a_stuck_flow_do_not_pin_receive_buffers() {
     }
     let before = rss_kib(rb.pid());
     for n in 0..500 {
-        let msg = request(
-            "MESSAGE",
+        message_for(
             &contact,
-            registrar.addr(),
+            &registrar,
+            udp,
             &format!("small{n}"),
-            "",
             "a small message",
         );
-        registrar.send(udp, &msg);
         big_round(20 + n, &mut codes);
     }
     let after = rss_kib(rb.pid());
@@ -610,15 +609,7 @@ fn a_destination_that_stops_reading(transport: &str, base: u8) {
     let mut codes = Vec::new();
     let mut first_refusal = None;
     for n in 0..8000 {
-        let msg = request(
-            "MESSAGE",
-            &contact,
-            registrar.addr(),
-            &format!("m{n}"),
-            "",
-            &body,
-        );
-        registrar.send(udp, &msg);
+        message_for(&contact, &registrar, udp, &format!("m{n}"), &body);
         if n % 250 == 249 {
             // Another client is served meanwhile; its request also paces this loop.
             let call = format!("other{n}");

@@ -352,14 +352,25 @@ pub(crate) mod tests {
         assert!(shared.flows.admit(key.remote.ip()).is_ok());
     }
 
-    const PIPE: usize = 4096;
+    /// Bytes the in-memory pipes of the tests hold each way.
+    pub(crate) const PIPE: usize = 4096;
 
-    fn limits() -> Limits {
+    /// One connection per address, so that `gone` can tell the slot was freed.
+    pub(crate) fn limits() -> Limits {
         Limits {
             max_connections_per_ip: 1,
             write_timeout: Duration::from_secs(2),
             ..Limits::DEFAULT
         }
+    }
+
+    /// Waits for a served connection to end; how long after `started` it did.
+    pub(crate) async fn ended(served: JoinHandle<()>, started: Instant) -> Duration {
+        timeout(Duration::from_secs(60), served)
+            .await
+            .unwrap()
+            .unwrap();
+        started.elapsed()
     }
 
     /// Serves `stream` as the flow `KEY`; the flow's queue and the serving task.
@@ -384,11 +395,7 @@ pub(crate) mod tests {
             &shared,
         );
         fill(&shared, &KEY, PIPE);
-        timeout(Duration::from_secs(60), served)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(started.elapsed(), shared.limits.write_timeout);
+        assert_eq!(ended(served, started).await, shared.limits.write_timeout);
         gone(&shared, &KEY, &queue);
     }
 
@@ -404,13 +411,9 @@ pub(crate) mod tests {
         let started = Instant::now();
         let (queue, served) = start(ours, &shared);
         fill(&shared, &KEY, PIPE);
-        timeout(Duration::from_secs(60), served)
-            .await
-            .unwrap()
-            .unwrap();
         // The writer had -write-timeout to send what was queued.
         assert_eq!(
-            started.elapsed(),
+            ended(served, started).await,
             limits.idle_timeout + limits.write_timeout
         );
         gone(&shared, &KEY, &queue);
