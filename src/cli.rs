@@ -404,7 +404,8 @@ pub struct LimitArgs {
           value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections_per_ip: usize,
 
-    /// Seconds without traffic after which a connection is closed
+    /// Seconds without traffic after which a connection is closed (WS and WSS: without a
+    /// message either way; pings do not count)
     #[arg(long, env = "ROUNDABOUT_IDLE_TIMEOUT", value_name = "SECONDS",
           default_value_t = Limits::DEFAULT.idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
