@@ -444,7 +444,8 @@ pub struct LimitArgs {
           value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_connections_per_ip: usize,
 
-    /// Seconds without traffic after which a connection is closed
+    /// Seconds without traffic after which a connection is closed (WS and WSS: without a
+    /// message either way; pings do not count)
     #[arg(long, env = "ROUNDABOUT_IDLE_TIMEOUT", value_name = "SECONDS",
           default_value_t = Limits::DEFAULT.idle_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -461,6 +462,13 @@ pub struct LimitArgs {
           default_value_t = Limits::DEFAULT.read_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub read_timeout: u64,
+
+    /// Seconds a connection's writes may make no progress (the peer stopped reading) before it
+    /// is closed; also its TCP_USER_TIMEOUT
+    #[arg(long, env = "ROUNDABOUT_WRITE_TIMEOUT", value_name = "SECONDS",
+          default_value_t = Limits::DEFAULT.write_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout: u64,
 
     /// Seconds between WebSocket pings on idle WS and WSS flows
     #[arg(long, env = "ROUNDABOUT_WS_PING_INTERVAL", value_name = "SECONDS",
@@ -479,6 +487,20 @@ pub struct LimitArgs {
           default_value_t = Limits::DEFAULT.send_queue,
           value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
     pub send_queue: usize,
+
+    /// Bytes queued per connection (until written) before sends to it are refused; at least
+    /// -max-message-size
+    #[arg(long, env = "ROUNDABOUT_SEND_QUEUE_BYTES", value_name = "BYTES",
+          default_value_t = Limits::DEFAULT.send_queue_bytes,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1024..))]
+    pub send_queue_bytes: usize,
+
+    /// Bytes queued over all connections together before sends to any are refused; at least
+    /// -send-queue-bytes
+    #[arg(long, env = "ROUNDABOUT_SEND_BUFFER_TOTAL", value_name = "BYTES",
+          default_value_t = Limits::DEFAULT.send_buffer_total,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1024..))]
+    pub send_buffer_total: usize,
 
     /// Messages per second accepted from one source IP that is not a trusted server (bursts
     /// of twice as many pass); 0 turns the limit off
@@ -767,6 +789,9 @@ mod tests {
             &["rb", "-trusted-client-mask", "129"],
             &["rb", "-max-message-size", "100"],
             &["rb", "-max-connections", "0"],
+            &["rb", "-write-timeout", "0"],
+            &["rb", "-send-queue-bytes", "1023"],
+            &["rb", "-send-buffer-total", "1000"],
             &["rb", "-log-level", "loud"],
             &["rb", "-no-such-flag"],
             &["rb", "csr", "--key", "k.pem"],

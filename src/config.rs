@@ -94,12 +94,21 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// A message started on a stream must be complete within this time (default 30 s).
     pub read_timeout: Duration,
+    /// A connection whose writes make no progress for this long is closed; also its
+    /// TCP_USER_TIMEOUT (default 10 s).
+    pub write_timeout: Duration,
     /// WebSocket ping interval on idle WS/WSS flows (default 30 s).
     pub ws_ping_interval: Duration,
     /// Bindings the client cache holds at most (default 100 000).
     pub client_cache_size: usize,
     /// Messages queued per connection before sends to it are refused (default 1024).
     pub send_queue: usize,
+    /// Bytes queued per connection, counted until written, before sends to it are refused
+    /// (default 1 MiB).
+    pub send_queue_bytes: usize,
+    /// Bytes queued over all connections together before sends to any are refused
+    /// (default 256 MiB).
+    pub send_buffer_total: usize,
     /// Messages per second accepted from one source address that is not a trusted server;
     /// 0 turns the limit off. Bursts of twice as many pass.
     pub rate_limit: u32,
@@ -205,9 +214,12 @@ impl Limits {
         idle_timeout: Duration::from_secs(300),
         handshake_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(30),
+        write_timeout: Duration::from_secs(10),
         ws_ping_interval: Duration::from_secs(30),
         client_cache_size: 100_000,
         send_queue: 1024,
+        send_queue_bytes: 1 << 20,
+        send_buffer_total: 256 << 20,
         rate_limit: 1000,
         max_new_requests: 20_000,
     };
@@ -282,6 +294,16 @@ pub enum ConfigError {
     TokenKey(TokenKeyError),
     #[error("-sip-t2-ms {t2} is below -sip-t1-ms {t1}: T2 caps intervals that start at T1")]
     SipT2BelowT1 { t1: u64, t2: u64 },
+    #[error(
+        "-send-queue-bytes {queue} is below -max-message-size {message}: \
+         no message of the largest size could be queued"
+    )]
+    SendQueueBelowMessage { queue: usize, message: usize },
+    #[error(
+        "-send-buffer-total {total} is below -send-queue-bytes {queue}: \
+         no connection could use its own budget"
+    )]
+    SendTotalBelowQueue { total: usize, queue: usize },
     #[error("-csr needs -csr-cn (the subject's common name)")]
     CsrWithoutCommonName,
 }
@@ -432,9 +454,12 @@ impl Config {
                     idle_timeout,
                     handshake_timeout,
                     read_timeout,
+                    write_timeout,
                     ws_ping_interval,
                     client_cache_size,
                     send_queue,
+                    send_queue_bytes,
+                    send_buffer_total,
                     rate_limit,
                     max_new_requests,
                 },
@@ -486,6 +511,18 @@ impl Config {
             ws: ws_port.port(),
             wss: tls_port_for("wss-port", *wss_port, DEFAULT_WSS_PORT, tls.is_some())?,
         };
+        if send_queue_bytes < max_message_size {
+            return Err(ConfigError::SendQueueBelowMessage {
+                queue: *send_queue_bytes,
+                message: *max_message_size,
+            });
+        }
+        if send_buffer_total < send_queue_bytes {
+            return Err(ConfigError::SendTotalBelowQueue {
+                total: *send_buffer_total,
+                queue: *send_queue_bytes,
+            });
+        }
         let limits = Limits {
             max_message: *max_message_size,
             max_connections: *max_connections,
@@ -493,9 +530,12 @@ impl Config {
             idle_timeout: Duration::from_secs(*idle_timeout),
             handshake_timeout: Duration::from_secs(*handshake_timeout),
             read_timeout: Duration::from_secs(*read_timeout),
+            write_timeout: Duration::from_secs(*write_timeout),
             ws_ping_interval: Duration::from_secs(*ws_ping_interval),
             client_cache_size: *client_cache_size,
             send_queue: *send_queue,
+            send_queue_bytes: *send_queue_bytes,
+            send_buffer_total: *send_buffer_total,
             rate_limit: *rate_limit,
             max_new_requests: *max_new_requests,
         };
@@ -613,17 +653,21 @@ impl Config {
             format!("ws-path={}", ws_path.as_deref().unwrap_or("any")),
             format!(
                 "limits max-message-size={} max-connections={} max-connections-per-ip={} \
-                 idle-timeout={}s handshake-timeout={}s read-timeout={}s ws-ping-interval={}s \
-                 client-cache-size={} send-queue={} rate-limit={} max-new-requests={}",
+                 idle-timeout={}s handshake-timeout={}s read-timeout={}s write-timeout={}s \
+                 ws-ping-interval={}s client-cache-size={} send-queue={} send-queue-bytes={} \
+                 send-buffer-total={} rate-limit={} max-new-requests={}",
                 limits.max_message,
                 limits.max_connections,
                 limits.max_connections_per_ip,
                 limits.idle_timeout.as_secs(),
                 limits.handshake_timeout.as_secs(),
                 limits.read_timeout.as_secs(),
+                limits.write_timeout.as_secs(),
                 limits.ws_ping_interval.as_secs(),
                 limits.client_cache_size,
                 limits.send_queue,
+                limits.send_queue_bytes,
+                limits.send_buffer_total,
                 limits.rate_limit,
                 limits.max_new_requests,
             ),
@@ -1440,6 +1484,39 @@ mod tests {
         assert_eq!(config.local_ip, ip("127.0.0.1"));
         assert_eq!(config.bind_ip, ip("127.0.0.1"));
         assert_eq!(config.default_network, Transport::Tcp);
+    }
+
+    #[test]
+    fn send_budgets_and_write_timeout() {
+        let defaults = config(&[]).limits;
+        assert_eq!(defaults.write_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.send_queue_bytes, 1 << 20);
+        assert_eq!(defaults.send_buffer_total, 256 << 20);
+        let set = config(&[
+            "-write-timeout",
+            "2",
+            "-send-queue-bytes",
+            "65536",
+            "-send-buffer-total",
+            "65536",
+        ])
+        .limits;
+        assert_eq!(set.write_timeout, Duration::from_secs(2));
+        assert_eq!(
+            (set.send_queue_bytes, set.send_buffer_total),
+            (65536, 65536)
+        );
+        assert_eq!(
+            error(&["-send-queue-bytes", "65535"]),
+            "-send-queue-bytes 65535 is below -max-message-size 65536: \
+             no message of the largest size could be queued"
+        );
+        assert!(validate(&["-send-queue-bytes", "2048", "-max-message-size", "2048"]).is_ok());
+        assert_eq!(
+            error(&["-send-buffer-total", "1048575"]),
+            "-send-buffer-total 1048575 is below -send-queue-bytes 1048576: \
+             no connection could use its own budget"
+        );
     }
 
     #[test]

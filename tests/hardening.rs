@@ -8,16 +8,30 @@
 
 mod common;
 
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{header, rss_kib, Roundabout, UdpPeer};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 
 fn options(ruri: &str, from: &UdpPeer, call: &str, extra: &str) -> String {
+    request("OPTIONS", ruri, from.addr(), call, extra, "")
+}
+
+/// A request from a UDP peer at `from`; `extra` is inserted as header lines.
+fn request(
+    method: &str,
+    ruri: &str,
+    from: SocketAddr,
+    call: &str,
+    extra: &str,
+    body: &str,
+) -> String {
     format!(
-        "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK-{call};rport\r\n\
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-{call};rport\r\n\
          From: <sip:h@example.com>;tag=1\r\nTo: <{ruri}>\r\nCall-ID: {call}@hardening\r\n\
-         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n",
-        addr = from.addr(),
+         CSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
 }
 
@@ -137,26 +151,30 @@ fn strict_host_relays_to_no_foreign_address() {
 }
 
 /// Opens `n` TCP connections to `addr` from `ip`.
-fn connect_many(ip: &str, addr: std::net::SocketAddr, n: usize) -> Vec<std::net::TcpStream> {
-    (0..n)
-        .map(|_| {
-            let socket =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            socket
-                .bind(&std::net::SocketAddr::new(ip.parse().unwrap(), 0).into())
-                .unwrap();
-            socket.connect(&addr.into()).unwrap();
-            let stream: std::net::TcpStream = socket.into();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(3)))
-                .unwrap();
-            stream
-        })
-        .collect()
+fn connect_many(ip: &str, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n).map(|_| connect_from(ip, addr, None)).collect()
+}
+
+/// A TCP connection to `addr` from `ip`, with a receive buffer of `receive_buffer` bytes when
+/// given (set before the handshake, so the window it advertises stays that small).
+fn connect_from(ip: &str, addr: SocketAddr, receive_buffer: Option<usize>) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if let Some(size) = receive_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    socket
+        .bind(&SocketAddr::new(ip.parse().unwrap(), 0).into())
+        .unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    stream
 }
 
 /// Whether the proxy closed `stream` (end of stream or a reset) within its read timeout.
-fn closed_by_proxy(mut stream: &std::net::TcpStream) -> bool {
+fn closed_by_proxy(mut stream: &TcpStream) -> bool {
     use std::io::{ErrorKind, Read};
     let mut buf = [0u8; 64];
     match stream.read(&mut buf) {
@@ -238,7 +256,6 @@ fn connection_limits_and_slow_clients() {
 /// SECURITY.md are for 10000). Prints the resident memory per idle connection.
 #[test]
 fn idle_connections_are_held_and_new_ones_served() {
-    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
     let total: usize = std::env::var("ROUNDABOUT_IDLE_CONNECTIONS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -358,6 +375,351 @@ fn overload_refuses_new_work_but_not_calls_in_progress() {
         "overload: new requests over -max-new-requests",
         Duration::from_secs(1)
     ));
+}
+
+/// A UDP peer whose receive buffer holds bursts of large datagrams.
+fn roomy_peer(ip: &str) -> UdpPeer {
+    let peer = UdpPeer::bind(ip);
+    socket2::SockRef::from(&peer.socket)
+        .set_recv_buffer_size(8 << 20)
+        .unwrap();
+    peer
+}
+
+/// The URI inside a `<…>` name-addr.
+fn uri_of(name_addr: &str) -> &str {
+    let open = name_addr.find('<').unwrap();
+    let close = name_addr.find('>').unwrap();
+    &name_addr[open + 1..close]
+}
+
+/// A REGISTER for `user` sent over a stream transport (`TCP` or `WS`) from `from`.
+fn register(transport: &str, from: SocketAddr, user: &str) -> String {
+    format!(
+        "REGISTER sip:registrar.test SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {from};branch=z9hG4bK-reg-{user}\r\nMax-Forwards: 70\r\n\
+         From: <sip:{user}@registrar.test>;tag=r\r\nTo: <sip:{user}@registrar.test>\r\n\
+         Call-ID: reg-{user}@hardening\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:{user}@{from};transport={}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+        transport.to_ascii_lowercase()
+    )
+}
+
+/// Sends a MESSAGE from `registrar`, a trusted server, for the client behind `contact` (a
+/// Contact Roundabout wrote, with its token).
+fn message_for(contact: &str, registrar: &UdpPeer, proxy: SocketAddr, call: &str, body: &str) {
+    registrar.send(
+        proxy,
+        &request("MESSAGE", contact, registrar.addr(), call, "", body),
+    );
+}
+
+/// The Contact Roundabout wrote into the REGISTER it relayed to `registrar`: a URI with the
+/// token that leads requests back to the registering client's flow.
+fn relayed_contact(registrar: &UdpPeer, rb: &Roundabout) -> String {
+    let relayed = registrar
+        .recv()
+        .unwrap_or_else(|| panic!("REGISTER relayed\n{}", rb.logs()));
+    assert!(relayed.starts_with("REGISTER "), "{relayed}");
+    let contact = uri_of(header(&relayed, "Contact").unwrap()).to_string();
+    assert!(contact.contains(";rbt="), "{contact}");
+    contact
+}
+
+/// Waits until `registrar` has the request with Call-ID `call`, keeping the status codes of the
+/// responses it gets meanwhile.
+fn wait_request(registrar: &UdpPeer, call: &str, codes: &mut Vec<u16>) -> bool {
+    let wanted = format!("{call}@hardening");
+    while let Some(msg) = registrar.recv() {
+        if let Some(code) = msg.strip_prefix("SIP/2.0 ") {
+            codes.push(code[..3].parse().unwrap());
+        } else if header(&msg, "Call-ID") == Some(&wanted) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A queued message must not keep the buffer it was received in alive: 500 small requests for a
+/// flow that does not read, each received between large datagrams from another source, grow
+/// the proxy's resident memory by about their own size. When a queued message was a slice of
+/// the 1 MiB block it was received into, each one held a block (about 500 MiB).
+#[test]
+fn small_messages_queued_for_a_stuck_flow_do_not_pin_receive_buffers() {
+    let registrar = roomy_peer("127.0.8.72");
+    let trusted = format!("127.0.8.72:registrar.test:{}:udp:", registrar.addr().port());
+    let rb = Roundabout::start(&[
+        "-trusted-server",
+        &trusted,
+        "-rate-limit",
+        "0",
+        "-max-new-requests",
+        "0",
+        // Keep the stuck flow and everything queued for it for the whole test.
+        "-write-timeout",
+        "120",
+        "-send-queue-bytes",
+        "16777216",
+    ]);
+    let udp = rb.addr("udp");
+    let mut stuck = connect_from("127.0.8.73", rb.addr("tcp"), Some(4096));
+    let from = stuck.local_addr().unwrap();
+    std::io::Write::write_all(&mut stuck, register("TCP", from, "stuck").as_bytes()).unwrap();
+    let contact = relayed_contact(&registrar, &rb);
+    let big = UdpPeer::bind("127.0.8.74");
+    let big_body = "b".repeat(60_000);
+    let mut codes = Vec::new();
+    let barrier = |n: usize, codes: &mut Vec<u16>| {
+        let call = format!("barrier{n}");
+        big.send(udp, &options("sip:x@registrar.test", &big, &call, ""));
+        assert!(wait_request(&registrar, &call, codes), "{}", rb.logs());
+    };
+
+    // Fill the kernel's buffers towards the client (far more than they hold), so that what
+    // follows stays in the proxy's queue.
+    for n in 0..130 {
+        message_for(&contact, &registrar, udp, &format!("fill{n}"), &big_body);
+        if n % 8 == 7 {
+            barrier(n, &mut codes);
+        }
+    }
+    // Large datagrams through the proxy for a while first, so its allocator is warm.
+    let big_round = |round: usize, codes: &mut Vec<u16>| {
+        // 17 of them take up one 1 MiB receive block.
+        for n in 0..17 {
+            let call = format!("big{round}-{n}");
+            big.send(
+                udp,
+                &request(
+                    "MESSAGE",
+                    "sip:big@registrar.test",
+                    big.addr(),
+                    &call,
+                    "",
+                    &big_body,
+                ),
+            );
+        }
+        barrier(1000 + round, codes);
+    };
+    for round in 0..20 {
+        big_round(round, &mut codes);
+    }
+    let before = rss_kib(rb.pid());
+    for n in 0..500 {
+        message_for(
+            &contact,
+            &registrar,
+            udp,
+            &format!("small{n}"),
+            "a small message",
+        );
+        big_round(20 + n, &mut codes);
+    }
+    let after = rss_kib(rb.pid());
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "500 small messages queued between 8500 large datagrams: RSS {before} KiB -> {after} KiB \
+         (+{growth} KiB)"
+    );
+    assert!(codes.is_empty(), "every message was taken: {codes:?}");
+    assert!(growth < 8 * 1024, "RSS grew by {growth} KiB");
+    drop(stuck);
+}
+
+/// A client connection in the test: plain TCP or WebSocket, sending SIP one message at a time.
+enum Client {
+    Tcp(TcpStream),
+    Ws(Box<tungstenite::WebSocket<TcpStream>>),
+}
+
+impl Client {
+    /// Connects from `ip` to the proxy's listener for `transport` (`TCP` or `WS`), with a small
+    /// receive buffer when `receive_buffer` says so.
+    fn connect(
+        transport: &str,
+        ip: &str,
+        rb: &Roundabout,
+        receive_buffer: Option<usize>,
+    ) -> Client {
+        let addr = rb.addr(&transport.to_ascii_lowercase());
+        let stream = connect_from(ip, addr, receive_buffer);
+        if transport == "TCP" {
+            return Client::Tcp(stream);
+        }
+        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "sip".parse().unwrap());
+        let (ws, _) = tungstenite::client(request, stream).unwrap();
+        Client::Ws(Box::new(ws))
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Client::Tcp(stream) => stream.local_addr(),
+            Client::Ws(ws) => ws.get_ref().local_addr(),
+        }
+        .unwrap()
+    }
+
+    fn send(&mut self, msg: &str) {
+        match self {
+            Client::Tcp(stream) => std::io::Write::write_all(stream, msg.as_bytes()).unwrap(),
+            Client::Ws(ws) => ws.send(tungstenite::Message::text(msg)).unwrap(),
+        }
+    }
+}
+
+/// A client that registers over `transport` and then reads nothing while 8000 requests are
+/// routed to it by the token in its Contact: the proxy's memory stays bounded by the byte
+/// budget, the connection is closed within -write-timeout of its writer getting stuck, its slot
+/// is free again (one connection per address allowed), and other clients are served throughout.
+fn a_destination_that_stops_reading(transport: &str, base: u8) {
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+    let ip = |n: u8| format!("127.0.8.{}", base + n);
+    let registrar = roomy_peer(&ip(0));
+    let trusted = format!("{}:registrar.test:{}:udp:", ip(0), registrar.addr().port());
+    let rb = Roundabout::start(&[
+        "-trusted-server",
+        &trusted,
+        "-write-timeout",
+        "2",
+        "-max-connections-per-ip",
+        "1",
+        "-max-new-requests",
+        "0",
+    ]);
+    let udp = rb.addr("udp");
+    let mut stuck = Client::connect(transport, &ip(1), &rb, Some(4096));
+    let from = stuck.local_addr();
+    stuck.send(&register(transport, from, "stuck"));
+    let contact = relayed_contact(&registrar, &rb);
+    let other = UdpPeer::bind(&ip(2));
+    let body = "m".repeat(4000);
+    let before = rss_kib(rb.pid());
+    let mut peak = before;
+    let mut codes = Vec::new();
+    let mut first_refusal = None;
+    for n in 0..8000 {
+        message_for(&contact, &registrar, udp, &format!("m{n}"), &body);
+        if n % 250 == 249 {
+            // Another client is served meanwhile; its request also paces this loop.
+            let call = format!("other{n}");
+            other.send(udp, &options("sip:x@registrar.test", &other, &call, ""));
+            assert!(wait_request(&registrar, &call, &mut codes), "{}", rb.logs());
+            peak = peak.max(rss_kib(rb.pid()));
+            if first_refusal.is_none() && codes.contains(&503) {
+                first_refusal = Some(Instant::now());
+            }
+        }
+    }
+    let refused = codes.iter().filter(|&&c| c == 503).count();
+    let gone = codes.iter().filter(|&&c| c == 480).count();
+    eprintln!(
+        "{transport}: 8000 requests for a client that reads nothing: {refused} refused (503), \
+         {gone} after it was closed (480); RSS {before} KiB, at most {peak} KiB (+{} KiB)",
+        peak - before
+    );
+    // The byte budget (1 MiB) was reached, and held the queue.
+    let first_refusal = first_refusal.expect("sends refused once the budget is full");
+    assert!(codes.iter().all(|c| [503, 480].contains(c)), "{codes:?}");
+    assert!(
+        peak - before < 16 * 1024,
+        "RSS grew by {} KiB",
+        peak - before
+    );
+
+    // Its writer was stuck before the first refusal: closed within the deadline of that.
+    let key = format!("flow={}:{from}", transport.to_ascii_lowercase());
+    let closed = if transport == "TCP" {
+        "connection closed"
+    } else {
+        "WebSocket closed"
+    };
+    let line = format!("{closed} {key} reason=\"write timeout\"");
+    assert!(
+        rb.wait_for_log(&line, WRITE_TIMEOUT + Duration::from_secs(2)),
+        "{}",
+        rb.logs()
+    );
+    let closed_after = first_refusal.elapsed();
+    assert!(
+        rb.wait_for_log("the peer took no data for -write-timeout", Duration::ZERO),
+        "{}",
+        rb.logs()
+    );
+    eprintln!("{transport}: closed {closed_after:?} after the first refusal at most");
+
+    // The address's one slot is free again: a new connection from it is served.
+    let mut again = Client::connect(transport, &ip(1), &rb, None);
+    let request = options("sip:x@registrar.test", &other, "again", "")
+        .replace("SIP/2.0/UDP", &format!("SIP/2.0/{transport}"));
+    again.send(&request);
+    assert!(
+        wait_request(&registrar, "again", &mut codes),
+        "{}",
+        rb.logs()
+    );
+    assert!(!rb.logs().contains("connection refused"), "{}", rb.logs());
+    drop(stuck);
+}
+
+#[test]
+fn a_tcp_destination_that_stops_reading_is_closed_and_its_slot_freed() {
+    a_destination_that_stops_reading("TCP", 52);
+}
+
+#[test]
+fn a_ws_destination_that_stops_reading_is_closed_and_its_slot_freed() {
+    a_destination_that_stops_reading("WS", 62);
+}
+
+/// -idle-timeout counts SIP messages, not pings: a WebSocket client that answers every ping but
+/// sends and is sent nothing is closed at the idle timeout.
+#[test]
+fn a_websocket_that_only_answers_pings_is_closed_at_the_idle_timeout() {
+    use tungstenite::protocol::frame::coding::CloseCode;
+    let rb = Roundabout::start(&["-idle-timeout", "2", "-ws-ping-interval", "1"]);
+    let Client::Ws(mut ws) = Client::connect("WS", "127.0.8.82", &rb, None) else {
+        unreachable!("a WebSocket client")
+    };
+    let from = ws.get_ref().local_addr().unwrap();
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    let mut pings = 0;
+    let close = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "still open after {:?}, {pings} pings\n{}",
+            started.elapsed(),
+            rb.logs()
+        );
+        // Reading answers the pings (tungstenite queues the pong and writes it on the next call).
+        match ws.read() {
+            Ok(tungstenite::Message::Ping(_)) => pings += 1,
+            Ok(tungstenite::Message::Close(close)) => break close,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => panic!("{error}\n{}", rb.logs()),
+        }
+    };
+    let elapsed = started.elapsed();
+    eprintln!("closed after {elapsed:?}, {pings} pings answered");
+    assert!(pings >= 1, "pinged and answered first");
+    assert!(
+        (Duration::from_millis(1900)..Duration::from_millis(3500)).contains(&elapsed),
+        "{elapsed:?}"
+    );
+    assert_eq!(close.map(|c| c.code), Some(CloseCode::Away));
+    let line = format!("WebSocket closed flow=ws:{from} reason=\"idle timeout\"");
+    assert!(
+        rb.wait_for_log(&line, Duration::from_secs(1)),
+        "{}",
+        rb.logs()
+    );
 }
 
 /// Without `-strict-host`, a request for Roundabout under a name that resolves to it

@@ -20,9 +20,12 @@ fn limits() -> Limits {
         idle_timeout: Duration::from_secs(300),
         handshake_timeout: Duration::from_secs(10),
         read_timeout: Duration::from_secs(30),
+        write_timeout: Duration::from_secs(10),
         ws_ping_interval: Duration::from_secs(30),
         client_cache_size: 100,
         send_queue: 64,
+        send_queue_bytes: 1 << 20,
+        send_buffer_total: 256 << 20,
         rate_limit: 0,
         max_new_requests: 0,
     }

@@ -113,6 +113,7 @@ impl FlowTable {
 
 #[cfg(test)]
 mod tests {
+    use super::super::queue;
     use super::*;
 
     #[test]
@@ -136,7 +137,13 @@ mod tests {
             transport: super::super::Transport::Tcp,
             remote: "192.0.2.1:5060".parse().unwrap(),
         };
-        let (tx, _rx) = super::super::queue::send_queue(1);
+        let (tx, _rx) = queue::send_queue(
+            queue::QueueLimits {
+                messages: 1,
+                bytes: 1,
+            },
+            Arc::new(queue::SendBudget::new(1)),
+        );
         table.insert(
             key,
             FlowHandle {

@@ -139,6 +139,7 @@ pub trait Handler: Send + Sync + 'static {
     fn undelivered(&self, msg: Encoded, flow: FlowKey);
 }
 
+mod deadline;
 mod flows;
 mod queue;
 mod stream;
@@ -191,6 +192,8 @@ pub enum SendError {
 pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) flows: Arc<FlowTable>,
+    /// `-send-buffer-total`: what every connection's send queue counts its bytes against.
+    pub(crate) send_budget: Arc<queue::SendBudget>,
     pub(crate) handler: OnceLock<Arc<dyn Handler>>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
@@ -261,6 +264,7 @@ impl Transports {
                     limits.max_connections,
                     limits.max_connections_per_ip,
                 )),
+                send_budget: Arc::new(queue::SendBudget::new(limits.send_buffer_total)),
                 handler: OnceLock::new(),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),

@@ -4,9 +4,11 @@
 use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -14,7 +16,7 @@ use crate::sip::codec::{self, Frame};
 use crate::warn_limited;
 
 use super::flows::{Admission, FlowHandle};
-use super::queue::{send_queue, QueueReceiver, QueueSender};
+use super::queue::{send_queue, QueueLimits, QueueReceiver, QueueSender};
 use super::{Encoded, FlowKey, Shared, MAX_WRITE_BATCH};
 
 /// Bytes read per call; the buffer grows only as far as one message needs.
@@ -35,7 +37,11 @@ pub(crate) struct Registered {
 
 impl Registered {
     pub(crate) fn new(key: FlowKey, shared: &Shared) -> Registered {
-        let (tx, rx) = send_queue(shared.limits.send_queue);
+        let limits = QueueLimits {
+            messages: shared.limits.send_queue,
+            bytes: shared.limits.send_queue_bytes,
+        };
+        let (tx, rx) = send_queue(limits, Arc::clone(&shared.send_budget));
         let id = shared.flows.next_id();
         shared.flows.insert(
             key,
@@ -76,14 +82,71 @@ async fn serve_split<S>(
     let Registered { key, id, tx, rx } = flow;
     debug!(flow = %key, "connection open");
     let closing = shared.shutdown.child_token();
-    let writer = tokio::spawn(write_loop(writer, rx, closing.clone()));
-    let reason = read_loop(reader, key, &tx, &shared, &closing).await;
+    let mut writer = Writer::spawn(write_loop(writer, rx, key, closing.clone()));
+    let reason = writer
+        .or_reader(read_loop(reader, key, &tx, &shared, &closing))
+        .await;
     shared.flows.remove(&key, id);
     drop(tx);
     closing.cancel();
-    let _ = writer.await;
+    writer.stop(shared.limits.write_timeout).await;
     drop(admission);
     debug!(flow = %key, reason, "connection closed");
+}
+
+/// A connection's writer, on a task of its own: the reader, which decides when the connection
+/// ends, must never wait for the peer to read.
+pub(crate) struct Writer(Option<JoinHandle<&'static str>>);
+
+impl Writer {
+    /// Starts `writing`, which gives why it stopped.
+    pub(crate) fn spawn<F>(writing: F) -> Writer
+    where
+        F: Future<Output = &'static str> + Send + 'static,
+    {
+        Writer(Some(tokio::spawn(writing)))
+    }
+
+    /// Runs `reader` until it ends, or the writer does first (the peer stopped reading, or a
+    /// write failed); why the connection ends.
+    pub(crate) async fn or_reader(
+        &mut self,
+        reader: impl Future<Output = &'static str>,
+    ) -> &'static str {
+        let Some(task) = &mut self.0 else {
+            return reader.await;
+        };
+        let written = tokio::select! {
+            biased;
+            reason = reader => return reason,
+            written = task => written,
+        };
+        // A finished task must not be awaited again.
+        self.0 = None;
+        written.unwrap_or("writer failed")
+    }
+
+    /// Lets the writer send what is still queued for at most `limit`, then stops it (which
+    /// frees the queue).
+    pub(crate) async fn stop(self, limit: Duration) {
+        let Some(mut task) = self.0 else { return };
+        if tokio::time::timeout(limit, &mut task).await.is_err() {
+            task.abort();
+            debug!("writer stopped: still writing at -write-timeout");
+        }
+    }
+}
+
+/// Why the writer stopped on `error`, logged: a peer that stopped taking data is worth a
+/// warning, a reset is not.
+pub(crate) fn write_failed(key: FlowKey, error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        warn_limited!(flow = %key, "connection closed: the peer took no data for -write-timeout");
+        "write timeout"
+    } else {
+        debug!(flow = %key, %error, "write error");
+        "write error"
+    }
 }
 
 async fn read_loop<R: AsyncRead>(
@@ -152,11 +215,12 @@ async fn read_loop<R: AsyncRead>(
 async fn write_loop<W: AsyncWrite>(
     writer: W,
     mut queue: QueueReceiver,
+    key: FlowKey,
     closing: CancellationToken,
-) {
+) -> &'static str {
     tokio::pin!(writer);
     let mut batch = Vec::with_capacity(MAX_WRITE_BATCH);
-    loop {
+    let reason = loop {
         let next = tokio::select! {
             biased;
             next = queue.recv() => next,
@@ -166,7 +230,7 @@ async fn write_loop<W: AsyncWrite>(
                 queue.recv().await
             }
         };
-        let Some(msg) = next else { break };
+        let Some(msg) = next else { break "closed" };
         // What queued meanwhile goes out in the same write: one syscall for a burst.
         batch.push(msg);
         while batch.len() < MAX_WRITE_BATCH {
@@ -177,27 +241,26 @@ async fn write_loop<W: AsyncWrite>(
         }
         let written = write_batch(&mut writer, &batch).await;
         batch.clear();
-        if written.is_err() {
-            break;
+        queue.written();
+        if let Err(error) = written {
+            break write_failed(key, &error);
         }
-    }
+    };
     let _ = writer.shutdown().await;
+    reason
 }
 
-/// Writes the heads and bodies of `batch` with vectored writes, so no body is ever copied.
+/// Writes the messages of `batch` (each whole in its head, as the queue gives them) with
+/// vectored writes.
 async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut W,
     batch: &[Encoded],
 ) -> std::io::Result<()> {
-    let mut slices = [IoSlice::new(&[]); 2 * MAX_WRITE_BATCH];
-    let mut count = 0;
-    for part in batch.iter().flat_map(|msg| [&msg.head, &msg.body]) {
-        if !part.is_empty() && count < slices.len() {
-            slices[count] = IoSlice::new(part);
-            count += 1;
-        }
+    let mut slices = [IoSlice::new(&[]); MAX_WRITE_BATCH];
+    for (slice, msg) in slices.iter_mut().zip(batch) {
+        *slice = IoSlice::new(&msg.head);
     }
-    let mut unwritten = &mut slices[..count];
+    let mut unwritten = &mut slices[..batch.len().min(MAX_WRITE_BATCH)];
     while !unwritten.is_empty() {
         let n = writer.write_vectored(unwritten).await?;
         if n == 0 {
@@ -206,4 +269,153 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         IoSlice::advance_slices(&mut unwritten, n);
     }
     writer.flush().await
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
+    use tokio::time::{timeout, Instant};
+    use tokio_util::task::TaskTracker;
+
+    use super::super::deadline::WriteDeadline;
+    use super::super::flows::FlowTable;
+    use super::super::queue::{QueueError, SendBudget};
+    use super::super::tls::TlsContext;
+    use super::super::{Handler, Inbound, Transport};
+    use super::*;
+    use crate::config::Limits;
+
+    const KEY: FlowKey = FlowKey {
+        transport: Transport::Tcp,
+        remote: std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::new(192, 0, 2, 1),
+            50000,
+        )),
+    };
+
+    struct Collect(mpsc::UnboundedSender<Bytes>);
+
+    impl Handler for Collect {
+        fn handle(&self, inbound: Inbound) {
+            let _ = self.0.send(inbound.data);
+        }
+
+        fn undelivered(&self, _: Encoded, _: FlowKey) {}
+    }
+
+    /// What a served in-memory connection shares, within `limits` (the connection limits
+    /// included), and the messages its handler is handed.
+    pub(crate) fn shared(limits: Limits) -> (Arc<Shared>, mpsc::UnboundedReceiver<Bytes>) {
+        let shared = Arc::new(Shared {
+            limits,
+            flows: Arc::new(FlowTable::new(
+                limits.max_connections,
+                limits.max_connections_per_ip,
+            )),
+            send_budget: Arc::new(SendBudget::new(limits.send_buffer_total)),
+            handler: OnceLock::new(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            tls: TlsContext::load(None, None).unwrap(),
+            ws_path: None,
+            udp: None,
+            local: Vec::new(),
+        });
+        let (handled, inbound) = mpsc::unbounded_channel();
+        let _ = shared.handler.set(Arc::new(Collect(handled)));
+        (shared, inbound)
+    }
+
+    /// Queues messages for `key` until the writer, whose peer reads nothing, must be stuck:
+    /// more than the in-memory pipe holds.
+    pub(crate) fn fill(shared: &Shared, key: &FlowKey, pipe: usize) {
+        let queue = shared.flows.queue(key).unwrap();
+        let message = Encoded {
+            head: Bytes::from(vec![b'x'; 1000]),
+            body: Bytes::new(),
+        };
+        for _ in 0..=pipe / 1000 + 4 {
+            queue.try_send(message.clone()).unwrap();
+        }
+    }
+
+    /// Checks that a connection ended in full: out of the flow table, its queue refusing and
+    /// its bytes given back, its slot free again (`-max-connections-per-ip 1` in the tests).
+    pub(crate) fn gone(shared: &Arc<Shared>, key: &FlowKey, queue: &QueueSender) {
+        assert!(!shared.flows.contains(key));
+        assert_eq!(queue.try_send(Encoded::default()), Err(QueueError::Closed));
+        assert_eq!(shared.send_budget.used(), 0);
+        assert!(shared.flows.admit(key.remote.ip()).is_ok());
+    }
+
+    /// Bytes the in-memory pipes of the tests hold each way.
+    pub(crate) const PIPE: usize = 4096;
+
+    /// One connection per address, so that `gone` can tell the slot was freed.
+    pub(crate) fn limits() -> Limits {
+        Limits {
+            max_connections_per_ip: 1,
+            write_timeout: Duration::from_secs(2),
+            ..Limits::DEFAULT
+        }
+    }
+
+    /// Waits for a served connection to end; how long after `started` it did.
+    pub(crate) async fn ended(served: JoinHandle<()>, started: Instant) -> Duration {
+        timeout(Duration::from_secs(60), served)
+            .await
+            .unwrap()
+            .unwrap();
+        started.elapsed()
+    }
+
+    /// Serves `stream` as the flow `KEY`; the flow's queue and the serving task.
+    fn start<S>(stream: S, shared: &Arc<Shared>) -> (QueueSender, JoinHandle<()>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let admission = shared.flows.admit(KEY.remote.ip()).unwrap();
+        let flow = Registered::new(KEY, shared);
+        let queue = flow.tx.clone();
+        let served = tokio::spawn(serve(stream, flow, Arc::clone(shared), admission));
+        (queue, served)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_closed_at_the_write_timeout() {
+        let (shared, _) = shared(limits());
+        let (ours, _theirs) = tokio::io::duplex(PIPE);
+        let started = Instant::now();
+        let (queue, served) = start(
+            WriteDeadline::new(ours, shared.limits.write_timeout),
+            &shared,
+        );
+        fill(&shared, &KEY, PIPE);
+        assert_eq!(ended(served, started).await, shared.limits.write_timeout);
+        gone(&shared, &KEY, &queue);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timeout_ends_a_connection_whose_writer_is_stuck() {
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(5),
+            ..limits()
+        };
+        let (shared, _) = shared(limits);
+        // No write deadline under it: only the reader can end this connection.
+        let (ours, _theirs) = tokio::io::duplex(PIPE);
+        let started = Instant::now();
+        let (queue, served) = start(ours, &shared);
+        fill(&shared, &KEY, PIPE);
+        // The writer had -write-timeout to send what was queued.
+        assert_eq!(
+            ended(served, started).await,
+            limits.idle_timeout + limits.write_timeout
+        );
+        gone(&shared, &KEY, &queue);
+    }
 }

@@ -2,15 +2,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
+use tracing::debug;
 
 use crate::warn_limited;
 
+use super::deadline::WriteDeadline;
 use super::flows::Admission;
 use super::stream::ByteStream;
 use super::{stream, FlowKey, Shared, Transport};
+
+/// A flow's TCP socket, accepted or dialled, under TLS and WebSocket when the flow has them.
+pub(crate) type Connection = WriteDeadline<TcpStream>;
 
 /// Pending connections the kernel queues before accept.
 const BACKLOG: i32 = 1024;
@@ -32,7 +38,7 @@ pub(crate) async fn accept<F, Fut>(
     shared: Arc<Shared>,
     upgrade: F,
 ) where
-    F: Fn(TcpStream, FlowKey, Arc<Shared>, Admission) -> Fut,
+    F: Fn(Connection, FlowKey, Arc<Shared>, Admission) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -57,12 +63,23 @@ pub(crate) async fn accept<F, Fut>(
                 continue;
             }
         };
-        let _ = socket.set_nodelay(true);
         let key = FlowKey { transport, remote };
+        let socket = prepare(socket, key, shared.limits.write_timeout);
         shared
             .tracker
             .spawn(upgrade(socket, key, Arc::clone(&shared), admission));
     }
+}
+
+/// Readies a flow's socket: no Nagle delay, and writes bounded by `-write-timeout` both here and
+/// in the kernel, where TCP_USER_TIMEOUT closes a connection whose sent data stays unacknowledged
+/// that long (a peer that is gone rather than just not reading).
+fn prepare(socket: TcpStream, key: FlowKey, write_timeout: Duration) -> Connection {
+    let _ = socket.set_nodelay(true);
+    if let Err(error) = SockRef::from(&socket).set_tcp_user_timeout(Some(write_timeout)) {
+        debug!(flow = %key, %error, "TCP_USER_TIMEOUT not set");
+    }
+    WriteDeadline::new(socket, write_timeout)
 }
 
 fn is_per_connection(e: &std::io::Error) -> bool {
@@ -72,7 +89,7 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 
 /// Serves an accepted plain TCP connection.
 pub(crate) async fn serve_plain(
-    socket: TcpStream,
+    socket: Connection,
     key: FlowKey,
     shared: Arc<Shared>,
     admission: Admission,
@@ -83,7 +100,7 @@ pub(crate) async fn serve_plain(
 
 /// Serves an accepted TLS connection once its handshake completes within the handshake timeout.
 pub(crate) async fn serve_tls(
-    socket: TcpStream,
+    socket: Connection,
     key: FlowKey,
     shared: Arc<Shared>,
     admission: Admission,
@@ -112,7 +129,7 @@ pub(crate) async fn connect(
 ) -> std::io::Result<Box<dyn ByteStream>> {
     let connecting = async {
         let socket = TcpStream::connect(key.remote).await?;
-        let _ = socket.set_nodelay(true);
+        let socket = prepare(socket, key, shared.limits.write_timeout);
         Ok::<Box<dyn ByteStream>, std::io::Error>(match key.transport {
             Transport::Tls | Transport::Wss => {
                 Box::new(shared.tls.connect(socket, name, key.remote.ip()).await?)
@@ -124,4 +141,50 @@ pub(crate) async fn connect(
     tokio::time::timeout(shared.limits.handshake_timeout, Box::pin(connecting))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use super::super::stream::tests::shared;
+    use super::*;
+    use crate::config::Limits;
+
+    fn user_timeout(socket: &TcpStream) -> Option<Duration> {
+        SockRef::from(socket).tcp_user_timeout().unwrap()
+    }
+
+    #[tokio::test]
+    async fn flow_sockets_get_the_write_timeout_as_tcp_user_timeout() {
+        let limits = Limits {
+            write_timeout: Duration::from_secs(7),
+            ..Limits::DEFAULT
+        };
+        let (shared, _) = shared(limits);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, mut timeouts) = mpsc::unbounded_channel();
+        let upgrade = move |socket: Connection, _: FlowKey, _: Arc<Shared>, _: Admission| {
+            let _ = accepted.send(user_timeout(socket.get_ref()));
+            async {}
+        };
+        tokio::spawn(accept(
+            listener,
+            Transport::Tcp,
+            Arc::clone(&shared),
+            upgrade,
+        ));
+        let dialled = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(timeouts.recv().await.unwrap(), Some(limits.write_timeout));
+        let key = FlowKey {
+            transport: Transport::Tcp,
+            remote: addr,
+        };
+        let dialled = prepare(dialled, key, limits.write_timeout);
+        assert_eq!(user_timeout(dialled.get_ref()), Some(limits.write_timeout));
+        shared.shutdown.cancel();
+    }
 }

@@ -10,7 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
 use tracing::{info, warn};
 
@@ -88,12 +88,12 @@ impl TlsContext {
 
     /// The server side of a handshake on an accepted connection, within `limit`. A failure is
     /// logged (rate-limited) and gives `None`; so does a context without a certificate.
-    pub(crate) async fn accept(
+    pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        socket: TcpStream,
+        socket: S,
         key: FlowKey,
         limit: Duration,
-    ) -> Option<server::TlsStream<TcpStream>> {
+    ) -> Option<server::TlsStream<S>> {
         let (acceptor, _, _) = self.server.as_ref()?;
         match tokio::time::timeout(limit, acceptor.accept(socket)).await {
             Ok(Ok(tls)) => Some(tls),
@@ -123,12 +123,12 @@ impl TlsContext {
     }
 
     /// Opens a TLS session on `socket`, verifying the peer as `name` (its FQDN, else its IP).
-    pub(crate) async fn connect(
+    pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        socket: TcpStream,
+        socket: S,
         name: Option<&str>,
         ip: IpAddr,
-    ) -> std::io::Result<client::TlsStream<TcpStream>> {
+    ) -> std::io::Result<client::TlsStream<S>> {
         let server_name = match name {
             Some(name) => ServerName::try_from(name.to_owned())
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,

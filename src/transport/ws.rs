@@ -1,6 +1,7 @@
 //! WebSocket (RFC 7118) over TCP or TLS, as server and as client: the `sip` subprotocol is
 //! required and echoed, each text or binary frame carries one SIP message, pings are answered,
-//! and idle flows are pinged so NATs and load balancers keep them open.
+//! and silent flows are pinged so NATs and load balancers keep them open. A flow that carries
+//! no message either way for `-idle-timeout` is closed, however well it answers pings.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -9,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -24,7 +25,8 @@ use crate::warn_limited;
 
 use super::flows::Admission;
 use super::queue::QueueReceiver;
-use super::stream::{ByteStream, Registered};
+use super::stream::{self, ByteStream, Registered, Writer};
+use super::tcp::Connection;
 use super::{Encoded, FlowKey, Inbound, Shared, Transport, MAX_WRITE_BATCH};
 
 /// The WebSocket subprotocol for SIP (RFC 7118 §4.1).
@@ -56,7 +58,7 @@ fn config(shared: &Shared) -> WebSocketConfig {
 
 /// Serves an accepted WS connection: handshake, then frames.
 pub(crate) async fn serve_plain(
-    socket: TcpStream,
+    socket: Connection,
     key: FlowKey,
     shared: Arc<Shared>,
     admission: Admission,
@@ -70,7 +72,7 @@ pub(crate) async fn serve_plain(
 
 /// Serves an accepted WSS connection: TLS handshake, WebSocket handshake, then frames.
 pub(crate) async fn serve_secure(
-    socket: TcpStream,
+    socket: Connection,
     key: FlowKey,
     shared: Arc<Shared>,
     admission: Admission,
@@ -233,12 +235,14 @@ async fn serve_split<W, R>(
     debug!(flow = %key, "WebSocket open");
     let closing = shared.shutdown.child_token();
     let (control, control_rx) = control_slot();
-    let writer = tokio::spawn(write_loop(sink, rx, control_rx, closing.clone()));
-    let reason = read_loop(stream, key, &control, &shared, &closing).await;
+    let mut writer = Writer::spawn(write_loop(sink, rx, control_rx, key, closing.clone()));
+    let reason = writer
+        .or_reader(read_loop(stream, key, &control, &shared, &closing))
+        .await;
     shared.flows.remove(&key, id);
     drop((tx, control));
     closing.cancel();
-    let _ = writer.await;
+    writer.stop(shared.limits.write_timeout).await;
     drop(admission);
     debug!(flow = %key, reason, "WebSocket closed");
 }
@@ -253,24 +257,42 @@ async fn read_loop<R>(
 where
     R: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let interval = shared.limits.ws_ping_interval;
+    let (interval, idle) = (shared.limits.ws_ping_interval, shared.limits.idle_timeout);
+    // Any frame from the peer, pongs too, shows it is there; only messages, either way, show
+    // the flow is in use.
+    let mut heard = Instant::now();
+    let mut used = heard;
     let mut ping_outstanding = false;
     let closed = closing.cancelled();
     tokio::pin!(closed);
     loop {
+        let (ping_at, idle_at) = (heard + interval, used + idle);
         let next = tokio::select! {
             () = &mut closed => {
                 control.send(close(CloseCode::Away, "shutting down"));
                 return "shutdown";
             }
-            next = tokio::time::timeout(interval, stream.next()) => next,
+            next = tokio::time::timeout_at(ping_at.min(idle_at), stream.next()) => next,
         };
         let frame = match next {
-            // Silence: ping once; a peer that stays silent one more interval is gone.
-            Err(_) if ping_outstanding => return "no pong",
             Err(_) => {
-                ping_outstanding = true;
-                control.send(Message::Ping(Bytes::new()));
+                let now = Instant::now();
+                if now >= idle_at {
+                    used = control.last_sent().map_or(used, |sent| sent.max(used));
+                    if now >= used + idle {
+                        control.send(close(CloseCode::Away, "idle"));
+                        return "idle timeout";
+                    }
+                }
+                if now >= ping_at {
+                    // Silence: ping once; a peer that stays silent one more interval is gone.
+                    if ping_outstanding {
+                        return "no pong";
+                    }
+                    ping_outstanding = true;
+                    heard = now;
+                    control.send(Message::Ping(Bytes::new()));
+                }
                 continue;
             }
             Ok(None) => return "closed by peer",
@@ -285,6 +307,7 @@ where
             }
             Ok(Some(Ok(frame))) => frame,
         };
+        heard = Instant::now();
         ping_outstanding = false;
         let data = match frame {
             Message::Text(text) => Bytes::from(text),
@@ -293,6 +316,7 @@ where
             // tungstenite answers pings itself; pongs only prove the peer is alive.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
+        used = heard;
         if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
             // A CRLF keep-alive inside a frame: nothing to hand on.
             continue;
@@ -314,38 +338,42 @@ async fn write_loop<W>(
     mut sink: W,
     mut queue: QueueReceiver,
     control: ControlReceiver,
+    key: FlowKey,
     closing: CancellationToken,
-) where
+) -> &'static str
+where
     W: futures_util::Sink<Message, Error = WsError> + Unpin,
 {
-    loop {
-        let frame = tokio::select! {
+    let reason = loop {
+        let (frame, mut messages) = tokio::select! {
             biased;
             frame = control.recv() => match frame {
-                Some(frame) => frame,
-                None => break,
+                Some(frame) => (frame, false),
+                None => break "closed",
             },
             msg = queue.recv() => match msg {
-                Some(msg) => sip_frame(&msg),
-                None => break,
+                Some(msg) => (sip_frame(msg), true),
+                None => break "closed",
             },
             () = closing.cancelled() => {
                 // Flush what is already queued, then say goodbye.
                 queue.close();
                 while let Some(msg) = queue.recv().await {
-                    if sink.send(sip_frame(&msg)).await.is_err() {
-                        return;
+                    let sent = sink.send(sip_frame(msg)).await;
+                    queue.written();
+                    if let Err(error) = sent {
+                        return write_failed(key, &error);
                     }
                 }
                 if let Some(frame) = control.try_recv() {
                     let _ = sink.send(frame).await;
                 }
-                break;
+                break "shutdown";
             }
         };
         if matches!(frame, Message::Close(_)) {
             let _ = sink.send(frame).await;
-            break;
+            break "closed";
         }
         // Whatever else is already queued goes out with it: one write (one TLS record) for a
         // burst instead of one per message.
@@ -358,18 +386,40 @@ async fn write_loop<W>(
             if batch.is_err() || batched == MAX_WRITE_BATCH {
                 break;
             }
-            next = queue.try_recv().map(|msg| sip_frame(&msg));
+            next = queue.try_recv().map(sip_frame);
+            messages |= next.is_some();
         }
-        if batch.is_err() || sink.flush().await.is_err() {
-            break;
+        let flushed = match batch {
+            Ok(()) => sink.flush().await,
+            Err(error) => Err(error),
+        };
+        queue.written();
+        if let Err(error) = flushed {
+            break write_failed(key, &error);
         }
-    }
+        if messages {
+            control.sent(Instant::now());
+        }
+    };
     let _ = sink.close().await;
+    reason
 }
 
-/// RFC 7118 §5.1: a text frame when the message is UTF-8, else binary.
-fn sip_frame(msg: &Encoded) -> Message {
-    let data = msg.to_contiguous();
+/// Why the writer stopped on `error`, logged (see [`stream::write_failed`]).
+fn write_failed(key: FlowKey, error: &WsError) -> &'static str {
+    match error {
+        WsError::Io(error) => stream::write_failed(key, error),
+        error => {
+            debug!(flow = %key, %error, "WebSocket write error");
+            "write error"
+        }
+    }
+}
+
+/// RFC 7118 §5.1: a text frame when the message is UTF-8, else binary. The queue gives each
+/// message whole in its head.
+fn sip_frame(msg: Encoded) -> Message {
+    let data = msg.head;
     // Cloning `Bytes` shares the buffer; only the UTF-8 check reads it.
     match data.clone().try_into() {
         Ok(text) => Message::Text(text),
@@ -392,6 +442,8 @@ struct ControlSlot {
     frame: Option<Message>,
     /// The reader is gone: the writer stops once the slot is empty.
     hung_up: bool,
+    /// When the writer last wrote a message (not a ping): the flow is in use.
+    sent: Option<Instant>,
 }
 
 impl Control {
@@ -416,6 +468,11 @@ fn control_slot() -> (ControlSender, ControlReceiver) {
 }
 
 impl ControlSender {
+    /// When the writer last wrote a message.
+    fn last_sent(&self) -> Option<Instant> {
+        self.0.slot().sent
+    }
+
     /// Posts `frame` for the writer. A close replaces a ping not yet sent: the peer is being
     /// dropped either way.
     fn send(&self, frame: Message) {
@@ -437,6 +494,11 @@ impl Drop for ControlSender {
 }
 
 impl ControlReceiver {
+    /// Messages went out at `now`.
+    fn sent(&self, now: Instant) {
+        self.0.slot().sent = Some(now);
+    }
+
     /// The posted frame, waiting for one; `None` once the reader is gone and nothing is left.
     async fn recv(&self) -> Option<Message> {
         loop {
@@ -460,7 +522,6 @@ impl ControlReceiver {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
     use std::time::Duration;
 
     use tokio::io::DuplexStream;
@@ -468,11 +529,10 @@ mod tests {
     use tokio::task::JoinHandle;
     use tokio::time::timeout;
     use tokio_tungstenite::tungstenite::protocol::Role;
-    use tokio_util::task::TaskTracker;
 
-    use super::super::flows::FlowTable;
-    use super::super::tls::TlsContext;
-    use super::super::Handler;
+    use super::super::deadline::WriteDeadline;
+    use super::super::queue::QueueSender;
+    use super::super::stream::tests::{ended, fill, gone, limits, shared, PIPE};
     use super::*;
     use crate::config::Limits;
 
@@ -484,16 +544,6 @@ mod tests {
             50000,
         )),
     };
-
-    struct Collect(mpsc::UnboundedSender<Bytes>);
-
-    impl Handler for Collect {
-        fn handle(&self, inbound: Inbound) {
-            let _ = self.0.send(inbound.data);
-        }
-
-        fn undelivered(&self, _: Encoded, _: FlowKey) {}
-    }
 
     fn is_close(frame: Option<&Message>, code: CloseCode) -> bool {
         matches!(frame, Some(Message::Close(Some(CloseFrame { code: c, .. }))) if *c == code)
@@ -508,27 +558,117 @@ mod tests {
         JoinHandle<()>,
         mpsc::UnboundedReceiver<Bytes>,
     ) {
-        let shared = Arc::new(Shared {
-            limits,
-            flows: Arc::new(FlowTable::new(10, 10)),
-            handler: OnceLock::new(),
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            tls: TlsContext::load(None, None).unwrap(),
-            ws_path: None,
-            udp: None,
-            local: Vec::new(),
-        });
-        let (handled, inbound) = mpsc::unbounded_channel();
-        let _ = shared.handler.set(Arc::new(Collect(handled)));
-        let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        let server =
-            WebSocketStream::from_raw_socket(ours, Role::Server, Some(config(&shared))).await;
+        open_on(limits, 64 * 1024, false).await
+    }
+
+    /// `open` over a pipe holding `pipe` bytes each way, with the write deadline under the
+    /// WebSocket when `deadline`.
+    async fn open_on(
+        limits: Limits,
+        pipe: usize,
+        deadline: bool,
+    ) -> (
+        Arc<Shared>,
+        WebSocketStream<DuplexStream>,
+        JoinHandle<()>,
+        mpsc::UnboundedReceiver<Bytes>,
+    ) {
+        let (shared, inbound) = shared(limits);
+        let (ours, theirs) = tokio::io::duplex(pipe);
         let peer = WebSocketStream::from_raw_socket(theirs, Role::Client, None).await;
         let admission = shared.flows.admit(KEY.remote.ip()).unwrap();
         let flow = Registered::new(KEY, &shared);
-        let served = tokio::spawn(serve(server, flow, Arc::clone(&shared), admission));
+        let (shared_, config) = (Arc::clone(&shared), Some(config(&shared)));
+        let served = if deadline {
+            let ours = WriteDeadline::new(ours, limits.write_timeout);
+            let server = WebSocketStream::from_raw_socket(ours, Role::Server, config).await;
+            tokio::spawn(serve(server, flow, shared_, admission))
+        } else {
+            let server = WebSocketStream::from_raw_socket(ours, Role::Server, config).await;
+            tokio::spawn(serve(server, flow, shared_, admission))
+        };
         (shared, peer, served, inbound)
+    }
+
+    fn queue(shared: &Shared) -> QueueSender {
+        shared.flows.queue(&KEY).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_closed_at_the_write_timeout() {
+        let started = tokio::time::Instant::now();
+        let (shared, _peer, served, _) = open_on(limits(), PIPE, true).await;
+        let queue = queue(&shared);
+        fill(&shared, &KEY, PIPE);
+        assert_eq!(ended(served, started).await, shared.limits.write_timeout);
+        gone(&shared, &KEY, &queue);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_pong_ends_a_flow_whose_writer_is_stuck() {
+        let limits = Limits {
+            ws_ping_interval: Duration::from_secs(1),
+            ..limits()
+        };
+        let started = tokio::time::Instant::now();
+        // No write deadline under it: only the reader can end this flow.
+        let (shared, _peer, served, _) = open_on(limits, PIPE, false).await;
+        let queue = queue(&shared);
+        fill(&shared, &KEY, PIPE);
+        // A ping after one silent interval, none back in the next, then -write-timeout for the
+        // writer to finish.
+        assert_eq!(
+            ended(served, started).await,
+            2 * limits.ws_ping_interval + limits.write_timeout
+        );
+        gone(&shared, &KEY, &queue);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flow_that_answers_pings_but_carries_no_messages_is_closed_at_the_idle_timeout() {
+        let limits = Limits {
+            ws_ping_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+            ..limits()
+        };
+        let started = tokio::time::Instant::now();
+        let (shared, mut peer, served, mut inbound) = open_on(limits, 64 * 1024, true).await;
+        let queue = queue(&shared);
+        // A message each way keeps it in use: from the peer at 4 s (without it the flow would
+        // close at 5 s), from the proxy at 8 s. The peer reads all along, which answers the pings.
+        let mut pings = 0;
+        let mut step = 0;
+        let bye = loop {
+            let at = started + Duration::from_secs([4, 8][step.min(1)]);
+            let frame = tokio::select! {
+                frame = peer.next() => frame.unwrap().unwrap(),
+                () = tokio::time::sleep_until(at), if step < 2 => {
+                    if step == 0 {
+                        peer.send(Message::text("MESSAGE sip:b SIP/2.0\r\n\r\n")).await.unwrap();
+                    } else {
+                        let msg = Bytes::from_static(b"OPTIONS sip:a SIP/2.0\r\n\r\n");
+                        queue.try_send(Encoded { head: msg, body: Bytes::new() }).unwrap();
+                    }
+                    step += 1;
+                    continue;
+                }
+            };
+            match frame {
+                Message::Ping(_) => pings += 1,
+                Message::Text(_) => {}
+                other => break other,
+            }
+        };
+        assert!(is_close(Some(&bye), CloseCode::Away), "{bye:?}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(8) + limits.idle_timeout
+        );
+        // Pinged every second it was silent, and every ping answered (the reading above).
+        assert!(pings >= 5, "{pings} pings");
+        assert!(inbound.recv().await.is_some());
+        ended(served, started).await;
+        gone(&shared, &KEY, &queue);
     }
 
     #[tokio::test]
