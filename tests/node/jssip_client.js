@@ -49,23 +49,9 @@
 // Node has no WebSocket global before 22; JsSIP.WebSocketInterface needs one.
 global.WebSocket = require('ws');
 const JsSIP = require('jssip');
-
-function emit(event, fields = {}) {
-  process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
-}
-
-function parseArgs(argv) {
-  const args = {};
-  for (let i = 0; i < argv.length; i += 1) {
-    const name = argv[i];
-    if (!name.startsWith('--') || i + 1 >= argv.length) {
-      throw new Error(`bad argument ${name}: expected --name value`);
-    }
-    args[name.slice(2)] = argv[i + 1];
-    i += 1;
-  }
-  return args;
-}
+const {
+  emit, parseArgs, COMPACT, SDP,
+} = require('./peer');
 
 function status(response) {
   return response && response.status_code ? response.status_code : null;
@@ -166,11 +152,6 @@ function main() {
 
 // ---- raw SIP answering of calls (--answer-invites) ----
 
-const COMPACT = {
-  v: 'via', f: 'from', t: 'to', i: 'call-id', m: 'contact', l: 'content-length',
-  c: 'content-type', k: 'supported', s: 'subject', e: 'content-encoding',
-};
-
 // A SIP request as text → { method, ruri, headers: [[lowercase full name, raw line, value]] }.
 function parseRequest(text) {
   const end = text.indexOf('\r\n\r\n');
@@ -196,17 +177,6 @@ function headerValue(request, name) {
   const found = request.headers.find(([n]) => n === name);
   return found ? found[2] : null;
 }
-
-const SDP = [
-  'v=0',
-  'o=jssip-e2e 1 1 IN IP4 127.0.0.1',
-  's=-',
-  'c=IN IP4 127.0.0.1',
-  't=0 0',
-  'm=audio 9 RTP/AVP 0',
-  'a=rtpmap:0 PCMU/8000',
-  '',
-].join('\r\n');
 
 // A response to `request`: every Via and Record-Route line as received (in order), From, To
 // (with `toTag` added when it has none), Call-ID and CSeq copied.
