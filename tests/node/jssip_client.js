@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 // A JsSIP user agent, as a browser runs it, for Roundabout's WebSocket end-to-end tests.
 //
-// It connects over WS or WSS (subprotocol `sip`, as every browser JsSIP does), registers,
-// sends one MESSAGE and one OPTIONS, then waits for incoming MESSAGEs until it is killed or
-// its own deadline passes. Every event is one JSON line on stdout, so a test can wait on lines:
+// It connects over WS or WSS (subprotocol `sip`, as every browser JsSIP does), registers
+// (unless --register 0), sends one MESSAGE (or --messages of them) and one OPTIONS, then
+// waits for incoming MESSAGEs until it is killed or its own deadline passes. Every event is
+// one JSON line on stdout, so a test can wait on lines:
 //   {"event":"started","contact":"sip:…"}        the Contact URI JsSIP will register
 //   {"event":"connected"}                         the WebSocket is open
 //   {"event":"registered","status":200,"contacts":[…],"call_id":…}   the 2xx's Contacts
 //   {"event":"registration_failed","status":…,"cause":…}
-//   {"event":"message_sent","status":200}  /  {"event":"message_failed",…}
+//   {"event":"message_sent","status":200,"n":1}  /  {"event":"message_failed",…,"n":1}
+//   {"event":"messages_done","sent":N,"ok":N,"failed":N,"unanswered":N,"statuses":{…}}
+//       after every MESSAGE of --messages got its answer, or --answer-timeout passed
 //   {"event":"options_sent","status":200}  /  {"event":"options_failed",…}
 //   {"event":"incoming_message","body":…,"ruri":…,"from":…,"content_type":…}
 //   {"event":"disconnected",…}, {"event":"error",…}, {"event":"timeout"}
@@ -34,7 +37,12 @@
 //   --uri SIP-URI       the user's address of record (required), e.g. sip:alice@registrar.test
 //   --registrar URI     the REGISTER Request-URI (default: the domain of --uri)
 //   --message-to URI    where the MESSAGE goes (default: skip the MESSAGE)
-//   --message-body TXT  its body (default: "hello from jssip")
+//   --message-body TXT  its body (default: "hello from jssip"; " N" is appended with --messages)
+//   --messages N        send N MESSAGEs (default 1), started at --message-rate per second
+//   --message-rate R    (default 50)
+//   --answer-timeout S  give up on unanswered MESSAGEs this long after the last was sent
+//                       (default 40: past JsSIP's own Timer F of 32 s)
+//   --register 0        do not register: send at once when the WebSocket is open
 //   --options-to URI    where the OPTIONS goes (default: skip the OPTIONS)
 //   --contact-user U    the user part of the Contact (default: JsSIP's random one)
 //   --expires S         registration expiry (default 600)
@@ -83,7 +91,7 @@ function main() {
   const configuration = {
     sockets: [socket],
     uri: args.uri,
-    register: true,
+    register: args.register !== '0',
     register_expires: Number(args.expires || 600),
     session_timers: false,
     user_agent: 'JsSIP roundabout-e2e',
@@ -134,6 +142,15 @@ function main() {
   });
 
   let sent = false;
+  const sendAll = () => sendMessage(ua, args, () => sendOptions(ua, args, () => emit('waiting')));
+  if (args.register === '0') {
+    ua.on('connected', () => {
+      if (!sent) {
+        sent = true;
+        sendAll();
+      }
+    });
+  }
   ua.on('registered', (e) => {
     emit('registered', {
       status: status(e.response),
@@ -144,7 +161,7 @@ function main() {
       return; // a refresh
     }
     sent = true;
-    sendMessage(ua, args, () => sendOptions(ua, args, () => emit('waiting')));
+    sendAll();
   });
 
   ua.start();
@@ -281,24 +298,64 @@ class AnsweringSocket extends JsSIP.WebSocketInterface {
   }
 }
 
+// Each MESSAGE is its own transaction; on a WebSocket JsSIP never retransmits it, so one that
+// is lost further on is answered only by a timeout.
 function sendMessage(ua, args, next) {
   if (!args['message-to']) {
     next();
     return;
   }
-  ua.sendMessage(args['message-to'], args['message-body'] || 'hello from jssip', {
-    contentType: 'text/plain',
-    eventHandlers: {
-      succeeded: (e) => {
-        emit('message_sent', { status: status(e.response) });
-        next();
+  const count = Number(args.messages || 1);
+  const body = args['message-body'] || 'hello from jssip';
+  const gap = 1000 / Number(args['message-rate'] || 50);
+  const tally = { sent: 0, ok: 0, failed: 0, statuses: {} };
+  let finished = false;
+  let giveUp = null;
+  const finish = () => {
+    if (finished) {
+      return;
+    }
+    finished = true;
+    clearTimeout(giveUp);
+    emit('messages_done', {
+      sent: tally.sent,
+      ok: tally.ok,
+      failed: tally.failed,
+      unanswered: tally.sent - tally.ok - tally.failed,
+      statuses: tally.statuses,
+    });
+    next();
+  };
+  const settle = (n, event, response, cause) => {
+    const code = status(response);
+    tally.statuses[code] = (tally.statuses[code] || 0) + 1;
+    if (event === 'message_sent') {
+      tally.ok += 1;
+    } else {
+      tally.failed += 1;
+    }
+    emit(event, { status: code, cause: cause || null, n });
+    if (tally.ok + tally.failed === count) {
+      finish();
+    }
+  };
+  const send = (n) => {
+    tally.sent += 1;
+    ua.sendMessage(args['message-to'], count === 1 ? body : `${body} ${n}`, {
+      contentType: 'text/plain',
+      eventHandlers: {
+        succeeded: (e) => settle(n, 'message_sent', e.response),
+        failed: (e) => settle(n, 'message_failed', e.response, e.cause),
       },
-      failed: (e) => {
-        emit('message_failed', { status: status(e.response), cause: e.cause || null });
-        next();
-      },
-    },
-  });
+    });
+    if (n < count) {
+      // Pacing the sends, as SIPp's -r does; not a wait for anything.
+      setTimeout(() => send(n + 1), gap);
+    } else {
+      giveUp = setTimeout(finish, Number(args['answer-timeout'] || 40) * 1000);
+    }
+  };
+  send(1);
 }
 
 // JsSIP 3.13 has UA.sendOptions (no raw WebSocket needed for OPTIONS).
