@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod certs;
 pub mod kamailio;
+pub mod lossy;
 pub mod node;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_roundabout");
@@ -213,6 +214,35 @@ pub fn free_port(ip: &str) -> u16 {
     }
 }
 
+/// Waits until some process has a UDP socket bound to `addr` (IPv4), as `/proc/net/udp` lists
+/// it: a server started as a child (SIPp) is ready only then, and a probe bind would race it.
+pub fn wait_udp_bound(addr: SocketAddr, timeout: Duration) -> bool {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("{addr}: only IPv4 is looked up");
+    };
+    // The kernel writes the address as the host-order hex of its network-order bytes.
+    let wanted = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        if table
+            .lines()
+            .skip(1)
+            .any(|line| line.split_whitespace().nth(1) == Some(wanted.as_str()))
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/scenarios")
@@ -226,14 +256,21 @@ pub struct Sipp {
 }
 
 impl Sipp {
-    /// Starts `sipp` with the common bounded options plus `args`.
+    /// Starts `sipp` with the common bounded options plus `args` (a `-timeout` in `args`
+    /// replaces the default 30 s).
     pub fn spawn(args: &[&str]) -> Sipp {
         let dir = tempfile::tempdir().unwrap();
         let trace = dir.path().join("messages.log");
         let errors = dir.path().join("errors.log");
+        let timeout: &[&str] = if args.contains(&"-timeout") {
+            &[]
+        } else {
+            &["-timeout", "30"]
+        };
         let child = Command::new("sipp")
             .args(args)
-            .args(["-nostdin", "-timeout", "30", "-trace_msg", "-message_file"])
+            .args(timeout)
+            .args(["-nostdin", "-trace_msg", "-message_file"])
             .arg(&trace)
             .args(["-trace_err", "-error_file"])
             .arg(&errors)
@@ -280,6 +317,19 @@ impl Sipp {
                 Some(msg.trim_start_matches('\n').to_string())
             })
             .collect()
+    }
+
+    /// How many messages SIPp's `-lost` threw away: (on receiving, on sending), as its trace
+    /// tells them.
+    pub fn lost(&self) -> (usize, usize) {
+        let trace =
+            std::fs::read_to_string(self.dir.path().join("messages.log")).unwrap_or_default();
+        (
+            trace.matches(" lost (recv)").count(),
+            trace
+                .matches(" message voluntary lost (while sending)")
+                .count(),
+        )
     }
 
     pub fn errors(&self) -> String {

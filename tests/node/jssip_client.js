@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 // A JsSIP user agent, as a browser runs it, for Roundabout's WebSocket end-to-end tests.
 //
-// It connects over WS or WSS (subprotocol `sip`, as every browser JsSIP does), registers,
-// sends one MESSAGE and one OPTIONS, then waits for incoming MESSAGEs until it is killed or
-// its own deadline passes. Every event is one JSON line on stdout, so a test can wait on lines:
+// It connects over WS or WSS (subprotocol `sip`, as every browser JsSIP does), registers
+// (unless --register 0), sends one MESSAGE (or --messages of them) and one OPTIONS, then
+// waits for incoming MESSAGEs until it is killed or its own deadline passes. Every event is
+// one JSON line on stdout, so a test can wait on lines:
 //   {"event":"started","contact":"sip:…"}        the Contact URI JsSIP will register
 //   {"event":"connected"}                         the WebSocket is open
 //   {"event":"registered","status":200,"contacts":[…],"call_id":…}   the 2xx's Contacts
 //   {"event":"registration_failed","status":…,"cause":…}
-//   {"event":"message_sent","status":200}  /  {"event":"message_failed",…}
+//   {"event":"message_sent","status":200,"n":1}  /  {"event":"message_failed",…,"n":1}
+//   {"event":"messages_done","sent":N,"ok":N,"failed":N,"unanswered":N,"statuses":{…}}
+//       after every MESSAGE of --messages got its answer, or --answer-timeout passed
 //   {"event":"options_sent","status":200}  /  {"event":"options_failed",…}
 //   {"event":"incoming_message","body":…,"ruri":…,"from":…,"content_type":…}
 //   {"event":"disconnected",…}, {"event":"error",…}, {"event":"timeout"}
@@ -34,7 +37,12 @@
 //   --uri SIP-URI       the user's address of record (required), e.g. sip:alice@registrar.test
 //   --registrar URI     the REGISTER Request-URI (default: the domain of --uri)
 //   --message-to URI    where the MESSAGE goes (default: skip the MESSAGE)
-//   --message-body TXT  its body (default: "hello from jssip")
+//   --message-body TXT  its body (default: "hello from jssip"; " N" is appended with --messages)
+//   --messages N        send N MESSAGEs (default 1), started at --message-rate per second
+//   --message-rate R    (default 50)
+//   --answer-timeout S  give up on unanswered MESSAGEs this long after the last was sent
+//                       (default 40: past JsSIP's own Timer F of 32 s)
+//   --register 0        do not register: send at once when the WebSocket is open
 //   --options-to URI    where the OPTIONS goes (default: skip the OPTIONS)
 //   --contact-user U    the user part of the Contact (default: JsSIP's random one)
 //   --expires S         registration expiry (default 600)
@@ -49,23 +57,9 @@
 // Node has no WebSocket global before 22; JsSIP.WebSocketInterface needs one.
 global.WebSocket = require('ws');
 const JsSIP = require('jssip');
-
-function emit(event, fields = {}) {
-  process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
-}
-
-function parseArgs(argv) {
-  const args = {};
-  for (let i = 0; i < argv.length; i += 1) {
-    const name = argv[i];
-    if (!name.startsWith('--') || i + 1 >= argv.length) {
-      throw new Error(`bad argument ${name}: expected --name value`);
-    }
-    args[name.slice(2)] = argv[i + 1];
-    i += 1;
-  }
-  return args;
-}
+const {
+  emit, parseArgs, COMPACT, SDP,
+} = require('./peer');
 
 function status(response) {
   return response && response.status_code ? response.status_code : null;
@@ -97,7 +91,7 @@ function main() {
   const configuration = {
     sockets: [socket],
     uri: args.uri,
-    register: true,
+    register: args.register !== '0',
     register_expires: Number(args.expires || 600),
     session_timers: false,
     user_agent: 'JsSIP roundabout-e2e',
@@ -148,6 +142,15 @@ function main() {
   });
 
   let sent = false;
+  const sendAll = () => sendMessage(ua, args, () => sendOptions(ua, args, () => emit('waiting')));
+  if (args.register === '0') {
+    ua.on('connected', () => {
+      if (!sent) {
+        sent = true;
+        sendAll();
+      }
+    });
+  }
   ua.on('registered', (e) => {
     emit('registered', {
       status: status(e.response),
@@ -158,18 +161,13 @@ function main() {
       return; // a refresh
     }
     sent = true;
-    sendMessage(ua, args, () => sendOptions(ua, args, () => emit('waiting')));
+    sendAll();
   });
 
   ua.start();
 }
 
 // ---- raw SIP answering of calls (--answer-invites) ----
-
-const COMPACT = {
-  v: 'via', f: 'from', t: 'to', i: 'call-id', m: 'contact', l: 'content-length',
-  c: 'content-type', k: 'supported', s: 'subject', e: 'content-encoding',
-};
 
 // A SIP request as text → { method, ruri, headers: [[lowercase full name, raw line, value]] }.
 function parseRequest(text) {
@@ -196,17 +194,6 @@ function headerValue(request, name) {
   const found = request.headers.find(([n]) => n === name);
   return found ? found[2] : null;
 }
-
-const SDP = [
-  'v=0',
-  'o=jssip-e2e 1 1 IN IP4 127.0.0.1',
-  's=-',
-  'c=IN IP4 127.0.0.1',
-  't=0 0',
-  'm=audio 9 RTP/AVP 0',
-  'a=rtpmap:0 PCMU/8000',
-  '',
-].join('\r\n');
 
 // A response to `request`: every Via and Record-Route line as received (in order), From, To
 // (with `toTag` added when it has none), Call-ID and CSeq copied.
@@ -311,24 +298,64 @@ class AnsweringSocket extends JsSIP.WebSocketInterface {
   }
 }
 
+// Each MESSAGE is its own transaction; on a WebSocket JsSIP never retransmits it, so one that
+// is lost further on is answered only by a timeout.
 function sendMessage(ua, args, next) {
   if (!args['message-to']) {
     next();
     return;
   }
-  ua.sendMessage(args['message-to'], args['message-body'] || 'hello from jssip', {
-    contentType: 'text/plain',
-    eventHandlers: {
-      succeeded: (e) => {
-        emit('message_sent', { status: status(e.response) });
-        next();
+  const count = Number(args.messages || 1);
+  const body = args['message-body'] || 'hello from jssip';
+  const gap = 1000 / Number(args['message-rate'] || 50);
+  const tally = { sent: 0, ok: 0, failed: 0, statuses: {} };
+  let finished = false;
+  let giveUp = null;
+  const finish = () => {
+    if (finished) {
+      return;
+    }
+    finished = true;
+    clearTimeout(giveUp);
+    emit('messages_done', {
+      sent: tally.sent,
+      ok: tally.ok,
+      failed: tally.failed,
+      unanswered: tally.sent - tally.ok - tally.failed,
+      statuses: tally.statuses,
+    });
+    next();
+  };
+  const settle = (n, event, response, cause) => {
+    const code = status(response);
+    tally.statuses[code] = (tally.statuses[code] || 0) + 1;
+    if (event === 'message_sent') {
+      tally.ok += 1;
+    } else {
+      tally.failed += 1;
+    }
+    emit(event, { status: code, cause: cause || null, n });
+    if (tally.ok + tally.failed === count) {
+      finish();
+    }
+  };
+  const send = (n) => {
+    tally.sent += 1;
+    ua.sendMessage(args['message-to'], count === 1 ? body : `${body} ${n}`, {
+      contentType: 'text/plain',
+      eventHandlers: {
+        succeeded: (e) => settle(n, 'message_sent', e.response),
+        failed: (e) => settle(n, 'message_failed', e.response, e.cause),
       },
-      failed: (e) => {
-        emit('message_failed', { status: status(e.response), cause: e.cause || null });
-        next();
-      },
-    },
-  });
+    });
+    if (n < count) {
+      // Pacing the sends, as SIPp's -r does; not a wait for anything.
+      setTimeout(() => send(n + 1), gap);
+    } else {
+      giveUp = setTimeout(finish, Number(args['answer-timeout'] || 40) * 1000);
+    }
+  };
+  send(1);
 }
 
 // JsSIP 3.13 has UA.sendOptions (no raw WebSocket needed for OPTIONS).

@@ -24,23 +24,7 @@ const fs = require('fs');
 const http = require('http');
 const https = require('https');
 const { WebSocketServer } = require('ws');
-
-function emit(event, fields = {}) {
-  process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
-}
-
-function parseArgs(argv) {
-  const args = {};
-  for (let i = 0; i < argv.length; i += 1) {
-    const name = argv[i];
-    if (!name.startsWith('--') || i + 1 >= argv.length) {
-      throw new Error(`bad argument ${name}: expected --name value`);
-    }
-    args[name.slice(2)] = argv[i + 1];
-    i += 1;
-  }
-  return args;
-}
+const { emit, parseArgs } = require('./peer');
 
 function offeredProtocols(req) {
   const header = req.headers['sec-websocket-protocol'];
