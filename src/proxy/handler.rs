@@ -418,11 +418,16 @@ impl Proxy {
     }
 
     fn response(&self, msg: Message, source: FlowKey) {
-        if let Some(branch) = self
-            .inner
-            .router
-            .our_branch(&msg)
-            .filter(|b| b.is_stateful())
+        // With no transaction, a stateless response costs no look at its branch here.
+        let stateful = || {
+            self.inner
+                .router
+                .our_branch(&msg)
+                .filter(|b| b.is_stateful())
+        };
+        if let Some(branch) = (!self.inner.transactions.is_empty())
+            .then(stateful)
+            .flatten()
         {
             if let Ok(cseq) = msg.cseq() {
                 let key = Key {

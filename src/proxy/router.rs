@@ -305,7 +305,7 @@ impl Router {
     /// to resolve to them while this request was routed.
     fn names_us(&self, uri: &Uri, self_names: &SelfNames) -> bool {
         self.identity.is_self(uri)
-            || (uri.is_sip() && {
+            || (!self_names.0.is_empty() && uri.is_sip() && {
                 let port = self.direct_transport_port(uri).1;
                 self_names
                     .0

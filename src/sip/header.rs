@@ -428,15 +428,26 @@ pub struct CSeq<'b> {
 
 impl<'b> CSeq<'b> {
     pub fn parse(buf: &'b [u8], span: Span) -> Result<CSeq<'b>, ParseError> {
+        let (number, method) = CSeq::parse_spans(buf, span)?;
+        Ok(CSeq {
+            number,
+            method: &buf[method.range()],
+        })
+    }
+
+    /// The number and where the method is, so a message can keep them without a borrow.
+    pub(super) fn parse_spans(buf: &[u8], span: Span) -> Result<(u32, Span), ParseError> {
         let bad = ParseError::BadHeaderValue("CSeq");
         let text = &buf[span.range()];
         let split = text.iter().position(|&b| is_lws(b)).ok_or(bad)?;
         let number = parse_u32(&text[..split]).ok_or(bad)?;
-        let method = trim(&text[split..]);
+        let rest = &text[split..];
+        let method = trim(rest);
         if method.is_empty() || !method.iter().all(|&b| is_token_char(b)) {
             return Err(bad);
         }
-        Ok(CSeq { number, method })
+        let start = span.start() + split + rest.iter().take_while(|&&b| is_lws(b)).count();
+        Ok((number, Span::new(start, start + method.len())))
     }
 }
 

@@ -122,6 +122,8 @@ pub struct Message {
     has_content_length: bool,
     /// Validation, routing and rewriting each need the top Via: it is read once.
     top_via: OnceCell<Result<Via, ParseError>>,
+    /// Likewise the CSeq (number, method): validation, the branch, response routing.
+    cseq: OnceCell<Result<(u32, Span), ParseError>>,
 }
 
 impl Message {
@@ -170,6 +172,7 @@ impl Message {
             body: Span::new(body_start, body_start),
             has_content_length: false,
             top_via: OnceCell::new(),
+            cseq: OnceCell::new(),
         };
         let available = message.buf.len() - body_start;
         let body_len = match message.content_length()? {
@@ -332,10 +335,16 @@ impl Message {
     }
 
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
-        let h = self
-            .first(HeaderName::CSeq)
-            .ok_or(ParseError::MissingHeader("CSeq"))?;
-        CSeq::parse(&self.buf, h.value)
+        let (number, method) = (*self.cseq.get_or_init(|| {
+            let h = self
+                .first(HeaderName::CSeq)
+                .ok_or(ParseError::MissingHeader("CSeq"))?;
+            CSeq::parse_spans(&self.buf, h.value)
+        }))?;
+        Ok(CSeq {
+            number,
+            method: self.slice(method),
+        })
     }
 
     pub fn call_id(&self) -> Result<&[u8], ParseError> {
