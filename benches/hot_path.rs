@@ -119,7 +119,7 @@ fn hot_path(c: &mut Criterion) {
                 panic!("not forwarded");
             };
             router
-                .rewrite_request(&msg, &source, &forward, &next_hop(&forward), false)
+                .rewrite_request(&msg, &source, None, &forward, &next_hop(&forward), false)
                 .unwrap()
         });
     });
@@ -224,7 +224,7 @@ fn forward(router: &Router, data: &Bytes, source: FlowKey) -> Encoded {
             panic!("response not forwarded");
         };
         return router
-            .rewrite_response(&msg, &source, &dest.flow)
+            .rewrite_response(&msg, &source, None, &dest.flow)
             .unwrap()
             .0;
     }
@@ -234,7 +234,7 @@ fn forward(router: &Router, data: &Bytes, source: FlowKey) -> Encoded {
         panic!("request not forwarded");
     };
     router
-        .rewrite_request(&msg, &source, &forward, &next_hop(&forward), false)
+        .rewrite_request(&msg, &source, None, &forward, &next_hop(&forward), false)
         .unwrap()
         .0
 }
@@ -292,7 +292,7 @@ fn allocations_per_forwarded_invite() -> usize {
         };
         black_box(
             router
-                .rewrite_request(&msg, &source, &forward, &next_hop(&forward), false)
+                .rewrite_request(&msg, &source, None, &forward, &next_hop(&forward), false)
                 .unwrap(),
         );
     };

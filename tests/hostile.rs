@@ -13,7 +13,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -38,13 +39,18 @@ struct Net {
 
 impl Net {
     fn start() -> Net {
+        Net::start_with_client("127.0.31.10")
+    }
+
+    /// With `client` the one trusted client address (-strict-client).
+    fn start_with_client(client: &str) -> Net {
         let registrar = UdpPeer::bind("127.0.31.2");
         let trusted = format!("127.0.31.2:registrar.test:{}:udp:", registrar.addr().port());
         let rb = Roundabout::start(&[
             "-strict-host",
             "-strict-client",
             "-trusted-client-ip",
-            "127.0.31.10",
+            client,
             "-trusted-client-mask",
             "32",
             "-trusted-server",
@@ -154,6 +160,7 @@ fn token_for(addr: SocketAddr) -> String {
                 transport: Transport::Udp,
                 remote: addr,
             },
+            None,
             true,
             format!("sip:mallory@{addr}").as_bytes(),
         )
@@ -267,4 +274,104 @@ fn forged_responses_reach_no_one() {
     net.registrar.send(proxy, &real);
     let ok = net.alice.recv().expect("the genuine 200 is forwarded");
     assert!(ok.starts_with("SIP/2.0 200 OK"), "{ok}");
+}
+
+/// A TCP connection from exactly `local` (so a second one can come from the same address and
+/// port), to `to`.
+fn connect_from(local: SocketAddr, to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    stream
+}
+
+/// Reads until `needle` has arrived on `stream`; what was read.
+fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "closed before {needle:?}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A flow is a connection: after a TCP client's connection closed, whoever connects next from
+/// the same address and port (behind a carrier-grade NAT: another subscriber) receives nothing
+/// meant for it, by its token or by its registration; the caller gets 480.
+#[test]
+fn a_new_connection_from_the_same_address_is_not_the_old_client() {
+    let net = Net::start_with_client("127.0.31.20");
+    let proxy_tcp = net.rb.addr("tcp");
+    let local: SocketAddr = format!("127.0.31.20:{}", common::free_port("127.0.31.20"))
+        .parse()
+        .unwrap();
+    let mut first = connect_from(local, proxy_tcp);
+    let register = format!(
+        "REGISTER sip:registrar.test SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {local};branch=z9hG4bK-tcp-reg-1\r\nMax-Forwards: 70\r\n\
+         From: <sip:dave@registrar.test>;tag=d1\r\nTo: <sip:dave@registrar.test>\r\n\
+         Call-ID: reg-dave@test\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:dave@{local};transport=tcp>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    first.write_all(register.as_bytes()).unwrap();
+    let got = net
+        .registrar
+        .recv()
+        .expect("REGISTER reached the registrar");
+    net.registrar.send(net.proxy(), &granted(&got, &got));
+    assert!(read_until(&mut first, "\r\n\r\n").starts_with("SIP/2.0 200 OK"));
+    let contact = header(&got, "Contact").unwrap();
+    let token_uri = &contact[contact.find('<').unwrap() + 1..contact.find('>').unwrap()];
+    // Gone without a trace (RST, no TIME_WAIT), and at once someone else from the same port.
+    socket2::SockRef::from(&first)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(first);
+    let mut second = connect_from(local, proxy_tcp);
+    // A keep-alive answered: Roundabout serves the new connection before the requests come.
+    second.write_all(b"\r\n\r\n").unwrap();
+    assert_eq!(read_until(&mut second, "\r\n"), "\r\n");
+    for (n, ruri) in [
+        (1, token_uri.to_owned()),
+        (2, format!("sip:dave@127.0.0.1:{}", net.proxy().port())),
+    ] {
+        let invite = format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-cgnat-{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:carol@registrar.test>;tag=c{n}\r\n\
+             To: <sip:dave@registrar.test>\r\nCall-ID: cgnat-{n}@test\r\nCSeq: 1 INVITE\r\n\
+             Content-Length: 0\r\n\r\n",
+            net.registrar.addr()
+        );
+        net.registrar.send(net.proxy(), &invite);
+        let answer = net.registrar.recv().expect("an answer to the caller");
+        assert!(
+            answer.starts_with("SIP/2.0 480 "),
+            "request {n}: {answer}\n{}",
+            net.rb.logs()
+        );
+    }
+    second
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match second.read(&mut byte) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("the new connection got something: {other:?}"),
+    }
 }

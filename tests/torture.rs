@@ -431,7 +431,9 @@ fn unit_outcome(router: &Router, data: &[u8]) -> Unit {
                     transport: egress,
                     remote: UNIT_PEER.parse().unwrap(),
                 };
-                if let Err(error) = router.rewrite_request(&msg, &source, &forward, &dest, false) {
+                if let Err(error) =
+                    router.rewrite_request(&msg, &source, None, &forward, &dest, false)
+                {
                     panic!("rewrite for {egress} failed: {error}");
                 }
             }

@@ -261,7 +261,8 @@ fn check_forwarded_request(router: &Router, msg: &Message, source: &FlowKey, egr
         remote,
     };
     let stateful = needs_transaction(msg.method(), source.transport, egress);
-    let Ok((out, _branch)) = router.rewrite_request(msg, source, &forward, &dest, stateful) else {
+    let Ok((out, _branch)) = router.rewrite_request(msg, source, None, &forward, &dest, stateful)
+    else {
         return;
     };
     assert_eq!(out.body, msg.body(), "rewrite changed the body");
@@ -316,7 +317,7 @@ fn check_forwarded_response(router: &Router, msg: &Message, source: &FlowKey) {
     let ResponseAction::Forward(dest) = router.route_response(msg, source) else {
         return;
     };
-    let Ok((out, _registrations)) = router.rewrite_response(msg, source, &dest.flow) else {
+    let Ok((out, _registrations)) = router.rewrite_response(msg, source, None, &dest.flow) else {
         return;
     };
     let sent = Message::parse(out.to_contiguous())
@@ -376,5 +377,6 @@ pub fn ws_message(data: &[u8]) {
             transport: Transport::Ws,
             remote: "192.0.2.44:51000".parse().expect("address"),
         },
+        connection: Some(roundabout::transport::ConnectionId(1)),
     });
 }

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use slab::Slab;
 
 use crate::sip::Message;
-use crate::transport::FlowKey;
+use crate::transport::{ConnectionId, FlowKey};
 use crate::warn_limited;
 
 /// Locks a REGISTER or a request for a registered user contends for: a few per core.
@@ -47,6 +47,8 @@ pub const CACHE_FULL_RETRY_AFTER: u32 = 60;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientBinding {
     pub flow: FlowKey,
+    /// The client's connection, when it opened one: requests go on that one only.
+    pub connection: Option<ConnectionId>,
     /// The Contact URI the client registered, as it wrote it.
     pub contact: Bytes,
     pub expires_at: Instant,
@@ -116,12 +118,14 @@ impl ClientCache {
         &self,
         user: &[u8],
         flow: FlowKey,
+        connection: Option<ConnectionId>,
         contact: Bytes,
         expires: Duration,
         now: Instant,
     ) -> Result<(), CacheFull> {
         let mut binding = ClientBinding {
             flow,
+            connection,
             contact,
             expires_at: now + expires,
         };
@@ -393,7 +397,14 @@ mod tests {
     fn bind(cache: &ClientCache, user: &str, port: u16, expires: u64, now: Instant) -> bool {
         let contact = Bytes::from_static(b"sip:a@x.invalid");
         cache
-            .bind(user.as_bytes(), flow(port), contact, secs(expires), now)
+            .bind(
+                user.as_bytes(),
+                flow(port),
+                None,
+                contact,
+                secs(expires),
+                now,
+            )
             .is_ok()
     }
 

@@ -14,7 +14,9 @@ use tracing::debug;
 
 use crate::sip::text::put_decimal;
 use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError};
-use crate::transport::{Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport};
+use crate::transport::{
+    ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport,
+};
 use crate::warn_limited;
 
 use super::clients::{ClientCache, CACHE_FULL_RETRY_AFTER};
@@ -143,7 +145,7 @@ impl Proxy {
         &self,
         request: &Encoded,
         from: FlowKey,
-        upstream: FlowKey,
+        upstream: Destination,
         status: Status,
     ) {
         let Ok(request) = Message::parse(request.to_contiguous()) else {
@@ -151,12 +153,18 @@ impl Proxy {
         };
         let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
         if let Ok(response) = Message::parse(answer.to_contiguous()) {
-            debug!(to = %upstream, code = status.code, "answered for the next hop");
-            let _ = self.forward_response(&response, &from, &client_destination(upstream));
+            debug!(to = %upstream.flow, code = status.code, "answered for the next hop");
+            let _ = self.forward_response(&response, &from, None, &upstream);
         }
     }
 
-    fn request(&self, msg: Message, source: FlowKey, now: Instant) {
+    fn request(
+        &self,
+        msg: Message,
+        source: FlowKey,
+        connection: Option<ConnectionId>,
+        now: Instant,
+    ) {
         let method = msg.method();
         if let Err(error) = msg.validate_request() {
             debug!(flow = %source, %error, "invalid request");
@@ -192,7 +200,7 @@ impl Proxy {
             return;
         }
         let action = self.inner.router.route_request(&msg, &source, now);
-        self.dispatch(msg, source, action, SelfNames::default());
+        self.dispatch(msg, (source, connection), action, SelfNames::default());
     }
 
     /// Carries out a routing decision; `self_names` as routing found them (see
@@ -200,7 +208,7 @@ impl Proxy {
     fn dispatch(
         &self,
         msg: Message,
-        source: FlowKey,
+        (source, connection): (FlowKey, Option<ConnectionId>),
         action: RequestAction,
         self_names: SelfNames,
     ) {
@@ -211,9 +219,11 @@ impl Proxy {
             }
             RequestAction::Drop(reason) => debug!(flow = %source, reason, "request dropped"),
             RequestAction::Forward(forward) => match forward.next.clone() {
-                NextHop::Flow(dest) => self.send_request(&msg, &source, &forward, &dest),
+                NextHop::Flow(dest) => {
+                    self.send_request(&msg, (&source, connection), &forward, &dest);
+                }
                 NextHop::Resolve(lookup) => {
-                    self.resolve_then_send(msg, source, forward, lookup, self_names);
+                    self.resolve_then_send(msg, (source, connection), forward, lookup, self_names);
                 }
             },
         }
@@ -245,14 +255,20 @@ impl Proxy {
         }
     }
 
-    fn send_request(&self, msg: &Message, source: &FlowKey, forward: &Forward, dest: &Destination) {
+    fn send_request(
+        &self,
+        msg: &Message,
+        (source, connection): (&FlowKey, Option<ConnectionId>),
+        forward: &Forward,
+        dest: &Destination,
+    ) {
         let method = msg.method();
         let stateful =
             transaction::needs_transaction(method, source.transport, dest.flow.transport);
         let (out, branch) = match self
             .inner
             .router
-            .rewrite_request(msg, source, forward, &dest.flow, stateful)
+            .rewrite_request(msg, source, connection, forward, &dest.flow, stateful)
         {
             Ok(rewritten) => rewritten,
             Err(error) => {
@@ -262,7 +278,7 @@ impl Proxy {
             }
         };
         if stateful {
-            self.send_stateful(msg, source, dest, out, branch);
+            self.send_stateful(msg, (source, connection), dest, out, branch);
             return;
         }
         // A CANCEL never opens a connection: with none open to where its INVITE went, that
@@ -291,7 +307,7 @@ impl Proxy {
             Err(SendError::NoFlow) => match &forward.fallback {
                 Some(fallback) => self.send_request(
                     msg,
-                    source,
+                    (source, connection),
                     &Forward {
                         fallback: None,
                         ..forward.clone()
@@ -315,7 +331,7 @@ impl Proxy {
     fn send_stateful(
         &self,
         msg: &Message,
-        source: &FlowKey,
+        (source, connection): (&FlowKey, Option<ConnectionId>),
         dest: &Destination,
         out: Encoded,
         branch: super::branch::Branch,
@@ -331,7 +347,11 @@ impl Proxy {
         };
         let now = tokio::time::Instant::now();
         let transactions = &self.inner.transactions;
-        match transactions.start(key, out.clone(), dest.clone(), *source, server_key, now) {
+        let upstream = Destination {
+            connection,
+            ..client_destination(*source)
+        };
+        match transactions.start(key, out.clone(), dest.clone(), upstream, server_key, now) {
             Start::Started => {}
             Start::Retransmission => {
                 debug!(flow = %source, "retransmission absorbed: its transaction retransmits");
@@ -367,7 +387,7 @@ impl Proxy {
     fn resolve_then_send(
         &self,
         msg: Message,
-        source: FlowKey,
+        (source, connection): (FlowKey, Option<ConnectionId>),
         forward: Forward,
         lookup: Lookup,
         mut self_names: SelfNames,
@@ -397,17 +417,18 @@ impl Proxy {
                 debug!(%host, port, "host name resolves to Roundabout itself");
                 let now = Instant::now();
                 let action = router.route_as_self(&msg, &source, now, &lookup, &mut self_names);
-                proxy.dispatch(msg, source, action, self_names);
+                proxy.dispatch(msg, (source, connection), action, self_names);
                 return;
             }
             match resolved.first().copied() {
                 Some(remote) => {
                     let dest = Destination {
                         flow: FlowKey { transport, remote },
+                        connection: None,
                         server_name: Some(Arc::from(host.as_str())),
                         may_connect: true,
                     };
-                    proxy.send_request(&msg, &source, &forward, &dest);
+                    proxy.send_request(&msg, (&source, connection), &forward, &dest);
                 }
                 None => {
                     debug!(%host, "host name does not resolve");
@@ -417,7 +438,7 @@ impl Proxy {
         });
     }
 
-    fn response(&self, msg: Message, source: FlowKey) {
+    fn response(&self, msg: Message, source: FlowKey, connection: Option<ConnectionId>) {
         // With no transaction, a stateless response costs no look at its branch here.
         let stateful = || {
             self.inner
@@ -434,14 +455,14 @@ impl Proxy {
                     branch,
                     kind: Kind::of(Method::from_token(cseq.method)),
                 };
-                if self.transaction_response(&msg, &source, key) {
+                if self.transaction_response(&msg, (&source, connection), key) {
                     return;
                 }
             }
         }
         match self.inner.router.route_response(&msg, &source) {
             ResponseAction::Forward(dest) => {
-                let _ = self.forward_response(&msg, &source, &dest);
+                let _ = self.forward_response(&msg, &source, connection, &dest);
             }
             ResponseAction::Drop(reason) => debug!(flow = %source, reason, "response dropped"),
             ResponseAction::Forged(reason) => self.forged(&source, reason),
@@ -450,7 +471,12 @@ impl Proxy {
 
     /// A response to a stateful request goes through its transaction; whether it was taken
     /// (without a transaction it is handled statelessly, as any other).
-    fn transaction_response(&self, msg: &Message, source: &FlowKey, key: Key) -> bool {
+    fn transaction_response(
+        &self,
+        msg: &Message,
+        (source, connection): (&FlowKey, Option<ConnectionId>),
+        key: Key,
+    ) -> bool {
         let router = &self.inner.router;
         let responder = router.responder(source);
         let now = tokio::time::Instant::now();
@@ -467,8 +493,9 @@ impl Proxy {
         self.execute(matched.send);
         match matched.forward_to {
             Some(upstream) => {
-                let to = client_destination(upstream);
-                if let Err(SendError::NoFlow) = self.forward_response(msg, source, &to) {
+                if let Err(SendError::NoFlow) =
+                    self.forward_response(msg, source, connection, &upstream)
+                {
                     self.execute(transactions.upstream_gone(key, now));
                 }
             }
@@ -488,10 +515,14 @@ impl Proxy {
         &self,
         msg: &Message,
         source: &FlowKey,
+        connection: Option<ConnectionId>,
         dest: &Destination,
     ) -> Result<(), SendError> {
-        let (out, registrations) = match self.inner.router.rewrite_response(msg, source, &dest.flow)
-        {
+        let rewritten = self
+            .inner
+            .router
+            .rewrite_response(msg, source, connection, &dest.flow);
+        let (out, registrations) = match rewritten {
             Ok(rewritten) => rewritten,
             Err(error) => {
                 warn_limited!(flow = %source, %error, "malformed response dropped");
@@ -512,6 +543,7 @@ impl Proxy {
         for Registration {
             user,
             flow,
+            connection,
             contact,
             expires,
         } in registrations
@@ -520,7 +552,10 @@ impl Proxy {
                 if self.clients().remove_at(&user, flow.remote) {
                     debug!(user = %String::from_utf8_lossy(&user), "client unregistered");
                 }
-            } else if let Err(error) = self.clients().bind(&user, flow, contact, expires, now) {
+            } else if let Err(error) = self
+                .clients()
+                .bind(&user, flow, connection, contact, expires, now)
+            {
                 warn_limited!(%error, "client binding not stored");
             } else {
                 debug!(user = %String::from_utf8_lossy(&user), %flow, ?expires, "client registered");
@@ -607,6 +642,7 @@ impl Proxy {
 fn client_destination(flow: FlowKey) -> Destination {
     Destination {
         flow,
+        connection: None,
         server_name: None,
         may_connect: false,
     }
@@ -614,7 +650,11 @@ fn client_destination(flow: FlowKey) -> Destination {
 
 impl Handler for Proxy {
     fn handle(&self, inbound: Inbound) {
-        let Inbound { data, flow } = inbound;
+        let Inbound {
+            data,
+            flow,
+            connection,
+        } = inbound;
         // One clock read per message serves the flood limits and the client cache.
         let now = Instant::now();
         if !self.inner.router.servers.is_server_address(&flow)
@@ -625,8 +665,8 @@ impl Handler for Proxy {
             return;
         }
         match Message::parse(data.clone()) {
-            Ok(msg) if msg.is_request() => self.request(msg, flow, now),
-            Ok(msg) => self.response(msg, flow),
+            Ok(msg) if msg.is_request() => self.request(msg, flow, connection, now),
+            Ok(msg) => self.response(msg, flow, connection),
             Err(error) => self.malformed(&data, flow, error),
         }
     }
@@ -645,7 +685,7 @@ impl Handler for Proxy {
         let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
         if let Ok(response) = Message::parse(answer.to_contiguous()) {
             debug!(to = %flow, "request not delivered: answered 503");
-            self.response(response, flow);
+            self.response(response, flow, None);
         }
     }
 }

@@ -15,7 +15,9 @@ use super::transaction::Transactions;
 use super::Proxy;
 use crate::config::{SipTimers, TransactionLimits};
 use crate::sip::{reply, Encoded, Message};
-use crate::transport::{Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport};
+use crate::transport::{
+    ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport,
+};
 
 /// What the proxy sent, when, and to whom.
 #[derive(Default)]
@@ -104,6 +106,7 @@ impl Harness {
         self.proxy.handle(Inbound {
             data: Bytes::from(text.to_owned()),
             flow: from,
+            connection: from.transport.is_stream().then_some(ConnectionId(1)),
         });
     }
 

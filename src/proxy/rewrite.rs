@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use crate::config::RouteHop;
 use crate::sip::text::{put_decimal, put_hex_u64, put_host_ip};
 use crate::sip::{Editor, Encoded, HeaderName, Message, Method, NameAddr, ParseError, Span, Uri};
-use crate::transport::{FlowKey, Transport};
+use crate::transport::{ConnectionId, FlowKey, Transport};
 
 use super::branch::{Branch, BranchInput, BRANCH_PREFIX};
 use super::router::{Forward, Identity, NewRequestUri, Router};
@@ -22,6 +22,7 @@ const DEFAULT_EXPIRES: u32 = 3600;
 pub struct Registration {
     pub user: Bytes,
     pub flow: FlowKey,
+    pub connection: Option<ConnectionId>,
     pub contact: Bytes,
     /// Zero removes the binding (if it is still to the same client).
     pub expires: Duration,
@@ -80,6 +81,7 @@ impl Router {
         &self,
         msg: &Message,
         source: &FlowKey,
+        connection: Option<ConnectionId>,
         forward: &Forward,
         dest: &FlowKey,
         stateful: bool,
@@ -135,7 +137,7 @@ impl Router {
             o.extend_from_slice(&self.own.via[egress as usize]);
             put_hex_u64(o, branch.0);
         });
-        self.rewrite_contacts(&mut ed, source, egress)?;
+        self.rewrite_contacts(&mut ed, source, connection, egress)?;
         if egress.is_stream() {
             ed.ensure_content_length();
         }
@@ -148,6 +150,7 @@ impl Router {
         &self,
         msg: &Message,
         source: &FlowKey,
+        connection: Option<ConnectionId>,
         dest: &FlowKey,
     ) -> Result<(Encoded, Vec<Registration>), ParseError> {
         let egress = dest.transport;
@@ -159,7 +162,7 @@ impl Router {
         if Method::from_token(cseq.method) == Method::Register && (200..300).contains(&code) {
             registrations = self.restore_registered_contacts(&mut ed, dest)?;
         } else if code < 300 {
-            self.rewrite_contacts(&mut ed, source, egress)?;
+            self.rewrite_contacts(&mut ed, source, connection, egress)?;
         }
         if egress.is_stream() {
             ed.ensure_content_length();
@@ -168,17 +171,20 @@ impl Router {
     }
 
     /// Every Contact becomes `sip:user@us:port;transport=egress;rbt=token`, where the token keeps
-    /// the original URI and the flow it came from. A Contact already carrying a valid token of
-    /// ours (a hairpin) stays as it is.
+    /// the original URI and the flow it came from (for a connection the peer opened, that very
+    /// connection). A Contact already carrying a valid token of ours (a hairpin) stays as it is.
     fn rewrite_contacts(
         &self,
         ed: &mut Editor<'_>,
         source: &FlowKey,
+        connection: Option<ConnectionId>,
         egress: Transport,
     ) -> Result<(), ParseError> {
         let msg = ed.message();
         let buf = msg.bytes();
         let may_connect = self.servers.is_server_address(source);
+        // A server Roundabout may dial is reached on any connection to it.
+        let connection = connection.filter(|_| !may_connect);
         for contact in msg.contacts() {
             let contact: NameAddr = contact?;
             let uri = contact.parsed_uri(buf)?;
@@ -199,7 +205,7 @@ impl Router {
                 o.extend_from_slice(&self.own.contact[egress as usize]);
                 failed = self
                     .tokens
-                    .encode_into(o, *source, may_connect, original)
+                    .encode_into(o, *source, connection, may_connect, original)
                     .is_err();
             });
             if failed {
@@ -245,6 +251,7 @@ impl Router {
                 registrations.push(Registration {
                     user: user.clone(),
                     flow: token.flow,
+                    connection: token.connection,
                     contact: Bytes::from(token.original_uri),
                     expires: Duration::from_secs(u64::from(expires)),
                 });
@@ -254,6 +261,7 @@ impl Router {
             registrations.push(Registration {
                 user,
                 flow: *dest,
+                connection: None,
                 contact: Bytes::new(),
                 expires: Duration::ZERO,
             });

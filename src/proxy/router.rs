@@ -417,6 +417,9 @@ impl Router {
         RequestAction::Forward(Forward {
             next: NextHop::Flow(Destination {
                 flow: token.flow,
+                // A connection the client opened: only that one (a new one from its address
+                // and port may be someone else's).
+                connection: token.connection.filter(|_| !may_connect),
                 server_name: server.and_then(server_name),
                 may_connect,
             }),
@@ -435,6 +438,7 @@ impl Router {
             ClientLookup::Bound(binding) => RequestAction::Forward(Forward {
                 next: NextHop::Flow(Destination {
                     flow: binding.flow,
+                    connection: binding.connection,
                     server_name: None,
                     may_connect: binding.flow.transport == Transport::Udp,
                 }),
@@ -482,6 +486,7 @@ impl Router {
                         transport: via.transport,
                         remote: SocketAddr::new(ip, via.port),
                     },
+                    connection: None,
                     server_name: hop_server.and_then(server_name),
                     may_connect: true,
                 }),
@@ -502,6 +507,7 @@ impl Router {
                     transport,
                     remote: SocketAddr::new(ip, port),
                 },
+                connection: None,
                 server_name: None,
                 may_connect: true,
             }),
@@ -588,6 +594,7 @@ impl Router {
                 transport,
                 remote: SocketAddr::new(ip, port),
             },
+            connection: None,
             server_name: None,
             may_connect: false,
         })
@@ -712,6 +719,7 @@ fn server_destination(server: &TrustedServer) -> Destination {
             transport: server.transport,
             remote: server.addr(),
         },
+        connection: None,
         server_name: server_name(server),
         may_connect: true,
     }

@@ -159,7 +159,7 @@ fn rewrite(
         transport: egress,
         remote,
     };
-    r.rewrite_request(msg, source, f, &dest, false)
+    r.rewrite_request(msg, source, None, f, &dest, false)
         .map(|(out, _)| out)
 }
 
@@ -508,6 +508,7 @@ fn names_resolving_to_roundabout_are_roundabout() {
         .bind(
             b"alice",
             client(),
+            None,
             Bytes::from_static(b"sip:alice@192.0.2.10:50000;transport=ws"),
             Duration::from_secs(60),
             Instant::now(),
@@ -754,6 +755,7 @@ fn token_flow_of_a_browser_is_not_dialled_back() {
                 f.next,
                 NextHop::Flow(Destination {
                     flow: client(),
+                    connection: None,
                     server_name: None,
                     may_connect: false
                 })
@@ -771,7 +773,9 @@ fn token_flow_of_a_browser_is_not_dialled_back() {
          Contact: <sip:bob@203.0.113.20:5060;transport=tcp>\r\nContent-Length: 0\r\n\r\n"
     )))
     .unwrap();
-    let (out, _) = r.rewrite_response(&resp, &server_flow, &client()).unwrap();
+    let (out, _) = r
+        .rewrite_response(&resp, &server_flow, None, &client())
+        .unwrap();
     let out = wire(&out);
     assert!(
         out.starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/WS x.invalid"),
@@ -783,6 +787,7 @@ fn token_flow_of_a_browser_is_not_dialled_back() {
             f.next,
             NextHop::Flow(Destination {
                 flow: server_flow,
+                connection: None,
                 server_name: Some("server.example.com".into()),
                 may_connect: true
             })
@@ -829,6 +834,7 @@ fn requests_to_roundabout_use_the_client_cache_then_the_default_server() {
         .bind(
             b"1000",
             ws_client,
+            None,
             Bytes::from_static(b"sip:abc@x.invalid;transport=ws"),
             Duration::from_secs(60),
             now,
@@ -841,6 +847,7 @@ fn requests_to_roundabout_use_the_client_cache_then_the_default_server() {
                 f.next,
                 NextHop::Flow(Destination {
                     flow: ws_client,
+                    connection: None,
                     server_name: None,
                     may_connect: false
                 })
@@ -951,7 +958,7 @@ fn answered(
         panic!()
     };
     let (out, _) = r
-        .rewrite_request(&invite, &source, &f, &dest, false)
+        .rewrite_request(&invite, &source, None, &f, &dest, false)
         .unwrap();
     let forwarded = Message::parse(out.to_contiguous()).unwrap();
     let answer = crate::sip::reply::response(&forwarded, 180, "Ringing", "t");
@@ -969,6 +976,7 @@ fn responses_follow_the_via_chain_when_they_answer_what_was_sent() {
     let back = |transport, addr: &str| {
         ResponseAction::Forward(Destination {
             flow: flow(transport, addr),
+            connection: None,
             server_name: None,
             may_connect: false,
         })
@@ -1111,7 +1119,12 @@ fn register_2xx_restores_the_client_contact_and_reports_the_binding() {
     )))
     .unwrap();
     let (out, regs) = r
-        .rewrite_response(&ok, &flow(Transport::Tcp, "203.0.113.20:5060"), &client())
+        .rewrite_response(
+            &ok,
+            &flow(Transport::Tcp, "203.0.113.20:5060"),
+            None,
+            &client(),
+        )
         .unwrap();
     assert!(
         wire(&out).contains("Contact: <sip:abc@df7jal23ls0d.invalid;transport=ws>;expires=300\r\n"),
@@ -1158,7 +1171,7 @@ fn register_2xx_binds_only_the_client_it_goes_to_and_reports_unregistration() {
     let both = ok(&format!(
         "Contact: <{theirs}>;expires=500\r\nContact: <{mine}>;expires=300\r\n"
     ));
-    let (out, regs) = r.rewrite_response(&both, &server, &client()).unwrap();
+    let (out, regs) = r.rewrite_response(&both, &server, None, &client()).unwrap();
     let out = wire(&out);
     assert!(
         out.contains("Contact: <sip:xyz@theirs.invalid;transport=ws>;expires=500\r\n"),
@@ -1178,6 +1191,7 @@ fn register_2xx_binds_only_the_client_it_goes_to_and_reports_unregistration() {
         .rewrite_response(
             &ok(&format!("Contact: <{theirs}>;expires=500\r\n")),
             &server,
+            None,
             &client(),
         )
         .unwrap();
@@ -1193,6 +1207,7 @@ fn register_2xx_binds_only_the_client_it_goes_to_and_reports_unregistration() {
         .bind(
             b"1000",
             other_device,
+            None,
             Bytes::new(),
             Duration::from_secs(60),
             now,

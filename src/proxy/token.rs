@@ -2,31 +2,43 @@
 //! the original in a URI parameter, authenticated so it can only ever route where a real
 //! message came from (the idea of OverSIP's signed `ov-ob` parameter).
 //!
-//! Layout before base64url: `version | transport | flags | family | addr | port | uri | mac`,
-//! where `mac` is HMAC-SHA256 over everything before it, truncated to 12 bytes.
+//! Layout before base64url: `version | transport | flags | family | addr | port | [connection]
+//! | uri | mac`. Version 2 (written): `connection` is the 8-byte id of the client's connection
+//! when the flag says so, and `mac` is SipHash-2-4-128 over everything before it, keyed with a
+//! key derived from `-token-key`, truncated to 12 bytes. Version 1 (still read, so tokens held
+//! by registrars and dialogs survive an upgrade): no connection, HMAC-SHA256 truncated to 12.
 
+use std::hash::Hasher as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::BytesMut;
 use ring::hmac;
+use siphasher::sip128::{Hasher128 as _, SipHasher24};
 
-use crate::transport::{FlowKey, Transport};
+use crate::transport::{ConnectionId, FlowKey, Transport};
 
 /// The URI parameter carrying the token.
 pub const PARAM: &str = "rbt";
 
-const VERSION: u8 = 1;
+const VERSION_HMAC: u8 = 1;
+const VERSION: u8 = 2;
 const MAC_LEN: usize = 12;
 /// Largest original URI a token carries; longer Contacts are refused rather than grown without bound.
 pub const MAX_URI_LEN: usize = 1024;
 const FLAG_MAY_CONNECT: u8 = 1;
+const FLAG_CONNECTION: u8 = 2;
+/// version, transport, flags, family, an IPv6 address, port, connection id.
+const MAX_HEAD: usize = 4 + 16 + 2 + 8;
 
 /// What a token says: where the original contact lives and the URI to restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContactToken {
     pub flow: FlowKey,
+    /// The client's connection, for a stream flow the client opened: only it will do (a new
+    /// connection from the same address and port is someone else's).
+    pub connection: Option<ConnectionId>,
     /// Whether Roundabout may dial the flow again if it is gone (it dialled it in the first place).
     pub may_connect: bool,
     pub original_uri: Vec<u8>,
@@ -35,7 +47,9 @@ pub struct ContactToken {
 /// Signs and verifies tokens with the `-token-key`.
 #[derive(Clone)]
 pub struct TokenKey {
-    key: hmac::Key,
+    sip: (u64, u64),
+    /// For version 1 tokens.
+    hmac: hmac::Key,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -53,33 +67,51 @@ pub enum TokenError {
 impl TokenKey {
     #[must_use]
     pub fn new(secret: &[u8; 32]) -> TokenKey {
+        let hmac = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        // SipHash gets a key of its own, so the token key is never used with two algorithms.
+        let derived = hmac::sign(&hmac, b"roundabout contact token v2");
+        let half = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&derived.as_ref()[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
         TokenKey {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            sip: (half(0), half(8)),
+            hmac,
         }
     }
 
-    /// Appends the base64url token for `flow` and `original_uri` to `out`.
+    /// The MAC of a version 2 token: SipHash-2-4-128, a fraction of HMAC-SHA256's cost for
+    /// the short input of a token, which every forwarded Contact pays.
+    fn mac(&self, signed: &[u8]) -> [u8; 16] {
+        let mut hasher = SipHasher24::new_with_keys(self.sip.0, self.sip.1);
+        hasher.write(signed);
+        hasher.finish128().as_bytes()
+    }
+
+    /// Appends the base64url token for `flow` (and its `connection`) and `original_uri`.
     pub fn encode_into(
         &self,
         out: &mut BytesMut,
         flow: FlowKey,
+        connection: Option<ConnectionId>,
         may_connect: bool,
         original_uri: &[u8],
     ) -> Result<(), TokenError> {
         if original_uri.len() > MAX_URI_LEN {
             return Err(TokenError::UriTooLong);
         }
-        let mut raw = [0u8; 4 + 16 + 2 + MAX_URI_LEN + MAC_LEN];
+        let mut raw = [0u8; MAX_HEAD + MAX_URI_LEN + MAC_LEN];
         let mut len = 0;
         let mut put = |bytes: &[u8]| {
             raw[len..len + bytes.len()].copy_from_slice(bytes);
             len += bytes.len();
         };
-        put(&[
-            VERSION,
-            transport_code(flow.transport),
-            if may_connect { FLAG_MAY_CONNECT } else { 0 },
-        ]);
+        let mut flags = if may_connect { FLAG_MAY_CONNECT } else { 0 };
+        if connection.is_some() {
+            flags |= FLAG_CONNECTION;
+        }
+        put(&[VERSION, transport_code(flow.transport), flags]);
         match flow.remote.ip() {
             IpAddr::V4(ip) => {
                 put(&[4]);
@@ -91,9 +123,12 @@ impl TokenKey {
             }
         }
         put(&flow.remote.port().to_be_bytes());
+        if let Some(ConnectionId(id)) = connection {
+            put(&id.to_be_bytes());
+        }
         put(original_uri);
-        let tag = hmac::sign(&self.key, &raw[..len]);
-        raw[len..len + MAC_LEN].copy_from_slice(&tag.as_ref()[..MAC_LEN]);
+        let tag = self.mac(&raw[..len]);
+        raw[len..len + MAC_LEN].copy_from_slice(&tag[..MAC_LEN]);
         len += MAC_LEN;
         let start = out.len();
         let encoded_len = base64::encoded_len(len, false).unwrap_or(0);
@@ -108,14 +143,20 @@ impl TokenKey {
     /// Decodes and authenticates a token; `None` for anything forged, truncated or stale.
     #[must_use]
     pub fn decode(&self, token: &[u8]) -> Option<ContactToken> {
-        if token.len() > base64::encoded_len(4 + 16 + 2 + MAX_URI_LEN + MAC_LEN, false)? {
+        if token.len() > base64::encoded_len(MAX_HEAD + MAX_URI_LEN + MAC_LEN, false)? {
             return None;
         }
         let raw = URL_SAFE_NO_PAD.decode(token).ok()?;
         let (signed, mac) = raw.split_at(raw.len().checked_sub(MAC_LEN)?);
-        let expected = hmac::sign(&self.key, signed);
+        let expected: [u8; MAC_LEN] = match *signed.first()? {
+            VERSION => self.mac(signed)[..MAC_LEN].try_into().ok()?,
+            VERSION_HMAC => hmac::sign(&self.hmac, signed).as_ref()[..MAC_LEN]
+                .try_into()
+                .ok()?,
+            _ => return None,
+        };
         // Compare the truncated tag without an early exit, so timing tells nothing about it.
-        let difference = expected.as_ref()[..MAC_LEN]
+        let difference = expected
             .iter()
             .zip(mac)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
@@ -123,9 +164,6 @@ impl TokenKey {
             return None;
         }
         let (&[version, transport, flags, family], rest) = signed.split_first_chunk::<4>()?;
-        if version != VERSION {
-            return None;
-        }
         let transport = transport_from_code(transport)?;
         let (ip, rest) = match family {
             4 => {
@@ -138,12 +176,19 @@ impl TokenKey {
             }
             _ => return None,
         };
-        let (port, uri) = rest.split_first_chunk::<2>()?;
+        let (port, mut uri) = rest.split_first_chunk::<2>()?;
+        let mut connection = None;
+        if version == VERSION && flags & FLAG_CONNECTION != 0 {
+            let (id, rest) = uri.split_first_chunk::<8>()?;
+            connection = Some(ConnectionId(u64::from_be_bytes(*id)));
+            uri = rest;
+        }
         Some(ContactToken {
             flow: FlowKey {
                 transport,
                 remote: SocketAddr::new(ip, u16::from_be_bytes(*port)),
             },
+            connection,
             may_connect: flags & FLAG_MAY_CONNECT != 0,
             original_uri: uri.to_vec(),
         })
@@ -179,7 +224,7 @@ mod tests {
 
     fn encode(key: &TokenKey, f: FlowKey, uri: &[u8]) -> Vec<u8> {
         let mut out = BytesMut::new();
-        key.encode_into(&mut out, f, true, uri).unwrap();
+        key.encode_into(&mut out, f, None, true, uri).unwrap();
         out.to_vec()
     }
 
@@ -227,10 +272,59 @@ mod tests {
             key.encode_into(
                 &mut BytesMut::new(),
                 flow(Transport::Udp, "192.0.2.1:1"),
+                None,
                 false,
                 &uri
             ),
             Err(TokenError::UriTooLong)
         );
+    }
+
+    #[test]
+    fn a_connection_is_named_and_authenticated() {
+        let key = TokenKey::new(&[7; 32]);
+        let f = flow(Transport::Ws, "192.0.2.10:50123");
+        let mut out = BytesMut::new();
+        key.encode_into(
+            &mut out,
+            f,
+            Some(ConnectionId(0xdead_beef_0042)),
+            false,
+            b"sip:a@b",
+        )
+        .unwrap();
+        let decoded = key.decode(&out).unwrap();
+        assert_eq!(decoded.connection, Some(ConnectionId(0xdead_beef_0042)));
+        assert_eq!(decoded.flow, f);
+        assert!(!decoded.may_connect);
+        assert_eq!(decoded.original_uri, b"sip:a@b");
+    }
+
+    /// A token written by an earlier build (version 1, HMAC-SHA256) is still honoured.
+    #[test]
+    fn version_1_tokens_still_decode() {
+        let secret = [7; 32];
+        let key = TokenKey::new(&secret);
+        let mut raw = vec![
+            VERSION_HMAC,
+            transport_code(Transport::Udp),
+            FLAG_MAY_CONNECT,
+            4,
+        ];
+        raw.extend_from_slice(&[192, 0, 2, 1]);
+        raw.extend_from_slice(&5060u16.to_be_bytes());
+        raw.extend_from_slice(b"sip:old@192.0.2.1");
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &secret), &raw);
+        raw.extend_from_slice(&tag.as_ref()[..MAC_LEN]);
+        let token = URL_SAFE_NO_PAD.encode(&raw);
+        let decoded = key.decode(token.as_bytes()).unwrap();
+        assert_eq!(decoded.flow, flow(Transport::Udp, "192.0.2.1:5060"));
+        assert_eq!(decoded.connection, None);
+        assert_eq!(decoded.original_uri, b"sip:old@192.0.2.1");
+        // Its HMAC does not make a valid version 2 token.
+        raw[0] = VERSION;
+        assert!(key
+            .decode(URL_SAFE_NO_PAD.encode(&raw).as_bytes())
+            .is_none());
     }
 }

@@ -108,7 +108,7 @@ pub enum Send {
     Answer {
         request: Encoded,
         from: FlowKey,
-        upstream: FlowKey,
+        upstream: Destination,
         status: Status,
     },
 }
@@ -117,7 +117,7 @@ pub enum Send {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Matched {
     /// Where the response goes on, or `None` when it is absorbed.
-    pub forward_to: Option<FlowKey>,
+    pub forward_to: Option<Destination>,
     pub send: Vec<Send>,
 }
 
@@ -165,7 +165,8 @@ struct Entry {
     /// The request as forwarded, while it may be retransmitted or answered for.
     request: Option<Encoded>,
     dest: Destination,
-    upstream: FlowKey,
+    /// The flow (and connection) the request came in on.
+    upstream: Destination,
     server_key: Option<u64>,
     interval: Duration,
     retransmit_at: Option<Instant>,
@@ -256,7 +257,7 @@ impl Transactions {
         key: Key,
         request: Encoded,
         dest: Destination,
-        upstream: FlowKey,
+        upstream: Destination,
         server_key: Option<u64>,
         now: Instant,
     ) -> Start {
@@ -287,7 +288,7 @@ impl Transactions {
         origin: Origin,
         request: Encoded,
         dest: Destination,
-        upstream: FlowKey,
+        upstream: Destination,
         now: Instant,
     ) -> Entry {
         let t1 = self.timers.t1;
@@ -441,7 +442,7 @@ impl Transactions {
                 entry.deadline = now + self.timers.t4;
             }
         }
-        let upstream = entry.upstream;
+        let upstream = entry.upstream.clone();
         let after = entry.bytes();
         table.bytes = table.bytes + after - before;
         if cancel_now {
@@ -474,7 +475,7 @@ impl Transactions {
         };
         invite.cancelling = Cancelling::Sent;
         invite.deadline = now + self.timers.timeout();
-        let (dest, upstream) = (invite.dest.clone(), invite.upstream);
+        let (dest, upstream) = (invite.dest.clone(), invite.upstream.clone());
         self.schedule(table, key);
         let cancel_key = Key {
             branch: key.branch,
@@ -597,7 +598,7 @@ impl Transactions {
             entry.request.clone().map(|request| Send::Answer {
                 request,
                 from: entry.dest.flow,
-                upstream: entry.upstream,
+                upstream: entry.upstream.clone(),
                 status,
             })
         };
@@ -644,7 +645,7 @@ impl Transactions {
             send.push(Send::Answer {
                 request: request.clone(),
                 from: entry.dest.flow,
-                upstream: entry.upstream,
+                upstream: entry.upstream.clone(),
                 status: Status::SERVICE_UNAVAILABLE,
             });
         }
@@ -672,13 +673,19 @@ mod tests {
     fn server() -> Destination {
         Destination {
             flow: flow(Transport::Udp, "203.0.113.20:5060"),
+            connection: None,
             server_name: None,
             may_connect: true,
         }
     }
 
-    fn browser() -> FlowKey {
-        flow(Transport::Ws, "192.0.2.10:50000")
+    fn browser() -> Destination {
+        Destination {
+            flow: flow(Transport::Ws, "192.0.2.10:50000"),
+            connection: Some(crate::transport::ConnectionId(7)),
+            server_name: None,
+            may_connect: false,
+        }
     }
 
     fn table() -> Transactions {

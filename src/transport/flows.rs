@@ -9,14 +9,14 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use super::queue::QueueSender;
-use super::FlowKey;
+use super::{ConnectionId, FlowKey};
 
 /// The write side of a connection: a bounded queue its writer task drains.
 #[derive(Clone, Debug)]
 pub(crate) struct FlowHandle {
     pub(crate) queue: QueueSender,
     /// Tells two connections that had the same key apart (a reconnect reuses the address).
-    pub(crate) id: u64,
+    pub(crate) id: ConnectionId,
 }
 
 #[derive(Debug)]
@@ -27,6 +27,14 @@ pub(crate) struct FlowTable {
     next_id: AtomicU64,
     max_total: usize,
     max_per_ip: usize,
+}
+
+/// Where connection ids start: random, so that an id a token names before a restart is not
+/// given to another connection after it (the counter then runs on for 2^63 connections).
+fn first_connection_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    (u64::from_le_bytes(bytes) >> 1) | 1
 }
 
 /// A connection slot; releasing it (on drop) frees the counts it took.
@@ -63,7 +71,7 @@ impl FlowTable {
             flows: DashMap::new(),
             per_ip: DashMap::new(),
             total: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(first_connection_id()),
             max_total,
             max_per_ip,
         }
@@ -88,8 +96,8 @@ impl FlowTable {
         })
     }
 
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    pub(crate) fn next_id(&self) -> ConnectionId {
+        ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(crate) fn insert(&self, key: FlowKey, handle: FlowHandle) {
@@ -97,12 +105,20 @@ impl FlowTable {
     }
 
     /// Removes the flow, unless a newer connection has taken the key meanwhile.
-    pub(crate) fn remove(&self, key: &FlowKey, id: u64) {
+    pub(crate) fn remove(&self, key: &FlowKey, id: ConnectionId) {
         self.flows.remove_if(key, |_, handle| handle.id == id);
     }
 
-    pub(crate) fn queue(&self, key: &FlowKey) -> Option<QueueSender> {
-        self.flows.get(key).map(|handle| handle.queue.clone())
+    /// The queue of the connection `key` names; with `connection`, only if it is that one.
+    pub(crate) fn queue(
+        &self,
+        key: &FlowKey,
+        connection: Option<ConnectionId>,
+    ) -> Option<QueueSender> {
+        self.flows
+            .get(key)
+            .filter(|handle| connection.is_none_or(|id| id == handle.id))
+            .map(|handle| handle.queue.clone())
     }
 
     #[cfg(test)]
@@ -148,13 +164,25 @@ mod tests {
             key,
             FlowHandle {
                 queue: tx.clone(),
-                id: 1,
+                id: ConnectionId(1),
             },
         );
-        table.insert(key, FlowHandle { queue: tx, id: 2 });
-        table.remove(&key, 1);
+        table.insert(
+            key,
+            FlowHandle {
+                queue: tx,
+                id: ConnectionId(2),
+            },
+        );
+        assert!(table.queue(&key, Some(ConnectionId(2))).is_some());
+        assert!(
+            table.queue(&key, Some(ConnectionId(1))).is_none(),
+            "a new connection is not the old one"
+        );
+        assert!(table.queue(&key, None).is_some());
+        table.remove(&key, ConnectionId(1));
         assert!(table.contains(&key));
-        table.remove(&key, 2);
+        table.remove(&key, ConnectionId(2));
         assert!(!table.contains(&key));
     }
 }

@@ -100,17 +100,26 @@ impl fmt::Display for FlowKey {
     }
 }
 
+/// One connection of a stream flow. A new connection from the same address and port is a
+/// different one, so what was meant for the old connection never reaches the new.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u64);
+
 /// One framed SIP message (not yet parsed) and the flow it arrived on.
 #[derive(Debug)]
 pub struct Inbound {
     pub data: Bytes,
     pub flow: FlowKey,
+    /// The connection, for a stream flow.
+    pub connection: Option<ConnectionId>,
 }
 
 /// Where an outgoing message goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Destination {
     pub flow: FlowKey,
+    /// Only this connection of the flow will do (a client's; it cannot be dialled again).
+    pub connection: Option<ConnectionId>,
     /// Name for certificate verification, SNI and the WebSocket `Host`; `None` uses the IP.
     pub server_name: Option<Arc<str>>,
     /// Whether a stream transport may open a new connection when no flow exists. False for
@@ -365,7 +374,7 @@ impl Senders {
                 .ok_or(SendError::Unavailable(Transport::Udp))?;
             return udp::send(socket, key.remote, msg);
         }
-        let queue = shared.flows.queue(&key).or_else(|| {
+        let queue = shared.flows.queue(&key, dest.connection).or_else(|| {
             if dest.may_connect {
                 return None;
             }
@@ -376,10 +385,11 @@ impl Senders {
                 .into_iter()
                 .filter(|&t| t != key.transport)
                 .find_map(|transport| {
-                    shared.flows.queue(&FlowKey {
+                    let key = FlowKey {
                         transport,
                         remote: key.remote,
-                    })
+                    };
+                    shared.flows.queue(&key, dest.connection)
                 })
         });
         match queue {
@@ -387,7 +397,8 @@ impl Senders {
                 queue::QueueError::Full => SendError::QueueFull,
                 queue::QueueError::Closed => SendError::NoFlow,
             }),
-            None if dest.may_connect => self.dial(dest, msg),
+            // A named connection that is gone is gone: another is never opened in its place.
+            None if dest.may_connect && dest.connection.is_none() => self.dial(dest, msg),
             None => Err(SendError::NoFlow),
         }
     }

@@ -17,7 +17,7 @@ use crate::warn_limited;
 
 use super::flows::{Admission, FlowHandle};
 use super::queue::{send_queue, QueueLimits, QueueReceiver, QueueSender};
-use super::{Encoded, FlowKey, Shared, MAX_WRITE_BATCH};
+use super::{ConnectionId, Encoded, FlowKey, Shared, MAX_WRITE_BATCH};
 
 /// Bytes read per call; the buffer grows only as far as one message needs.
 const READ_CHUNK: usize = 4096;
@@ -30,7 +30,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 /// meanwhile queue behind the first instead of dialling again.
 pub(crate) struct Registered {
     pub(crate) key: FlowKey,
-    pub(crate) id: u64,
+    pub(crate) id: ConnectionId,
     pub(crate) tx: QueueSender,
     pub(crate) rx: QueueReceiver,
 }
@@ -84,7 +84,7 @@ async fn serve_split<S>(
     let closing = shared.shutdown.child_token();
     let mut writer = Writer::spawn(write_loop(writer, rx, key, closing.clone()));
     let reason = writer
-        .or_reader(read_loop(reader, key, &tx, &shared, &closing))
+        .or_reader(read_loop(reader, (key, id), &tx, &shared, &closing))
         .await;
     shared.flows.remove(&key, id);
     drop(tx);
@@ -151,7 +151,7 @@ pub(crate) fn write_failed(key: FlowKey, error: &std::io::Error) -> &'static str
 
 async fn read_loop<R: AsyncRead>(
     reader: R,
-    key: FlowKey,
+    (key, id): (FlowKey, ConnectionId),
     pong: &QueueSender,
     shared: &Shared,
     closing: &CancellationToken,
@@ -166,7 +166,11 @@ async fn read_loop<R: AsyncRead>(
             match codec::frame(&mut buf, limits.max_message) {
                 Ok(Some(Frame::Message(data))) => {
                     if let Some(handler) = shared.handler.get() {
-                        handler.handle(super::Inbound { data, flow: key });
+                        handler.handle(super::Inbound {
+                            data,
+                            flow: key,
+                            connection: Some(id),
+                        });
                     }
                 }
                 // RFC 5626 §3.5.1: answer a double CRLF with a single one.
@@ -333,7 +337,7 @@ pub(crate) mod tests {
     /// Queues messages for `key` until the writer, whose peer reads nothing, must be stuck:
     /// more than the in-memory pipe holds.
     pub(crate) fn fill(shared: &Shared, key: &FlowKey, pipe: usize) {
-        let queue = shared.flows.queue(key).unwrap();
+        let queue = shared.flows.queue(key, None).unwrap();
         let message = Encoded {
             head: Bytes::from(vec![b'x'; 1000]),
             body: Bytes::new(),

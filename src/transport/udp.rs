@@ -70,6 +70,7 @@ pub(crate) async fn receive(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
                     transport: Transport::Udp,
                     remote,
                 },
+                connection: None,
             });
         }
     }

@@ -27,7 +27,7 @@ use super::flows::Admission;
 use super::queue::QueueReceiver;
 use super::stream::{self, ByteStream, Registered, Writer};
 use super::tcp::Connection;
-use super::{Encoded, FlowKey, Inbound, Shared, Transport, MAX_WRITE_BATCH};
+use super::{ConnectionId, Encoded, FlowKey, Inbound, Shared, Transport, MAX_WRITE_BATCH};
 
 /// The WebSocket subprotocol for SIP (RFC 7118 §4.1).
 const SUBPROTOCOL: &str = "sip";
@@ -237,7 +237,7 @@ async fn serve_split<W, R>(
     let (control, control_rx) = control_slot();
     let mut writer = Writer::spawn(write_loop(sink, rx, control_rx, key, closing.clone()));
     let reason = writer
-        .or_reader(read_loop(stream, key, &control, &shared, &closing))
+        .or_reader(read_loop(stream, (key, id), &control, &shared, &closing))
         .await;
     shared.flows.remove(&key, id);
     drop((tx, control));
@@ -249,7 +249,7 @@ async fn serve_split<W, R>(
 
 async fn read_loop<R>(
     mut stream: R,
-    key: FlowKey,
+    (key, id): (FlowKey, ConnectionId),
     control: &ControlSender,
     shared: &Shared,
     closing: &CancellationToken,
@@ -322,7 +322,11 @@ where
             continue;
         }
         if let Some(handler) = shared.handler.get() {
-            handler.handle(Inbound { data, flow: key });
+            handler.handle(Inbound {
+                data,
+                flow: key,
+                connection: Some(id),
+            });
         }
     }
 }
@@ -591,7 +595,7 @@ mod tests {
     }
 
     fn queue(shared: &Shared) -> QueueSender {
-        shared.flows.queue(&KEY).unwrap()
+        shared.flows.queue(&KEY, None).unwrap()
     }
 
     #[tokio::test(start_paused = true)]
