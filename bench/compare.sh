@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Roundabout and Kamailio (stateless) side by side, same machine, same harness, one sitting.
+# Roundabout and Kamailio side by side, same machine, same harness, one sitting.
 #
 #   bench/compare.sh [SCENARIO ...]        default: udp-udp udp-tcp tcp-udp
 #
@@ -8,8 +8,10 @@
 # forwarded message at fixed offered rates (the comparable figure while SIPp is the limit),
 # the max sustained calls/s per repeat, RSS, and the Roundabout/Kamailio ratio.
 # Environment: everything run.sh reads (REPEATS, STEP_SECS, ...), PROXIES (default "kamailio
-# roundabout"), RESULTS (default
+# roundabout"; kamailio-stateful is Kamailio with tm t_relay, the comparison for tcp-udp, which
+# Roundabout forwards with a transaction), RESULTS (default
 # /tmp/bench-results/compare-<time>), FIXED_RATES (default "4000 8000").
+# ROUNDABOUT_BIN measures another build of Roundabout instead of building this tree.
 # FIXED_ONLY=1 runs only FIXED_RATES (no max search), one repeat at a time with the proxies and
 # scenarios interleaved, so that a machine that drifts during the sitting drifts for both.
 set -euo pipefail
@@ -21,13 +23,14 @@ export RESULTS=${RESULTS:-/tmp/bench-results/compare-$(date +%Y%m%d-%H%M%S)}
 FIXED_RATES=${FIXED_RATES:-"4000 8000"}
 mkdir -p "$RESULTS"
 
-(cd "$ROOT" && cargo build --release --quiet)
-BIN=$ROOT/target/release/roundabout
+# ROUNDABOUT_BIN: another build to measure (an earlier commit's, for a before/after).
+if [ -z "${ROUNDABOUT_BIN:-}" ]; then (cd "$ROOT" && cargo build --release --quiet); fi
+BIN=${ROUNDABOUT_BIN:-$ROOT/target/release/roundabout}
 
 PROXIES=${PROXIES:-"kamailio roundabout"}
 run_proxy() {   # run_proxy KIND SCENARIO (then run.sh's environment)
   local kind=$1 scen=$2
-  if [ "$kind" = kamailio ]; then timeout 1800 "$HERE/run.sh" kamailio "$scen"; return; fi
+  case $kind in kamailio|kamailio-stateful) timeout 1800 "$HERE/run.sh" "$kind" "$scen"; return;; esac
   # The flood guards are off: one SIPp UAC is one source sending thousands of messages a
   # second, which is what -rate-limit exists to stop; the bench measures the forwarding path.
   ROUNDABOUT_CMD="$BIN -local-ip 127.0.0.1 -ack-ruri -strict-host -log-level warn \
@@ -54,7 +57,7 @@ results, rates = sys.argv[1], [int(r) for r in sys.argv[2].split()]
 MSGS = 7
 runs = {}   # (proxy, scenario) -> (step rows of every run, summaries)
 for d in sorted(glob.glob(os.path.join(results, '*-*-*'))):
-    m = re.match(r'(kamailio|roundabout)-(\w+-\w+)-', os.path.basename(d))
+    m = re.match(r'(kamailio-stateful|kamailio|roundabout)-(\w+-\w+)-', os.path.basename(d))
     if not m or not os.path.exists(os.path.join(d, 'summary.txt')):
         continue
     rows = list(csv.DictReader(open(os.path.join(d, 'steps.tsv')), delimiter='\t'))
@@ -73,19 +76,24 @@ def field(summary, key):
     m = re.search(key + r'=(\S+)', summary)
     return m.group(1) if m else '?'
 
-print('| scenario | rate (calls/s) | Kamailio us/msg | Roundabout us/msg | ratio | target |')
-print('|---|---|---|---|---|---|')
+print('| scenario | rate (calls/s) | Kamailio kind | Kamailio us/msg | Roundabout us/msg | ratio | target |')
+print('|---|---|---|---|---|---|---|')
+spread = lambda v: f' ({min(v):.1f}-{max(v):.1f}, n={len(v)})'
 for scen in sorted({s for _, s in runs}):
     for rate in rates:
-        k = us_per_msg(runs.get(('kamailio', scen), ([], []))[0], rate)
         r = us_per_msg(runs.get(('roundabout', scen), ([], []))[0], rate)
-        if not k or not r:
-            print(f'| {scen} | {rate} | {"n/a" if not k else f"{statistics.median(k):.1f}"} | '
-                  f'{"n/a" if not r else f"{statistics.median(r):.1f}"} | n/a | <= 0.65 |')
-            continue
-        km, rm = statistics.median(k), statistics.median(r)
-        spread = lambda v: f' ({min(v):.1f}-{max(v):.1f}, n={len(v)})'
-        print(f'| {scen} | {rate} | {km:.1f}{spread(k)} | {rm:.1f}{spread(r)} | {rm / km:.2f} | <= 0.65 |')
+        kinds = [(k, t) for k, t in (('kamailio', '<= 0.65'), ('kamailio-stateful', '<= 0.5'))
+                 if (k, scen) in runs]
+        if not kinds and r:
+            print(f'| {scen} | {rate} | - | - | {statistics.median(r):.1f}{spread(r)} | - | - |')
+        for kind, target in kinds:
+            k = us_per_msg(runs[(kind, scen)][0], rate)
+            if not k or not r:
+                print(f'| {scen} | {rate} | {kind} | {"n/a" if not k else f"{statistics.median(k):.1f}"} | '
+                      f'{"n/a" if not r else f"{statistics.median(r):.1f}"} | n/a | {target} |')
+                continue
+            km, rm = statistics.median(k), statistics.median(r)
+            print(f'| {scen} | {rate} | {kind} | {km:.1f}{spread(k)} | {rm:.1f}{spread(r)} | {rm / km:.2f} | {target} |')
 print()
 print('| proxy | scenario | max calls/s per repeat | median | proxy RSS at max |')
 print('|---|---|---|---|---|')

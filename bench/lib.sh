@@ -50,8 +50,8 @@ check_tools() {
   for p in "$@"; do
     case $p in
       roundabout) ;;
-      kamailio) command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install -y kamailio kamailio-websocket-modules kamailio-tls-modules" >&2; exit 2; } ;;
-      *) echo "unknown proxy $p (roundabout | kamailio)" >&2; exit 2 ;;
+      kamailio|kamailio-stateful) command -v kamailio >/dev/null || { echo "kamailio missing: apt-get install -y kamailio kamailio-websocket-modules kamailio-tls-modules" >&2; exit 2; } ;;
+      *) echo "unknown proxy $p (roundabout | kamailio | kamailio-stateful)" >&2; exit 2 ;;
     esac
   done
 }
@@ -134,9 +134,11 @@ start_proxy() {
         -rate-limit 0 -drain-timeout 1 -trusted-server "$UAS_IP::$UAS_PORT:udp:" "$@" >"$log" 2>&1 &
       PROXY_PID=$!
       wait_listen 5066 7443 ;;
-    kamailio)
+    kamailio|kamailio-stateful)
+      local stateful=()
+      [ "$kind" = kamailio-stateful ] && stateful=(-A STATEFUL)
       $PX_TS kamailio -f "$HERE/kamailio/ws.cfg" -DD -E -m "$KAM_SHM_MB" -M 16 -A WITH_TLS \
-        -A "TLS_CERT=\"$tls/cert.pem\"" -A "TLS_KEY=\"$tls/key.pem\"" >"$log" 2>&1 &
+        "${stateful[@]}" -A "TLS_CERT=\"$tls/cert.pem\"" -A "TLS_KEY=\"$tls/key.pem\"" >"$log" 2>&1 &
       PROXY_PID=$!
       wait_listen 8080 8443 ;;
     *) echo "unknown proxy $kind" >&2; exit 2 ;;
@@ -149,7 +151,7 @@ url() {
   case $1-$2 in
     roundabout-ws) echo ws://127.0.0.1:5066/ ;;
     roundabout-wss) echo wss://127.0.0.1:7443/ ;;
-    kamailio-ws) echo ws://127.0.0.1:8080/ ;;
-    kamailio-wss) echo wss://127.0.0.1:8443/ ;;
+    kamailio*-ws) echo ws://127.0.0.1:8080/ ;;
+    kamailio*-wss) echo wss://127.0.0.1:8443/ ;;
   esac
 }
