@@ -62,8 +62,8 @@ pub struct BranchInput<'a> {
     pub stateful: bool,
 }
 
-/// Roundabout's branch value as read back from a Via.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Roundabout's branch value as read back from a Via (ordered only to key the timer heap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Branch(pub u64);
 
 impl Branch {

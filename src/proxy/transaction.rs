@@ -76,18 +76,6 @@ pub struct Key {
     pub kind: Kind,
 }
 
-impl PartialOrd for Branch {
-    fn partial_cmp(&self, other: &Branch) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Branch {
-    fn cmp(&self, other: &Branch) -> std::cmp::Ordering {
-        self.0.cmp(&other.0)
-    }
-}
-
 /// What became of a request offered to the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
