@@ -11,10 +11,6 @@
 //!   Forwarded ones must arrive with only Via, Max-Forwards and Contact edited and the body
 //!   unchanged; answered ones must be answered with the expected code; the proxy must keep
 //!   serving afterwards.
-//!
-//! A case with `bug` set states what the RFC wants and Roundabout does not do yet: the table
-//! tests skip it and its own `#[ignore = "product bug: …"]` test below checks it, so it can be
-//! un-ignored once fixed.
 
 // Test code: a failed unwrap is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
@@ -84,10 +80,6 @@ struct Case {
     /// Test-time edits of the head, first occurrence each; `{peer}` is the far peer's address.
     /// Only where a host in the message cannot be made a trusted server without sending to it.
     rewrite: &'static [(&'static str, &'static str)],
-    /// Set when Roundabout does not do what the RFC wants: `unit` and `udp` then state the
-    /// RFC's expectation (`unit` as a likely fix would produce it; only `udp` is checked), and
-    /// an ignored test checks it.
-    bug: Option<&'static str>,
 }
 
 /// Every R-URI or Route host name in the fixtures, as FQDNs of the one trusted server.
@@ -101,185 +93,183 @@ const IPV6_RURI: &[(&str, &str)] = &[("[2001:db8::10]", "{peer}")];
 #[rustfmt::skip]
 const CASES: &[Case] = &[
     // RFC 4475 §3.1.1: valid messages. A parser must accept them.
-    Case { name: "wsinv", rfc: "4475 §3.1.1.1", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "wsinv", rfc: "4475 §3.1.1.1", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "well formed (folding, odd LWS, compact forms, unknown headers); forward it",
         roundabout: "forwards; top Route (services.example.com, not us) picks the trusted server" },
-    Case { name: "intmeth", rfc: "4475 §3.1.1.2", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "intmeth", rfc: "4475 §3.1.1.2", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "well formed; a proxy forwards it when it knows the R-URI (else 404)",
         roundabout: "forwards; the R-URI's user part holds '?' (headers only begin after the host)" },
-    Case { name: "esc01", rfc: "4475 §3.1.1.3", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "esc01", rfc: "4475 §3.1.1.3", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "well formed %-escapes; forward", roundabout: "forwards" },
-    Case { name: "escnull", rfc: "4475 §3.1.1.4", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "escnull", rfc: "4475 §3.1.1.4", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "well formed (%00 in user parts); accept", roundabout: "forwards; both Contacts rewritten" },
-    Case { name: "esc02", rfc: "4475 §3.1.1.5", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "esc02", rfc: "4475 §3.1.1.5", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "well formed; unknown method RE%47IST%45R; a proxy forwards or rejects by R-URI",
         roundabout: "forwards; C%6Fntact is an unknown header, left alone" },
-    Case { name: "lwsdisp", rfc: "4475 §3.1.1.6", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "lwsdisp", rfc: "4475 §3.1.1.6", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "no LWS between display name and '<': accept", roundabout: "forwards" },
-    Case { name: "longreq", rfc: "4475 §3.1.1.7", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "longreq", rfc: "4475 §3.1.1.7", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "long values, 34 Vias: accept", roundabout: "forwards" },
-    Case { name: "dblreq", rfc: "4475 §3.1.1.8", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "dblreq", rfc: "4475 §3.1.1.8", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "one REGISTER; the INVITE octets after Content-Length are noise and are not forwarded",
         roundabout: "forwards the REGISTER alone (over TCP the INVITE is a second message)" },
-    Case { name: "semiuri", rfc: "4475 §3.1.1.9", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "semiuri", rfc: "4475 §3.1.1.9", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "user part 'user;par=u@example.net': accept", roundabout: "forwards" },
-    Case { name: "transports", rfc: "4475 §3.1.1.10", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "transports", rfc: "4475 §3.1.1.10", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "Vias with SCTP, TLS, UNKNOWN transports: accept", roundabout: "forwards" },
     Case { name: "mpart01", rfc: "4475 §3.1.1.11", unit: Forward, udp: Forwarded,
-        rewrite: &[("<sip:127.0.0.1:5080>", "<sip:{peer}>")], bug: None,
+        rewrite: &[("<sip:127.0.0.1:5080>", "<sip:{peer}>")],
         rfc_says: "multipart body with NULs and bare LFs: frame by Content-Length, accept",
         roundabout: "forwards, body byte for byte (its Route, 127.0.0.1:5080, is pointed at the peer)" },
-    Case { name: "unreason", rfc: "4475 §3.1.1.12", unit: ResponseDropped, udp: Dropped, rewrite: &[], bug: None,
+    Case { name: "unreason", rfc: "4475 §3.1.1.12", unit: ResponseDropped, udp: Dropped, rewrite: &[],
         rfc_says: "UTF-8 reason phrase: accept", roundabout: "parses; dropped as its top Via is not ours" },
-    Case { name: "noreason", rfc: "4475 §3.1.1.13", unit: ResponseDropped, udp: Dropped, rewrite: &[], bug: None,
+    Case { name: "noreason", rfc: "4475 §3.1.1.13", unit: ResponseDropped, udp: Dropped, rewrite: &[],
         rfc_says: "empty reason phrase: accept", roundabout: "parses; dropped as its top Via is not ours" },
     // RFC 4475 §3.1.2: invalid messages.
     Case { name: "badinv01", rfc: "4475 §3.1.2.1", unit: Invalid(ParseError::BadHeaderValue("Via")),
-        udp: Answered(400), rewrite: &[], bug: None,
+        udp: Answered(400), rewrite: &[],
         rfc_says: "empty Via and Contact parameters and values: 400",
         roundabout: "400: every Via value is validated, and ';' is no Via" },
     Case { name: "clerr", rfc: "4475 §3.1.2.2", unit: Unparsable(ParseError::BodyTruncated), udp: Answered(400),
-        rewrite: &[], bug: None, rfc_says: "Content-Length larger than the datagram: 400 over UDP",
+        rewrite: &[], rfc_says: "Content-Length larger than the datagram: 400 over UDP",
         roundabout: "400 (bad Content-Length); over TCP waits for the rest" },
     Case { name: "ncl", rfc: "4475 §3.1.2.3", unit: Unparsable(ParseError::BadHeaderValue("Content-Length")),
-        udp: Answered(400), rewrite: &[], bug: None,
+        udp: Answered(400), rewrite: &[],
         rfc_says: "negative Content-Length: error; over TCP close the connection",
         roundabout: "400; over TCP closes the connection" },
     Case { name: "scalar02", rfc: "4475 §3.1.2.4", unit: Invalid(ParseError::BadHeaderValue("CSeq")),
-        udp: Answered(400), rewrite: &[], bug: None, rfc_says: "CSeq > 2**32-1: 400",
+        udp: Answered(400), rewrite: &[], rfc_says: "CSeq > 2**32-1: 400",
         roundabout: "400 (bad CSeq)" },
-    Case { name: "scalarlg", rfc: "4475 §3.1.2.5", unit: ResponseDropped, udp: Dropped, rewrite: &[], bug: None,
+    Case { name: "scalarlg", rfc: "4475 §3.1.2.5", unit: ResponseDropped, udp: Dropped, rewrite: &[],
         rfc_says: "response with out-of-range values: discard", roundabout: "drops (top Via is not ours)" },
     Case { name: "quotbal", rfc: "4475 §3.1.2.6", unit: Invalid(ParseError::BadHeaderValue("name-addr")),
-        udp: Answered(400), rewrite: &[], bug: None, rfc_says: "unterminated quote in To: 400",
+        udp: Answered(400), rewrite: &[], rfc_says: "unterminated quote in To: 400",
         roundabout: "400" },
-    Case { name: "ltgtruri", rfc: "4475 §3.1.2.7", unit: Answer(400), udp: Answered(400), rewrite: &[], bug: None,
+    Case { name: "ltgtruri", rfc: "4475 §3.1.2.7", unit: Answer(400), udp: Answered(400), rewrite: &[],
         rfc_says: "R-URI in <>: 400 (or strip the brackets)", roundabout: "400 (the R-URI does not parse)" },
     Case { name: "lwsruri", rfc: "4475 §3.1.2.8", unit: Unparsable(ParseError::BadStartLine), udp: Dropped,
-        rewrite: &[], bug: None, rfc_says: "LWS inside the R-URI: should answer 400",
+        rewrite: &[], rfc_says: "LWS inside the R-URI: should answer 400",
         roundabout: "drops: a request line with four words cannot be read (design: 400 only when it can)" },
     Case { name: "lwsstart", rfc: "4475 §3.1.2.9", unit: Unparsable(ParseError::BadStartLine), udp: Dropped,
-        rewrite: &[], bug: None, rfc_says: "several SP in the request line: reject or be liberal",
+        rewrite: &[], rfc_says: "several SP in the request line: reject or be liberal",
         roundabout: "drops: the request line cannot be read" },
     Case { name: "trws", rfc: "4475 §3.1.2.10", unit: Unparsable(ParseError::BadStartLine), udp: Dropped,
-        rewrite: &[], bug: None, rfc_says: "SP after SIP/2.0: reject or be liberal",
+        rewrite: &[], rfc_says: "SP after SIP/2.0: reject or be liberal",
         roundabout: "drops: the request line cannot be read" },
     Case { name: "escruri", rfc: "4475 §3.1.2.11", unit: Answer(400), udp: Answered(400), rewrite: &[],
-        bug: None,
         rfc_says: "headers in the R-URI: 400, or forward without them (never with them)",
         roundabout: "400 (headers in Request-URI)" },
-    Case { name: "baddate", rfc: "4475 §3.1.2.12", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "baddate", rfc: "4475 §3.1.2.12", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "non-GMT Date: reject only if the Date matters", roundabout: "forwards (Date not used)" },
-    Case { name: "regbadct", rfc: "4475 §3.1.2.13", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "regbadct", rfc: "4475 §3.1.2.13", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "Contact URI with headers but no <>: 400, or infer the brackets",
         roundabout: "forwards; its rewritten Contact gets <> (the original URI travels in the token)" },
-    Case { name: "badaspec", rfc: "4475 §3.1.2.14", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "badaspec", rfc: "4475 §3.1.2.14", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "spaces inside <> of To: 400, or ignore the spaces",
         roundabout: "forwards (To is not edited; its URI parses once trimmed)" },
     Case { name: "baddn", rfc: "4475 §3.1.2.15", unit: Unparsable(ParseError::Truncated), udp: Answered(400),
-        rewrite: &[], bug: None, rfc_says: "unquoted display names with non-token characters: 400",
+        rewrite: &[], rfc_says: "unquoted display names with non-token characters: 400",
         roundabout: "400: the archived message also lacks the blank line ending its head" },
     Case { name: "badvers", rfc: "4475 §3.1.2.16", unit: Unparsable(ParseError::BadStartLine),
-        udp: Answered(505), rewrite: &[], bug: None,
+        udp: Answered(505), rewrite: &[],
         rfc_says: "SIP/7.0: 505 Version Not Supported",
         roundabout: "505 from the salvage path (its Via, SIP/7.0/UDP, is readable)" },
     Case { name: "mismatch01", rfc: "4475 §3.1.2.17", unit: Invalid(ParseError::BadHeaderValue("CSeq")),
-        udp: Answered(400), rewrite: &[], bug: None, rfc_says: "CSeq method differs from the method: 400",
+        udp: Answered(400), rewrite: &[], rfc_says: "CSeq method differs from the method: 400",
         roundabout: "400 (bad CSeq)" },
     Case { name: "mismatch02", rfc: "4475 §3.1.2.18", unit: Invalid(ParseError::BadHeaderValue("CSeq")),
-        udp: Answered(400), rewrite: &[], bug: None, rfc_says: "unknown method, CSeq differs: 501 or 400",
+        udp: Answered(400), rewrite: &[], rfc_says: "unknown method, CSeq differs: 501 or 400",
         roundabout: "400 (bad CSeq)" },
     Case { name: "bigcode", rfc: "4475 §3.1.2.19", unit: Unparsable(ParseError::BadStartLine), udp: Dropped,
-        rewrite: &[], bug: None, rfc_says: "status code 4294967301: drop", roundabout: "drops" },
+        rewrite: &[], rfc_says: "status code 4294967301: drop", roundabout: "drops" },
     // RFC 4475 §3.2: transaction layer.
-    Case { name: "badbranch", rfc: "4475 §3.2.1", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "badbranch", rfc: "4475 §3.2.1", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "branch is just the magic cookie: must not break; 400 or RFC 2543 matching",
         roundabout: "forwards (a stateless proxy does no transaction matching)" },
     // RFC 4475 §3.3: application layer.
     Case { name: "insuf", rfc: "4475 §3.3.1", unit: Invalid(ParseError::MissingHeader("Call-ID")),
-        udp: Answered(400), rewrite: &[], bug: None, rfc_says: "no Call-ID, From, To: 400",
+        udp: Answered(400), rewrite: &[], rfc_says: "no Call-ID, From, To: 400",
         roundabout: "400 (missing Call-ID)" },
-    Case { name: "unkscm", rfc: "4475 §3.3.2", unit: Answer(416), udp: Answered(416), rewrite: &[], bug: None,
+    Case { name: "unkscm", rfc: "4475 §3.3.2", unit: Answer(416), udp: Answered(416), rewrite: &[],
         rfc_says: "unknown R-URI scheme: 416", roundabout: "416" },
-    Case { name: "novelsc", rfc: "4475 §3.3.3", unit: Answer(416), udp: Answered(416), rewrite: &[], bug: None,
+    Case { name: "novelsc", rfc: "4475 §3.3.3", unit: Answer(416), udp: Answered(416), rewrite: &[],
         rfc_says: "soap.beep: R-URI: 416 (or 404)", roundabout: "416 (schemes as RFC 3986 §3.1 spells them)" },
-    Case { name: "unksm2", rfc: "4475 §3.3.4", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "unksm2", rfc: "4475 §3.3.4", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "non-SIP URIs in To/From/Contact: a proxy forwards as usual",
         roundabout: "forwards; the name: Contact is rewritten like any other" },
     Case { name: "bext01", rfc: "4475 §3.3.5", unit: Answer(420), udp: Answered(420), rewrite: &[],
-        bug: None,
         rfc_says: "unknown Proxy-Require option tags: 420 Bad Extension with Unsupported",
         roundabout: "420 with Unsupported naming the tags" },
-    Case { name: "invut", rfc: "4475 §3.3.6", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "invut", rfc: "4475 §3.3.6", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "unknown Content-Type: a proxy forwards (a UAS answers 415)", roundabout: "forwards" },
-    Case { name: "regaut01", rfc: "4475 §3.3.7", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "regaut01", rfc: "4475 §3.3.7", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "unknown Authorization scheme: a proxy forwards it unmodified", roundabout: "forwards" },
     Case { name: "multi01", rfc: "4475 §3.3.8", unit: Invalid(ParseError::RepeatedHeader("Call-ID")),
-        udp: Answered(400), rewrite: &[], bug: None,
+        udp: Answered(400), rewrite: &[],
         rfc_says: "two Call-IDs, CSeqs, Froms, Tos, Max-Forwards: 400",
         roundabout: "400 (the first repeated one, Call-ID, is reported)" },
     Case { name: "mcl01", rfc: "4475 §3.3.9", unit: Unparsable(ParseError::BadHeaderValue("Content-Length")),
-        udp: Answered(400), rewrite: &[], bug: None,
+        udp: Answered(400), rewrite: &[],
         rfc_says: "two different Content-Lengths: error (over TCP: close)",
         roundabout: "400; over TCP a framing error: closes the connection" },
-    Case { name: "bcast", rfc: "4475 §3.3.10", unit: ResponseDropped, udp: Dropped, rewrite: &[], bug: None,
+    Case { name: "bcast", rfc: "4475 §3.3.10", unit: ResponseDropped, udp: Dropped, rewrite: &[],
         rfc_says: "response whose next Via is 255.255.255.255: a proxy drops it",
         roundabout: "drops here (top Via not ours); see bug_broadcast_via_response_is_dropped" },
-    Case { name: "zeromf", rfc: "4475 §3.3.11", unit: Answer(483), udp: Answered(483), rewrite: &[], bug: None,
+    Case { name: "zeromf", rfc: "4475 §3.3.11", unit: Answer(483), udp: Answered(483), rewrite: &[],
         rfc_says: "Max-Forwards 0: 483", roundabout: "483" },
-    Case { name: "cparam01", rfc: "4475 §3.3.12", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "cparam01", rfc: "4475 §3.3.12", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "unknownparam is a Contact parameter: accept",
         roundabout: "forwards; the rewritten URI gets <> so unknownparam stays a header parameter" },
-    Case { name: "cparam02", rfc: "4475 §3.3.13", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "cparam02", rfc: "4475 §3.3.13", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "unknownparam is a URI parameter: accept", roundabout: "forwards" },
-    Case { name: "regescrt", rfc: "4475 §3.3.14", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "regescrt", rfc: "4475 §3.3.14", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "escaped Route in the Contact URI: accept", roundabout: "forwards" },
-    Case { name: "sdp01", rfc: "4475 §3.3.15", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "sdp01", rfc: "4475 §3.3.15", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "Accept without SDP: a UAS answers 406 or 400; a proxy forwards", roundabout: "forwards" },
     // RFC 4475 §3.4: backward compatibility.
-    Case { name: "inv2543", rfc: "4475 §3.4.1", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+    Case { name: "inv2543", rfc: "4475 §3.4.1", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "RFC 2543 request (no branch, From tag, Content-Length, Max-Forwards): accept",
         roundabout: "forwards, adding Max-Forwards: 70; the body is the rest of the datagram" },
     // RFC 5118 §4: IPv6.
-    Case { name: "ipv6-good", rfc: "5118 §4.1", unit: Forward, udp: Forwarded, rewrite: IPV6_RURI, bug: None,
+    Case { name: "ipv6-good", rfc: "5118 §4.1", unit: Forward, udp: Forwarded, rewrite: IPV6_RURI,
         rfc_says: "IPv6 references: accept", roundabout: "forwards" },
-    Case { name: "ipv6-bad", rfc: "5118 §4.2", unit: Answer(400), udp: Answered(400), rewrite: &[], bug: None,
+    Case { name: "ipv6-bad", rfc: "5118 §4.2", unit: Answer(400), udp: Answered(400), rewrite: &[],
         rfc_says: "IPv6 R-URI without brackets: reject", roundabout: "400 (the R-URI does not parse)" },
     Case { name: "port-ambiguous", rfc: "5118 §4.3", unit: Forward, udp: Forwarded,
-        rewrite: &[("[2001:db8::10:5070]", "{peer}")], bug: None,
+        rewrite: &[("[2001:db8::10:5070]", "{peer}")],
         rfc_says: "[2001:db8::10:5070] is an address without a port", roundabout: "forwards" },
     Case { name: "port-unambiguous", rfc: "5118 §4.4", unit: Forward, udp: Forwarded,
-        rewrite: &[("[2001:db8::10]:5070", "{peer}")], bug: None,
+        rewrite: &[("[2001:db8::10]:5070", "{peer}")],
         rfc_says: "[2001:db8::10]:5070 is address and port", roundabout: "forwards" },
     Case { name: "via-received-param-with-delim", rfc: "5118 §4.5", unit: Forward, udp: Forwarded,
-        rewrite: IPV6_RURI, bug: None, rfc_says: "received=[…] in Via: accept",
+        rewrite: IPV6_RURI, rfc_says: "received=[…] in Via: accept",
         roundabout: "forwards; received/rport replaced with the real source" },
     Case { name: "via-received-param-no-delim", rfc: "5118 §4.5", unit: Forward, udp: Forwarded,
-        rewrite: IPV6_RURI, bug: None, rfc_says: "received=… without brackets: accept",
+        rewrite: IPV6_RURI, rfc_says: "received=… without brackets: accept",
         roundabout: "forwards" },
     Case { name: "ipv6-in-sdp", rfc: "5118 §4.6", unit: Unparsable(ParseError::BodyTruncated),
-        udp: Answered(400), rewrite: IPV6_RURI, bug: None,
+        udp: Answered(400), rewrite: IPV6_RURI,
         rfc_says: "accept (but the printed Content-Length, 268, exceeds the 251-byte body)",
         roundabout: "400 (bad Content-Length), right for these bytes; see ipv6-in-sdp-cl" },
     Case { name: "ipv6-in-sdp-cl", rfc: "5118 §4.6 (CL fixed)", unit: Forward, udp: Forwarded,
-        rewrite: IPV6_RURI, bug: None, rfc_says: "IPv6 in SDP: accept", roundabout: "forwards" },
-    Case { name: "mult-ip-in-header", rfc: "5118 §4.7", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+        rewrite: IPV6_RURI, rfc_says: "IPv6 in SDP: accept", roundabout: "forwards" },
+    Case { name: "mult-ip-in-header", rfc: "5118 §4.7", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "IPv4 and IPv6 Vias: accept", roundabout: "forwards" },
     Case { name: "mult-ip-in-sdp", rfc: "5118 §4.8", unit: Forward, udp: Forwarded, rewrite: IPV6_RURI,
-        bug: None, rfc_says: "accept (printed Content-Length 181 < 189-byte body)",
+        rfc_says: "accept (printed Content-Length 181 < 189-byte body)",
         roundabout: "forwards the first 181 body bytes (RFC 3261 §18.3)" },
     Case { name: "mult-ip-in-sdp-cl", rfc: "5118 §4.8 (CL fixed)", unit: Forward, udp: Forwarded,
-        rewrite: IPV6_RURI, bug: None, rfc_says: "accept", roundabout: "forwards" },
-    Case { name: "ipv4-mapped-ipv6", rfc: "5118 §4.9", unit: Forward, udp: Forwarded, rewrite: &[], bug: None,
+        rewrite: IPV6_RURI, rfc_says: "accept", roundabout: "forwards" },
+    Case { name: "ipv4-mapped-ipv6", rfc: "5118 §4.9", unit: Forward, udp: Forwarded, rewrite: &[],
         rfc_says: "accept (printed Content-Length 236 < 245-byte body)",
         roundabout: "forwards the first 236 body bytes" },
     Case { name: "ipv4-mapped-ipv6-cl", rfc: "5118 §4.9 (CL fixed)", unit: Forward, udp: Forwarded,
-        rewrite: &[], bug: None, rfc_says: "accept", roundabout: "forwards" },
+        rewrite: &[], rfc_says: "accept", roundabout: "forwards" },
     Case { name: "ipv6-bug-abnf-3-colons", rfc: "5118 §4.10", unit: Answer(400), udp: Answered(400),
-        rewrite: &[], bug: None, rfc_says: "2001:db8:::192.0.2.1 is not an IPv6 address: reject",
+        rewrite: &[], rfc_says: "2001:db8:::192.0.2.1 is not an IPv6 address: reject",
         roundabout: "400 (the R-URI does not parse)" },
     Case { name: "ipv6-correct-abnf-2-colons", rfc: "5118 §4.10", unit: Forward, udp: Forwarded,
-        rewrite: &[("[2001:db8::192.0.2.1]", "{peer}")], bug: None,
+        rewrite: &[("[2001:db8::192.0.2.1]", "{peer}")],
         rfc_says: "2001:db8::192.0.2.1: accept", roundabout: "forwards" },
 ];
 
@@ -491,7 +481,7 @@ fn fixtures_are_the_rfc_bytes() {
 fn parser_and_router() {
     let router = unit_router();
     let mut failures = Vec::new();
-    for case in CASES.iter().filter(|c| c.bug.is_none()) {
+    for case in CASES {
         match checked_unit_outcome(&router, case.name, &prepared(case, UNIT_PEER)) {
             Ok(got) if got == case.unit => {}
             Ok(got) => failures.push(format!(
@@ -499,12 +489,6 @@ fn parser_and_router() {
                 case.name, case.rfc, case.rfc_says, case.roundabout, case.unit
             )),
             Err(panic) => failures.push(panic),
-        }
-    }
-    // Bug cases too must not panic, whatever they answer.
-    for case in CASES.iter().filter(|c| c.bug.is_some()) {
-        if let Err(panic) = checked_unit_outcome(&router, case.name, &prepared(case, UNIT_PEER)) {
-            failures.push(panic);
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
@@ -917,11 +901,7 @@ fn check_answer(sent: &[u8], got: &[u8], code: u16, sender: SocketAddr) -> Resul
 #[test]
 fn over_udp() {
     let net = Net::start();
-    let failures: Vec<String> = CASES
-        .iter()
-        .filter(|c| c.bug.is_none())
-        .filter_map(|c| net.udp_case(c).err())
-        .collect();
+    let failures: Vec<String> = CASES.iter().filter_map(|c| net.udp_case(c).err()).collect();
     net.still_forwards();
     assert!(
         failures.is_empty(),
@@ -1058,19 +1038,12 @@ fn over_tcp() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Product bugs the torture messages and the fuzzers found, each kept as a regression test. A
-// newly found one is marked `bug: Some(..)` in the table and gets an ignored test here.
+// Product bugs the torture messages and the fuzzers found, each kept as a regression test.
 
-/// A fixed bug's case, which the table tests now check too, on a proxy of its own.
+/// A fixed bug's case, which the table tests check too, on a proxy of its own.
 fn check_fixed_case(name: &str) {
-    let case = case(name);
-    assert!(case.bug.is_none(), "{name} is still marked as a bug");
-    check_case_alone(case);
-}
-
-fn check_case_alone(case: &Case) {
     let net = Net::start();
-    if let Err(e) = net.udp_case(case) {
+    if let Err(e) = net.udp_case(case(name)) {
         panic!("{e}\nproxy log:\n{}", net.rb.logs());
     }
     net.still_forwards();
@@ -1158,10 +1131,6 @@ fn bug_broadcast_via_response_is_dropped() {
 // Inputs the fuzzers found (tests/torture/crashes/<target>-<what>.bin, see FUZZING.md), replayed
 // through the fuzz target's own checks (`fuzz/src/oracles.rs`).
 
-/// Crash inputs whose bug is still open; each has its own ignored test below. Once fixed: drop
-/// the name here and the test (`fuzz_crashes_stay_fixed` then keeps it fixed).
-const OPEN_CRASHES: &[&str] = &[];
-
 /// Runs one crash input through the target its name starts with.
 fn replay(file: &str) {
     let data = std::fs::read(torture_dir().join("crashes").join(file)).unwrap();
@@ -1182,12 +1151,8 @@ fn fuzz_crashes_stay_fixed() {
         .filter(|name| name.ends_with(".bin"))
         .collect();
     files.sort();
-    for open in OPEN_CRASHES {
-        assert!(files.iter().any(|f| f == open), "{open} is not in crashes/");
-    }
     let failures: Vec<&String> = files
         .iter()
-        .filter(|f| !OPEN_CRASHES.contains(&f.as_str()))
         .filter(|f| catch_unwind(|| replay(f)).is_err())
         .collect();
     assert!(
