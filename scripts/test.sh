@@ -48,6 +48,16 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked
+# A test whose peer is missing passes outside CI without checking what it is for; each says so
+# as it returns, and all of them are listed again at the end, so such a run never looks whole.
+skips=$(mktemp)
+trap 'rm -f "$skips"' EXIT
+status=0
+TEST_SKIP_LOG=$skips cargo test --locked || status=$?
+if [ -s "$skips" ]; then
+    echo "$(wc -l <"$skips") tests SKIPPED for a missing peer (under CI=true each is a failure):" >&2
+    sort "$skips" >&2
+fi
+[ "$status" -eq 0 ] || exit "$status"
 # Benchmarks are not tests, but they must keep building.
 cargo bench --locked --no-run

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::certs::TestCa;
 use common::lossy::{LossyRelay, RelayCounts};
 use common::node::{self, Json, NodeScript};
+use common::process::poll_until;
 use common::{free_port, header, require, scenario, wait_udp_bound, Roundabout, Sipp, UdpPeer};
 
 /// Loss on the UDP leg, each way, in percent.
@@ -508,19 +509,13 @@ fn through_relay(seed: u64, n: usize) -> (Vec<usize>, Vec<usize>, RelayCounts) {
             for i in start..end {
                 from.send_to(i.to_string().as_bytes(), to).unwrap();
             }
-            let deadline = Instant::now() + STEP;
-            let (forwarded, dropped) = loop {
+            let counted = || {
                 let (forwarded, dropped) = handled(relay.counts());
-                if forwarded + dropped == end as u64 || Instant::now() >= deadline {
-                    break (forwarded, dropped);
-                }
-                std::thread::sleep(Duration::from_millis(5));
+                (forwarded + dropped == end as u64).then_some((forwarded, dropped))
             };
-            assert_eq!(
-                forwarded + dropped,
-                end as u64,
-                "the relay saw every datagram"
-            );
+            let (forwarded, _) =
+                poll_until(Instant::now() + STEP, Duration::from_millis(5), counted)
+                    .unwrap_or_else(|| panic!("the relay saw every datagram: {}", relay.counts()));
             while read < forwarded {
                 let (len, source) = at.recv_from(&mut buf).unwrap();
                 got.push((

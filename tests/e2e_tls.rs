@@ -31,12 +31,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::certs::{Leaf, TestCa};
 use common::kamailio::{Kamailio, KamailioConfig};
+use common::process::run_to_exit;
 use common::{free_port, header, scenario, Roundabout, Sipp, UdpPeer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -512,50 +513,37 @@ fn call_from_tls_kamailio_to_udp() {
 /// most 10 s; killed and `None` after that).
 fn start_with(cert: &Path, key: &Path) -> (Option<i32>, String, Duration) {
     let state = tempfile::tempdir().unwrap();
-    let stderr_path = state.path().join("stderr");
-    let stderr = std::fs::File::create(&stderr_path).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(common::BIN)
-        .args([
-            "-local-ip",
-            "127.0.0.1",
-            "-udp-port",
-            "0",
-            "-tcp-port",
-            "0",
-            "-ws-port",
-            "0",
-            "-tls-port",
-            "0",
-            "-wss-port",
-            "0",
-            "-state-dir",
-        ])
-        .arg(state.path())
-        .arg("-tls-cert")
-        .arg(cert)
-        .arg("-tls-key")
-        .arg(key)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let deadline = started + Duration::from_secs(10);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let run = run_to_exit(
+        Command::new(common::BIN)
+            .args([
+                "-local-ip",
+                "127.0.0.1",
+                "-udp-port",
+                "0",
+                "-tcp-port",
+                "0",
+                "-ws-port",
+                "0",
+                "-tls-port",
+                "0",
+                "-wss-port",
+                "0",
+                "-state-dir",
+            ])
+            .arg(state.path())
+            .arg("-tls-cert")
+            .arg(cert)
+            .arg("-tls-key")
+            .arg(key)
+            .env_remove("RUST_LOG"),
+        Duration::from_secs(10),
+    );
     let elapsed = started.elapsed();
-    (code, std::fs::read_to_string(stderr_path).unwrap(), elapsed)
+    match run {
+        Ok(run) => (run.status.code(), run.stderr, elapsed),
+        Err(error) => (None, error, elapsed),
+    }
 }
 
 #[test]

@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::process::{poll_until, wait_for_exit};
+
 /// Logged by the base configuration once the first worker has initialised.
 const READY: &str = "roundabout-test: kamailio ready";
 
@@ -254,14 +256,12 @@ impl KamailioConfig {
             if proto == "udp" {
                 continue;
             }
-            while TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "kamailio does not accept on {proto}:{addr}:\n{}",
-                    kamailio.logs()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let accepts = || TcpStream::connect_timeout(addr, Duration::from_millis(200)).ok();
+            assert!(
+                poll_until(deadline, Duration::from_millis(20), accepts).is_some(),
+                "kamailio does not accept on {proto}:{addr}:\n{}",
+                kamailio.logs()
+            );
         }
         kamailio
     }
@@ -279,8 +279,8 @@ pub struct Kamailio {
 }
 
 impl Kamailio {
-    /// Whether Kamailio and the given modules (`"tls"`, `"registrar"`, …) are installed. Under
-    /// `CI=true` anything missing fails the test; elsewhere the test is skipped with a notice.
+    /// Whether Kamailio and the given modules (`"tls"`, `"registrar"`, …) are installed; what is
+    /// missing is reported by [`super::peer_missing`].
     pub fn available(modules: &[&str]) -> bool {
         if !super::require("kamailio") {
             return false;
@@ -295,11 +295,7 @@ impl Kamailio {
         if missing.is_empty() {
             return true;
         }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "Kamailio modules {missing:?} are required under CI=true but are not installed"
-        );
-        eprintln!("SKIPPED: Kamailio modules {missing:?} are not installed");
+        super::peer_missing(&format!("Kamailio modules {missing:?} are not installed"));
         false
     }
 
@@ -341,13 +337,7 @@ impl Drop for Kamailio {
         let pid = self.child.id().to_string();
         // SIGTERM: Kamailio stops its workers and exits. SIGKILL to the group if it does not.
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let _ = wait_for_exit(&mut self.child, Instant::now() + Duration::from_secs(5));
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{pid}")])
             .stderr(Stdio::null())

@@ -1,10 +1,13 @@
 //! Shared helpers for the end-to-end tests: the real `roundabout` binary on ephemeral ports,
 //! SIPp, and raw SIP peers on loopback. Everything is bounded in time and stopped by PID.
 
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)]
+// each test binary uses a different subset
+// Test code: a failed unwrap is a failed test, with its line.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,25 +19,70 @@ pub mod certs;
 pub mod kamailio;
 pub mod lossy;
 pub mod node;
+pub mod process;
+
+use process::{poll_until, wait_for_exit};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_roundabout");
 
-/// Whether an external program is there. Under `CI=true` a missing one fails the test loudly;
-/// elsewhere the test is skipped with a notice.
-pub fn require(program: &str) -> bool {
+/// Why `program` cannot be used, or `None` when it is on the PATH.
+pub fn missing(program: &str) -> Option<String> {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{program} is required under CI=true but is not installed (scripts/test.sh installs it)"
-        );
-        eprintln!("SKIPPED: {program} is not installed");
+    (!found).then(|| format!("{program} is not installed"))
+}
+
+/// Whether an external program is there; when it is not, see [`peer_missing`].
+pub fn require(program: &str) -> bool {
+    match missing(program) {
+        None => true,
+        Some(reason) => {
+            peer_missing(&reason);
+            false
+        }
     }
-    found
+}
+
+/// A peer the running test needs is missing, for `reason`: a failure under `CI=true`, where
+/// every peer must be there; elsewhere the test is [`skipped`] and returns early.
+pub fn peer_missing(reason: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{reason}, and under CI=true every peer is required (scripts/test.sh installs them)"
+    );
+    skipped(reason);
+}
+
+/// Says that the running test returns without checking what it is for, where nobody can miss
+/// it: a passing test's `eprintln!` is captured by the harness and never shown, so the line
+/// goes straight to the process's stderr, and to the file named by `TEST_SKIP_LOG` when set
+/// (scripts/test.sh lists that file at the end of the run).
+pub fn skipped(reason: &str) {
+    let thread = std::thread::current();
+    // The harness names each test's thread after the test.
+    let test = thread
+        .name()
+        .filter(|name| *name != "main")
+        .unwrap_or("a test");
+    let line = format!("SKIPPED {test}: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    if let Some(log) = std::env::var_os("TEST_SKIP_LOG") {
+        // Appends of one short line each: tests of several binaries never interleave within one.
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut file| file.write_all(line.as_bytes()));
+        if let Err(error) = appended {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cannot note the skip in {log:?}: {error}"
+            );
+        }
+    }
 }
 
 /// A running `roundabout` with its log captured.
@@ -129,14 +177,7 @@ impl Roundabout {
 
     /// Waits for the proxy to exit; returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            let _ = self.output.next_line(Duration::from_millis(50));
-        }
-        None
+        wait_for_exit(&mut self.child, Instant::now() + timeout)?.code()
     }
 }
 
@@ -226,21 +267,15 @@ pub fn wait_udp_bound(addr: SocketAddr, timeout: Duration) -> bool {
         u32::from_ne_bytes(v4.ip().octets()),
         v4.port()
     );
-    let deadline = Instant::now() + timeout;
-    loop {
+    let bound = || {
         let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-        if table
+        table
             .lines()
             .skip(1)
             .any(|line| line.split_whitespace().nth(1) == Some(wanted.as_str()))
-        {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+            .then_some(())
+    };
+    poll_until(Instant::now() + timeout, Duration::from_millis(20), bound).is_some()
 }
 
 pub fn scenario(name: &str) -> PathBuf {
@@ -284,14 +319,7 @@ impl Sipp {
 
     /// Waits for SIPp to finish; its exit code (0: every call succeeded).
     pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        wait_for_exit(&mut self.child, Instant::now() + timeout)?.code()
     }
 
     /// Every message SIPp received, as it logged them.
