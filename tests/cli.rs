@@ -1,13 +1,14 @@
 //! The real binary's command line: help, `--check-config`, usage errors and their exit codes,
 //! both flag spellings and the `ROUNDABOUT_*` environment variables.
 
-use std::io::Read;
+mod common;
+
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::Command;
 use std::time::Duration;
+
+use common::process::{run_to_exit, Finished};
 
 const EX_USAGE: i32 = 64;
 /// Generous for a debug binary on a loaded machine; a run that takes longer is a hang.
@@ -16,65 +17,32 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 const SERVERS: &str =
     "203.0.113.20:server.example.com:5060:tcp:,203.0.113.110:pbx.example.com/srv.tel.example.com:5060:wss:";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+/// The flags the README's two typical command lines begin with.
+const TYPICAL: [&str; 7] = [
+    "-local-ip",
+    "203.0.113.5",
+    "-local-fqdn",
+    "proxya.example.com",
+    "-strict-host",
+    "-strict-client",
+    "-ack-ruri",
+];
 
 /// Runs the binary in `dir` with no inherited `ROUNDABOUT_*` or `RUST_LOG`, waiting for it to
 /// exit (or killing it after [`EXIT_TIMEOUT`]).
-fn roundabout(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_roundabout"));
+fn roundabout(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut command = Command::new(common::BIN);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("ROUNDABOUT_") || name == "RUST_LOG" {
             command.env_remove(name);
         }
     }
-    let mut child = command
+    command
         .args(args)
         .envs(env.iter().copied())
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the roundabout binary");
-    let (sender, outputs) = mpsc::channel();
-    for (index, mut pipe) in [
-        Box::new(child.stdout.take().expect("stdout is piped")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("stderr is piped")),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let sender = sender.clone();
-        thread::spawn(move || {
-            let mut text = String::new();
-            pipe.read_to_string(&mut text).expect("output is UTF-8");
-            // The receiver is gone only after a timeout panic.
-            let _ = sender.send((index, text));
-        });
-    }
-    let mut texts = [String::new(), String::new()];
-    for _ in 0..2 {
-        match outputs.recv_timeout(EXIT_TIMEOUT) {
-            Ok((index, text)) => texts[index] = text,
-            Err(_) => {
-                // Best effort: the panic below is the failure being reported.
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("roundabout {args:?} did not exit within {EXIT_TIMEOUT:?}");
-            }
-        }
-    }
-    let status = child.wait().expect("cannot wait for roundabout");
-    let [stdout, stderr] = texts;
-    Run {
-        code: status.code().expect("roundabout was killed by a signal"),
-        stdout,
-        stderr,
-    }
+        .current_dir(dir);
+    run_to_exit(&mut command, EXIT_TIMEOUT)
+        .unwrap_or_else(|error| panic!("roundabout {args:?}: {error}"))
 }
 
 fn temp_dir() -> tempfile::TempDir {
@@ -85,7 +53,7 @@ fn temp_dir() -> tempfile::TempDir {
 fn help_lists_every_flag() {
     let dir = temp_dir();
     let run = roundabout(dir.path(), &["--help"], &[]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
     for flag in [
         "local-ip",
         "local-fqdn",
@@ -157,7 +125,7 @@ fn help_lists_every_flag() {
     }
 
     let csr_help = roundabout(dir.path(), &["csr", "--help"], &[]);
-    assert_eq!(csr_help.code, 0);
+    assert_eq!(csr_help.code(), 0);
     for flag in [
         "--key", "--cn", "--san", "--c ", "--st", "--l ", "--o ", "--ou", "--out",
     ] {
@@ -174,20 +142,13 @@ fn check_config_prints_the_first_typical_line() {
     let run = roundabout(
         dir.path(),
         &[
-            "-local-ip",
-            "203.0.113.5",
-            "-local-fqdn",
-            "proxya.example.com",
-            "-strict-host",
-            "-strict-client",
-            "-ack-ruri",
-            "-trusted-server",
-            SERVERS,
-            "--check-config",
-        ],
+            &TYPICAL[..],
+            &["-trusted-server", SERVERS, "--check-config"],
+        ]
+        .concat(),
         &[],
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     for expected in [
         "trusted-server 1 ip=203.0.113.20 fqdns=server.example.com port=5060 transport=tcp routes=-",
@@ -210,26 +171,23 @@ fn check_config_prints_the_second_typical_line() {
     let run = roundabout(
         dir.path(),
         &[
-            "-local-ip",
-            "203.0.113.5",
-            "-local-fqdn",
-            "proxya.example.com",
-            "-strict-host",
-            "-strict-client",
-            "-ack-ruri",
-            "-trusted-client-ip",
-            "192.0.2.35,192.0.2.14,192.0.2.28,192.0.2.10",
-            "-trusted-client-mask",
-            "32",
-            "-trusted-server",
-            SERVERS,
-            "-default-sip-server",
-            "203.0.113.110",
-            "--check-config",
-        ],
+            &TYPICAL[..],
+            &[
+                "-trusted-client-ip",
+                "192.0.2.35,192.0.2.14,192.0.2.28,192.0.2.10",
+                "-trusted-client-mask",
+                "32",
+                "-trusted-server",
+                SERVERS,
+                "-default-sip-server",
+                "203.0.113.110",
+                "--check-config",
+            ],
+        ]
+        .concat(),
         &[],
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     let ranges: Vec<&str> = lines
         .iter()
@@ -260,7 +218,7 @@ fn check_config_fails_on_a_malformed_dataset() {
         &["-trusted-server", list, "--check-config"],
         &[],
     );
-    assert_eq!(run.code, EX_USAGE);
+    assert_eq!(run.code(), EX_USAGE);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
     assert_eq!(
         run.stderr.trim_end(),
@@ -278,7 +236,7 @@ fn check_config_fails_on_a_malformed_dataset() {
         ],
         &[],
     );
-    assert_eq!(run.code, EX_USAGE);
+    assert_eq!(run.code(), EX_USAGE);
     assert!(
         run.stdout.contains("trusted-server 1 ip=203.0.113.20 "),
         "{}",
@@ -308,7 +266,7 @@ fn malformed_dataset_stops_the_daemon_before_it_binds() {
         ],
         &[],
     );
-    assert_eq!(run.code, EX_USAGE, "{}", run.stderr);
+    assert_eq!(run.code(), EX_USAGE, "{}", run.stderr);
     assert!(
         run.stderr.starts_with(
             r#"roundabout: -trusted-server dataset 2 "203.0.113.21:bad_name:5060:tcp:": field 2 (fqdn-list): "bad_name" is not a host name"#
@@ -345,7 +303,7 @@ fn usage_errors_exit_64() {
         (&["csr", "--key", "key.pem"], "--cn"),
     ] {
         let run = roundabout(dir.path(), args, &[]);
-        assert_eq!(run.code, EX_USAGE, "{args:?}: {}", run.stderr);
+        assert_eq!(run.code(), EX_USAGE, "{args:?}: {}", run.stderr);
         assert!(run.stderr.contains(expected), "{args:?}: {}", run.stderr);
     }
 }
@@ -380,7 +338,7 @@ fn single_and_double_dash_spellings_agree() {
         ],
         &[],
     );
-    assert_eq!(single.code, 0, "{}", single.stderr);
+    assert_eq!(single.code(), 0, "{}", single.stderr);
     assert_eq!(single.stdout, double.stdout);
     assert!(
         single.stdout.contains("default-network=udp"),
@@ -410,7 +368,7 @@ fn environment_variables_set_flags() {
             ("ROUNDABOUT_TOKEN_KEY", &"ab".repeat(32)),
         ],
     );
-    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.code(), 0, "{}", run.stderr);
     for expected in [
         "local-ip=198.51.100.7 local-fqdn=- bind-ip=198.51.100.7",
         "strict-host=true strict-client=false ack-ruri=false contact-header-fqdn=false",
@@ -456,6 +414,6 @@ fn bad_boolean_environment_value_is_a_usage_error() {
         &["--check-config"],
         &[("ROUNDABOUT_STRICT_CLIENT", "maybe")],
     );
-    assert_eq!(run.code, EX_USAGE);
+    assert_eq!(run.code(), EX_USAGE);
     assert!(run.stderr.contains("--strict-client"), "{}", run.stderr);
 }

@@ -6,11 +6,13 @@
 //! Without `openssl` on the PATH the tests print "SKIPPED" and pass, except under `CI=true`,
 //! where a missing `openssl` is a failure.
 
-use std::io::Read;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::process::{run_to_exit, Finished};
 
 /// Generous for a debug binary or an RSA key generation on a loaded machine; longer is a hang.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,83 +37,106 @@ const FULL_SUBJECT: &str =
     "C = US, ST = California, L = Mountain View, O = The Firm, OU = Development, CN = proxya.example.com";
 const FULL_SANS: &str = "DNS:proxya.example.com, IP Address:203.0.113.5";
 
-struct Run {
-    success: bool,
-    stdout: String,
-    stderr: String,
+/// Runs `program` in `dir` with stdin closed, failing the test when it does not exit within
+/// [`TIMEOUT`].
+fn run_in(dir: &Path, program: &str, args: &[&str]) -> Finished {
+    run_to_exit(
+        Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .env_remove("RUST_LOG"),
+        TIMEOUT,
+    )
+    .unwrap_or_else(|error| panic!("{program} {args:?}: {error}"))
 }
 
-/// Runs `program` in `dir` with stdin closed, killing it after [`TIMEOUT`].
-fn run_in(dir: &Path, program: &str, args: &[&str]) -> Run {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {program}: {error}"));
-    let readers = [
-        Box::new(child.stdout.take().expect("stdout is piped")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("stderr is piped")),
-    ]
-    .map(|mut pipe| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            // A read error leaves what was read; the assertions on the text will show it.
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("cannot wait for the child") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // Best effort: the panic is the failure being reported.
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{program} {args:?} did not exit within {TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let [stdout, stderr] = readers.map(|reader| reader.join().expect("reader thread panicked"));
-    Run {
-        success: status.success(),
-        stdout,
-        stderr,
-    }
+fn roundabout(dir: &Path, args: &[&str]) -> Finished {
+    run_in(dir, common::BIN, args)
 }
 
-fn roundabout(dir: &Path, args: &[&str]) -> Run {
-    run_in(dir, env!("CARGO_BIN_EXE_roundabout"), args)
+/// `roundabout csr --key <key> --cn <cn> --out <out>`: the shortest request.
+fn sign(dir: &Path, key: &str, cn: &str, out: &str) -> Finished {
+    roundabout(dir, &["csr", "--key", key, "--cn", cn, "--out", out])
 }
 
 /// Runs `openssl`, failing the test if it fails.
-fn openssl(dir: &Path, args: &[&str]) -> Run {
+fn openssl(dir: &Path, args: &[&str]) -> Finished {
     let run = run_in(dir, "openssl", args);
-    assert!(run.success, "openssl {args:?} failed: {}", run.stderr);
+    assert!(run.success(), "openssl {args:?} failed: {}", run.stderr);
     run
+}
+
+/// A private key in one of the PEM forms `openssl` writes, and the command that writes it.
+#[derive(Clone, Copy)]
+enum Key {
+    /// `genrsa -traditional`: PKCS#1, `RSA PRIVATE KEY`, of this many bits.
+    Pkcs1Rsa(u32),
+    /// `genpkey -algorithm RSA`: PKCS#8, `PRIVATE KEY`, of this many bits.
+    Pkcs8Rsa(u32),
+    /// `ecparam -genkey` on this curve: SEC1, `EC PRIVATE KEY` after an `EC PARAMETERS` block.
+    Sec1WithParameters(&'static str),
+    /// `ecparam -genkey -noout` on this curve: SEC1 alone.
+    Sec1(&'static str),
+    /// `genpkey -algorithm EC` on this curve: PKCS#8.
+    Pkcs8Ec(&'static str),
+    /// `genpkey -algorithm ED25519`: PKCS#8.
+    Ed25519,
+}
+
+impl Key {
+    /// The `openssl` arguments that write this key into `file`.
+    fn openssl_args(self, file: &str) -> Vec<String> {
+        let words = |words: &[&str]| words.iter().map(|w| w.to_string()).collect();
+        match self {
+            Key::Pkcs1Rsa(bits) => {
+                words(&["genrsa", "-traditional", "-out", file, &bits.to_string()])
+            }
+            Key::Pkcs8Rsa(bits) => words(&[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                &format!("rsa_keygen_bits:{bits}"),
+                "-out",
+                file,
+            ]),
+            Key::Sec1WithParameters(curve) => {
+                words(&["ecparam", "-name", curve, "-genkey", "-out", file])
+            }
+            Key::Sec1(curve) => {
+                words(&["ecparam", "-name", curve, "-genkey", "-noout", "-out", file])
+            }
+            Key::Pkcs8Ec(curve) => words(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                &format!("ec_paramgen_curve:{curve}"),
+                "-out",
+                file,
+            ]),
+            Key::Ed25519 => words(&["genpkey", "-algorithm", "ED25519", "-out", file]),
+        }
+    }
+
+    /// Runs `openssl` to write this key into `dir/file`; how that went.
+    fn try_generate(self, dir: &Path, file: &str) -> Finished {
+        let args = self.openssl_args(file);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_in(dir, "openssl", &args)
+    }
+
+    /// Writes this key into `dir/file`, failing the test if `openssl` cannot.
+    fn generate(self, dir: &Path, file: &str) {
+        let run = self.try_generate(dir, file);
+        assert!(run.success(), "openssl cannot write {file}: {}", run.stderr);
+    }
 }
 
 /// A fresh directory, or `None` (after saying so) when `openssl` is missing outside CI.
 fn setup() -> Option<tempfile::TempDir> {
-    let found = Command::new("openssl")
-        .arg("version")
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|output: Output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "openssl is not installed (or does not run); the csr tests need it under CI=true"
-        );
-        eprintln!("SKIPPED: openssl is not installed, so the csr tests cannot generate keys");
-        return None;
-    }
-    Some(tempfile::tempdir().expect("cannot create a temporary directory"))
+    common::require("openssl")
+        .then(|| tempfile::tempdir().expect("cannot create a temporary directory"))
 }
 
 fn read(path: &Path) -> String {
@@ -156,7 +181,7 @@ fn signs_with_full_subject(dir: &Path, key: &str, summary: &str) -> Parsed {
     let mut args = vec!["csr", "--key", key, "--out", "out.csr"];
     args.extend_from_slice(SUBJECT_ARGS);
     let run = roundabout(dir, &args);
-    assert!(run.success, "{}", run.stderr);
+    assert!(run.success(), "{}", run.stderr);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
     assert!(run.stderr.contains(summary), "{}", run.stderr);
     assert!(run.stderr.contains(key), "{}", run.stderr);
@@ -169,10 +194,7 @@ fn signs_with_full_subject(dir: &Path, key: &str, summary: &str) -> Parsed {
 #[test]
 fn pkcs1_rsa_key_signs_with_the_full_subject() {
     let Some(dir) = setup() else { return };
-    openssl(
-        dir.path(),
-        &["genrsa", "-traditional", "-out", "k.pem", "2048"],
-    );
+    Key::Pkcs1Rsa(2048).generate(dir.path(), "k.pem");
     assert!(read(&dir.path().join("k.pem")).starts_with("-----BEGIN RSA PRIVATE KEY-----"));
     let parsed = signs_with_full_subject(dir.path(), "k.pem", "RSA 2048-bit");
     assert!(
@@ -185,32 +207,10 @@ fn pkcs1_rsa_key_signs_with_the_full_subject() {
 #[test]
 fn pkcs8_rsa_key_without_san_uses_the_common_name() {
     let Some(dir) = setup() else { return };
-    openssl(
-        dir.path(),
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:3072",
-            "-out",
-            "k.pem",
-        ],
-    );
+    Key::Pkcs8Rsa(3072).generate(dir.path(), "k.pem");
     assert!(read(&dir.path().join("k.pem")).starts_with("-----BEGIN PRIVATE KEY-----"));
-    let run = roundabout(
-        dir.path(),
-        &[
-            "csr",
-            "--key",
-            "k.pem",
-            "--cn",
-            "proxya.example.com",
-            "--out",
-            "out.csr",
-        ],
-    );
-    assert!(run.success, "{}", run.stderr);
+    let run = sign(dir.path(), "k.pem", "proxya.example.com", "out.csr");
+    assert!(run.success(), "{}", run.stderr);
     assert!(run.stderr.contains("RSA 3072-bit"), "{}", run.stderr);
     assert!(run.stderr.contains("no --san given"), "{}", run.stderr);
     let parsed = verify(dir.path(), "out.csr");
@@ -226,10 +226,7 @@ fn pkcs8_rsa_key_without_san_uses_the_common_name() {
 #[test]
 fn sec1_p256_key_after_its_parameters_block() {
     let Some(dir) = setup() else { return };
-    openssl(
-        dir.path(),
-        &["ecparam", "-name", "prime256v1", "-genkey", "-out", "k.pem"],
-    );
+    Key::Sec1WithParameters("prime256v1").generate(dir.path(), "k.pem");
     let key = read(&dir.path().join("k.pem"));
     assert!(key.starts_with("-----BEGIN EC PARAMETERS-----"), "{key}");
     assert!(key.contains("-----BEGIN EC PRIVATE KEY-----"), "{key}");
@@ -240,18 +237,7 @@ fn sec1_p256_key_after_its_parameters_block() {
 #[test]
 fn sec1_p384_key_without_parameters_block() {
     let Some(dir) = setup() else { return };
-    openssl(
-        dir.path(),
-        &[
-            "ecparam",
-            "-name",
-            "secp384r1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "k.pem",
-        ],
-    );
+    Key::Sec1("secp384r1").generate(dir.path(), "k.pem");
     assert!(read(&dir.path().join("k.pem")).starts_with("-----BEGIN EC PRIVATE KEY-----"));
     let parsed = signs_with_full_subject(dir.path(), "k.pem", "ECDSA P-384");
     assert!(parsed.text.contains("ecdsa-with-SHA384"), "{}", parsed.text);
@@ -260,18 +246,7 @@ fn sec1_p384_key_without_parameters_block() {
 #[test]
 fn pkcs8_p256_key() {
     let Some(dir) = setup() else { return };
-    openssl(
-        dir.path(),
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            "k.pem",
-        ],
-    );
+    Key::Pkcs8Ec("P-256").generate(dir.path(), "k.pem");
     assert!(read(&dir.path().join("k.pem")).starts_with("-----BEGIN PRIVATE KEY-----"));
     signs_with_full_subject(dir.path(), "k.pem", "ECDSA P-256");
 }
@@ -280,13 +255,8 @@ fn pkcs8_p256_key() {
 fn ed25519_key() {
     let Some(dir) = setup() else { return };
     // OpenSSL before 1.1.1 has no Ed25519; that is the tool's limit, not ours.
-    let generated = run_in(
-        dir.path(),
-        "openssl",
-        &["genpkey", "-algorithm", "ED25519", "-out", "k.pem"],
-    );
-    if !generated.success {
-        eprintln!("SKIPPED: this openssl cannot generate Ed25519 keys");
+    if !Key::Ed25519.try_generate(dir.path(), "k.pem").success() {
+        common::skipped("this openssl cannot generate Ed25519 keys");
         return;
     }
     signs_with_full_subject(dir.path(), "k.pem", "Ed25519");
@@ -295,17 +265,7 @@ fn ed25519_key() {
 #[test]
 fn original_spelling_writes_stdout_with_the_default_key() {
     let Some(dir) = setup() else { return };
-    openssl(
-        dir.path(),
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-out",
-            "key.pem",
-        ],
-    );
+    Key::Sec1WithParameters("prime256v1").generate(dir.path(), "key.pem");
     let run = roundabout(
         dir.path(),
         &[
@@ -326,7 +286,7 @@ fn original_spelling_writes_stdout_with_the_default_key() {
             "proxya.example.com,203.0.113.5",
         ],
     );
-    assert!(run.success, "{}", run.stderr);
+    assert!(run.success(), "{}", run.stderr);
     assert!(
         run.stdout
             .starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
@@ -343,19 +303,8 @@ fn original_spelling_writes_stdout_with_the_default_key() {
 /// Runs the new spelling on `key` and checks it fails, naming the file (and `expected`), and
 /// writes nothing.
 fn assert_refused(dir: &Path, key: &str, expected: &str) {
-    let run = roundabout(
-        dir,
-        &[
-            "csr",
-            "--key",
-            key,
-            "--cn",
-            "proxya.example.com",
-            "--out",
-            "out.csr",
-        ],
-    );
-    assert!(!run.success, "{key} was accepted: {}", run.stderr);
+    let run = sign(dir, key, "proxya.example.com", "out.csr");
+    assert!(!run.success(), "{key} was accepted: {}", run.stderr);
     assert!(run.stderr.contains(key), "{key}: {}", run.stderr);
     assert!(run.stderr.contains(expected), "{key}: {}", run.stderr);
     assert!(run.stdout.is_empty(), "{key}: {}", run.stdout);
@@ -388,10 +337,7 @@ fn non_pem_file_is_refused() {
 #[test]
 fn weak_rsa_key_is_refused() {
     let Some(dir) = setup() else { return };
-    openssl(
-        dir.path(),
-        &["genrsa", "-traditional", "-out", "weak.pem", "1024"],
-    );
+    Key::Pkcs1Rsa(1024).generate(dir.path(), "weak.pem");
     assert_refused(dir.path(), "weak.pem", "1024 bits");
 }
 
@@ -437,41 +383,17 @@ fn encrypted_keys_are_refused() {
 #[test]
 fn p521_key_is_refused() {
     let Some(dir) = setup() else { return };
-    openssl(
-        dir.path(),
-        &[
-            "ecparam",
-            "-name",
-            "secp521r1",
-            "-genkey",
-            "-out",
-            "p521.pem",
-        ],
-    );
+    Key::Sec1WithParameters("secp521r1").generate(dir.path(), "p521.pem");
     assert_refused(dir.path(), "p521.pem", "P-521");
 }
 
 #[test]
 fn out_may_not_overwrite_the_key() {
     let Some(dir) = setup() else { return };
-    openssl(
-        dir.path(),
-        &["ecparam", "-name", "prime256v1", "-genkey", "-out", "k.pem"],
-    );
+    Key::Sec1WithParameters("prime256v1").generate(dir.path(), "k.pem");
     let before = read(&dir.path().join("k.pem"));
-    let run = roundabout(
-        dir.path(),
-        &[
-            "csr",
-            "--key",
-            "k.pem",
-            "--cn",
-            "a.example",
-            "--out",
-            "./k.pem",
-        ],
-    );
-    assert!(!run.success, "{}", run.stderr);
+    let run = sign(dir.path(), "k.pem", "a.example", "./k.pem");
+    assert!(!run.success(), "{}", run.stderr);
     assert!(run.stderr.contains("key file"), "{}", run.stderr);
     assert_eq!(read(&dir.path().join("k.pem")), before);
 }
