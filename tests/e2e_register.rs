@@ -36,7 +36,7 @@ use std::time::Duration;
 use common::certs::TestCa;
 use common::kamailio::{Kamailio, KamailioConfig};
 use common::node::{self, Json, NodeScript};
-use common::{free_port, header, require, scenario, Roundabout, Sipp, UdpPeer};
+use common::{free_port, header, ok_to_invite, require, uri_of, vias, Roundabout, Sipp, UdpPeer};
 
 /// What any single step may take; every test stays well under a minute.
 const STEP: Duration = Duration::from_secs(10);
@@ -90,14 +90,13 @@ onreply_route {
 }
 "#;
 
-/// Kamailio on `ip` as registrar for `registrar.test`, on UDP, one contact per AOR.
-fn start_registrar(ip: &str) -> Kamailio {
-    start_registrar_with(ip, "0x04")
-}
+/// One contact per AOR: a new registration replaces the old one.
+const ONE_CONTACT: &str = "0x04";
 
-/// Kamailio on `ip` as registrar, `save("location", save_flags)`.
-fn start_registrar_with(ip: &str, save_flags: &str) -> Kamailio {
-    KamailioConfig::new(REGISTRAR)
+/// Kamailio on `ip` as registrar for `registrar.test`, on UDP: `save("location", save_flags)`,
+/// with `modparams` added.
+fn registrar(ip: &str, save_flags: &str, modparams: &[&str]) -> Kamailio {
+    let mut config = KamailioConfig::new(REGISTRAR)
         .var("SAVE_FLAGS", save_flags)
         .listen("udp", ip, free_port(ip))
         .module("tm")
@@ -105,8 +104,61 @@ fn start_registrar_with(ip: &str, save_flags: &str) -> Kamailio {
         .module("registrar")
         .modparam(r#"modparam("usrloc", "db_mode", 0)"#)
         // No GRUUs: the 2xx's Contacts stay plain, as a simple registrar writes them.
-        .modparam(r#"modparam("registrar", "gruu_enabled", 0)"#)
-        .start()
+        .modparam(r#"modparam("registrar", "gruu_enabled", 0)"#);
+    for line in modparams {
+        config = config.modparam(line);
+    }
+    config.start()
+}
+
+/// A registrar and Roundabout in front of it: `-strict-host -strict-client -ack-ruri`, the
+/// registrar the trusted server `registrar.test`, clients from `trusted_clients`.
+struct Scene {
+    kamailio: Kamailio,
+    rb: Roundabout,
+}
+
+impl Scene {
+    /// Roundabout for `kamailio`, with `extra` flags.
+    fn start(kamailio: Kamailio, trusted_clients: &str, extra: &[String]) -> Scene {
+        let k_addr = kamailio.addr("udp");
+        let trusted = format!("{}:registrar.test:{}:udp:", k_addr.ip(), k_addr.port());
+        let mut args: Vec<String> = [
+            "-strict-host",
+            "-strict-client",
+            "-trusted-client-ip",
+            trusted_clients,
+            "-ack-ruri",
+            "-trusted-server",
+            &trusted,
+        ]
+        .map(String::from)
+        .into();
+        args.extend_from_slice(extra);
+        Scene {
+            rb: Roundabout::start(&args),
+            kamailio,
+        }
+    }
+
+    /// Roundabout's UDP listener, the side the registrar sees.
+    fn udp(&self) -> SocketAddr {
+        self.rb.addr("udp")
+    }
+
+    /// Where a WebSocket client connects.
+    fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.rb.port("ws"))
+    }
+
+    /// Both logs, for failure messages.
+    fn diagnostics(&self) -> String {
+        format!(
+            "proxy log:\n{}\nkamailio log:\n{}",
+            self.rb.logs(),
+            self.kamailio.logs()
+        )
+    }
 }
 
 fn kamailio_available() -> bool {
@@ -114,14 +166,6 @@ fn kamailio_available() -> bool {
         && require("openssl")
         && node::require_node()
         && Kamailio::available(&["tm", "usrloc", "registrar"])
-}
-
-/// The URI inside a `<…>` name-addr (or the whole value when there are no brackets).
-fn uri_of(name_addr: &str) -> &str {
-    match (name_addr.find('<'), name_addr.find('>')) {
-        (Some(open), Some(close)) if open < close => &name_addr[open + 1..close],
-        _ => name_addr.split(';').next().unwrap_or(name_addr),
-    }
 }
 
 /// The user part of a SIP URI.
@@ -140,18 +184,6 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
         + key.len()
         + 2;
     line[start..].split(' ').next().unwrap()
-}
-
-/// The contacts listed in a `registered`/`unregistered` event.
-fn contacts(event: &Json) -> Vec<String> {
-    event
-        .get("contacts")
-        .and_then(Json::as_array)
-        .unwrap()
-        .iter()
-        .filter_map(Json::as_str)
-        .map(str::to_string)
-        .collect()
 }
 
 /// JsSIP registering `sip:alice@registrar.test` through Roundabout at `url`, answering calls.
@@ -177,6 +209,20 @@ fn spawn_jssip(url: &str, ca: Option<&TestCa>, extra: &[&str]) -> (NodeScript, S
     (jssip, contact)
 }
 
+/// Waits for JsSIP to report `wanted` (`registered` or `unregistered`) or a failure, and checks
+/// that it is `wanted`, answered 200; that event.
+fn expect_200(jssip: &mut NodeScript, wanted: &str, diagnostics: &dyn Fn() -> String) -> Json {
+    let event = jssip.wait_any(&[wanted, "registration_failed", "error"], STEP);
+    assert_eq!(
+        (event.event(), event.get("status").and_then(Json::as_u64)),
+        (Some(wanted), Some(200)),
+        "JsSIP did not get its 200\n{}\n{}",
+        jssip.transcript(),
+        diagnostics()
+    );
+    event
+}
+
 /// Waits for JsSIP's registration and checks the 2xx it got lists exactly its own contact
 /// (restored by Roundabout, no token); the REGISTER's Call-ID.
 fn expect_registered(
@@ -184,20 +230,10 @@ fn expect_registered(
     contact: &str,
     diagnostics: &dyn Fn() -> String,
 ) -> String {
-    let registered = jssip.wait_any(&["registered", "registration_failed", "error"], STEP);
-    assert_eq!(
-        (
-            registered.event(),
-            registered.get("status").and_then(Json::as_u64)
-        ),
-        (Some("registered"), Some(200)),
-        "JsSIP did not register\n{}\n{}",
-        jssip.transcript(),
-        diagnostics()
-    );
-    let answered = contacts(&registered);
+    let registered = expect_200(jssip, "registered", diagnostics);
+    let answered = registered.strs("contacts");
     assert!(
-        answered.len() == 1 && uri_of(&answered[0]) == contact && !answered[0].contains("rbt="),
+        answered.len() == 1 && uri_of(answered[0]) == contact && !answered[0].contains("rbt="),
         "the REGISTER 200 back to JsSIP lists only its own {contact}: {answered:?}\n{}",
         diagnostics()
     );
@@ -232,24 +268,11 @@ fn sipp_call(
     ruri: &str,
     diagnostics: &dyn Fn() -> String,
 ) -> Sipp {
-    let port = free_port(ip).to_string();
-    let remote = remote.to_string();
-    let mut uac = Sipp::spawn(&[
-        "-sf",
-        scenario(scenario_name).to_str().unwrap(),
-        &remote,
-        "-i",
-        ip,
-        "-p",
-        &port,
-        "-t",
-        "u1",
-        "-key",
-        "ruri",
-        ruri,
-        "-m",
-        "1",
-    ]);
+    let mut uac = Sipp::run(scenario_name, ip, free_port(ip), "udp")
+        .to(remote)
+        .key("ruri", ruri)
+        .calls(1)
+        .spawn();
     let code = uac.wait(Duration::from_secs(20));
     assert_eq!(
         code,
@@ -261,10 +284,6 @@ fn sipp_call(
         diagnostics()
     );
     uac
-}
-
-fn vias(msg: &str) -> Vec<&str> {
-    msg.lines().filter(|l| l.starts_with("Via:")).collect()
 }
 
 /// A REGISTER for `user` as a raw UDP peer at `from` writes it.
@@ -282,6 +301,18 @@ fn raw_register(from: SocketAddr, user: &str, call_id: &str) -> String {
          User-Agent: roundabout-e2e untrusted client\r\n\
          Content-Length: 0\r\n\r\n"
     )
+}
+
+/// A MESSAGE from `probe` for `user@roundabout`, which only the client cache can route (no
+/// token); the answer.
+fn message_by_user(probe: &UdpPeer, udp: SocketAddr, user: &str, call_id: &str) -> String {
+    probe.send(
+        udp,
+        &raw_message(probe.addr(), &format!("sip:{user}@{udp}"), call_id),
+    );
+    probe
+        .recv()
+        .unwrap_or_else(|| panic!("no answer to {call_id} for {user}"))
 }
 
 /// A MESSAGE to `ruri` as a raw UDP peer at `from` writes it.
@@ -312,42 +343,18 @@ fn jssip_registers_at_kamailio_over_wss_and_is_called_back() {
     const KAMAILIO: &str = "127.0.21.2";
     const UAC: &str = "127.0.21.3";
     const UNTRUSTED: &str = "127.0.21.9";
-    let kamailio = start_registrar(KAMAILIO);
-    let k_addr = kamailio.addr("udp");
     let ca = TestCa::new();
-    let leaf = ca.leaf("proxy.test");
-    let (cert, key) = (
-        leaf.cert.display().to_string(),
-        leaf.key.display().to_string(),
-    );
-    let trusted = format!("{KAMAILIO}:registrar.test:{}:udp:", k_addr.port());
-    let rb = Roundabout::start(&[
-        "-strict-host",
-        "-strict-client",
-        // JsSIP connects from 127.0.0.1; the SIPp UAC and the untrusted peer are outside.
-        "-trusted-client-ip",
+    // JsSIP connects from 127.0.0.1; the SIPp UAC and the untrusted peer are outside.
+    let scene = Scene::start(
+        registrar(KAMAILIO, ONE_CONTACT, &[]),
         "127.0.0.0/24",
-        "-ack-ruri",
-        "-trusted-server",
-        &trusted,
-        "-tls-cert",
-        &cert,
-        "-tls-key",
-        &key,
-        "-wss-port",
-        "0",
-        "-tls-port",
-        "off",
-    ]);
-    let udp = rb.addr("udp");
+        &ca.leaf("proxy.test").wss_flags(),
+    );
+    let (kamailio, rb) = (&scene.kamailio, &scene.rb);
+    let k_addr = kamailio.addr("udp");
+    let udp = scene.udp();
     let wss_port = rb.port("wss");
-    let diagnostics = || {
-        format!(
-            "proxy log:\n{}\nkamailio log:\n{}",
-            rb.logs(),
-            kamailio.logs()
-        )
-    };
+    let diagnostics = || scene.diagnostics();
 
     // An untrusted REGISTER: 403 from Roundabout itself (its To tag), not relayed.
     let untrusted = UdpPeer::bind(UNTRUSTED);
@@ -374,8 +381,8 @@ fn jssip_registers_at_kamailio_over_wss_and_is_called_back() {
     let (mut jssip, contact) = spawn_jssip(&url, Some(&ca), &["--unregister-after-calls", "1"]);
     let user = user_of(&contact).to_string();
     let call_id = expect_registered(&mut jssip, &contact, &diagnostics);
-    let stored = wait_saved(&kamailio, &call_id);
-    let register = wait_line(&kamailio, &format!("KREQ REGISTER ci={call_id} "));
+    let stored = wait_saved(kamailio, &call_id);
+    let register = wait_line(kamailio, &format!("KREQ REGISTER ci={call_id} "));
     assert_eq!(field(&register, "src"), udp.to_string(), "{register}");
     assert!(
         stored.starts_with(&format!(
@@ -403,7 +410,7 @@ fn jssip_registers_at_kamailio_over_wss_and_is_called_back() {
     )
     .unwrap()
     .to_string();
-    let relayed = wait_line(&kamailio, &format!("KRELAY INVITE ci={invite_ci} "));
+    let relayed = wait_line(kamailio, &format!("KRELAY INVITE ci={invite_ci} "));
     assert_eq!(
         field(&relayed, "to"),
         rewritten,
@@ -415,13 +422,7 @@ fn jssip_registers_at_kamailio_over_wss_and_is_called_back() {
     let invite = jssip.wait_for("incoming_invite", STEP);
     assert_eq!(invite.str("ruri"), contact, "R-URI restored from the token");
     assert_eq!(invite.str("call_id"), invite_ci);
-    let invite_vias: Vec<&str> = invite
-        .get("vias")
-        .and_then(Json::as_array)
-        .unwrap()
-        .iter()
-        .filter_map(Json::as_str)
-        .collect();
+    let invite_vias = invite.strs("vias");
     assert_eq!(invite_vias.len(), 3, "{invite:?}");
     assert!(
         invite_vias[0].starts_with(&format!(
@@ -498,18 +499,8 @@ fn jssip_registers_at_kamailio_over_wss_and_is_called_back() {
 
     // After the call JsSIP unregisters (Contact with expires=0, rewritten to the same token so
     // Kamailio finds the binding); the same call now gets Kamailio's 404.
-    let unregistered = jssip.wait_any(&["unregistered", "registration_failed"], STEP);
-    assert_eq!(
-        (
-            unregistered.event(),
-            unregistered.get("status").and_then(Json::as_u64)
-        ),
-        (Some("unregistered"), Some(200)),
-        "{}\n{}",
-        jssip.transcript(),
-        diagnostics()
-    );
-    let unregister = wait_line(&kamailio, &format!("KREQ REGISTER ci={call_id} "));
+    expect_200(&mut jssip, "unregistered", &diagnostics);
+    let unregister = wait_line(kamailio, &format!("KREQ REGISTER ci={call_id} "));
     assert!(
         field(&unregister, "ct").starts_with(&format!("<{rewritten}>"))
             && field(&unregister, "ct").ends_with(";expires=0"),
@@ -523,7 +514,7 @@ fn jssip_registers_at_kamailio_over_wss_and_is_called_back() {
         &diagnostics,
     );
     let refused_ci = header(&refused.sent()[0], "Call-ID").unwrap().to_string();
-    wait_line(&kamailio, &format!("KNOTFOUND INVITE ci={refused_ci} "));
+    wait_line(kamailio, &format!("KNOTFOUND INVITE ci={refused_ci} "));
     assert_eq!(
         jssip.events("incoming_invite").len(),
         1,
@@ -538,12 +529,7 @@ fn jssip_registers_at_kamailio_over_wss_and_is_called_back() {
         "{}",
         diagnostics()
     );
-    let probe = UdpPeer::bind(UNTRUSTED);
-    probe.send(
-        udp,
-        &raw_message(probe.addr(), &format!("sip:mallory@{udp}"), "probe-mallory"),
-    );
-    let answer = probe.recv().expect("an answer for mallory");
+    let answer = message_by_user(&UdpPeer::bind(UNTRUSTED), udp, "mallory", "probe-mallory");
     assert!(answer.starts_with("SIP/2.0 404 "), "{answer}");
     // One WebSocket served JsSIP all along.
     assert_eq!(jssip.events("connected").len(), 1, "{}", jssip.transcript());
@@ -560,36 +546,18 @@ fn unregister_removes_the_client_cache_binding() {
     }
     const KAMAILIO: &str = "127.0.24.2";
     const PROBE: &str = "127.0.24.3";
-    let kamailio = start_registrar(KAMAILIO);
-    let k_addr = kamailio.addr("udp");
-    let trusted = format!("{KAMAILIO}:registrar.test:{}:udp:", k_addr.port());
-    let rb = Roundabout::start(&[
-        "-strict-host",
-        "-strict-client",
-        "-trusted-client-ip",
-        "127.0.0.0/24",
-        "-ack-ruri",
-        "-trusted-server",
-        &trusted,
-    ]);
-    let udp = rb.addr("udp");
-    let diagnostics = || {
-        format!(
-            "proxy log:\n{}\nkamailio log:\n{}",
-            rb.logs(),
-            kamailio.logs()
-        )
-    };
-    let url = format!("ws://127.0.0.1:{}", rb.port("ws"));
+    let scene = Scene::start(registrar(KAMAILIO, ONE_CONTACT, &[]), "127.0.0.0/24", &[]);
+    let udp = scene.udp();
+    let diagnostics = || scene.diagnostics();
+    let url = scene.ws_url();
     let (mut jssip, contact) = spawn_jssip(&url, None, &["--unregister-on-sigusr1", "1"]);
     expect_registered(&mut jssip, &contact, &diagnostics);
     // Bound: a MESSAGE for alice@roundabout (no token) reaches JsSIP through the client cache.
     let probe = UdpPeer::bind(PROBE);
-    let alice = format!("sip:alice@{udp}");
-    probe.send(udp, &raw_message(probe.addr(), &alice, "probe-bound"));
+    let answer = message_by_user(&probe, udp, "alice", "probe-bound");
     let incoming = jssip.wait_for("incoming_message", STEP);
     assert_eq!(incoming.str("ruri"), contact);
-    assert!(probe.recv().is_some_and(|a| a.starts_with("SIP/2.0 200 ")));
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
 
     // Unregistered (JsSIP sends `Contact: …;expires=0` and `Expires: 0`; Kamailio's 200 lists
     // no Contact): the user must be gone from the cache, so 404 (no -default-sip-server), or
@@ -600,19 +568,9 @@ fn unregister_removes_the_client_cache_binding() {
         .status()
         .unwrap();
     assert!(signalled.success());
-    let unregistered = jssip.wait_any(&["unregistered", "registration_failed"], STEP);
-    assert_eq!(
-        (
-            unregistered.event(),
-            unregistered.get("status").and_then(Json::as_u64)
-        ),
-        (Some("unregistered"), Some(200)),
-        "{}",
-        jssip.transcript()
-    );
-    assert!(contacts(&unregistered).is_empty(), "{unregistered:?}");
-    probe.send(udp, &raw_message(probe.addr(), &alice, "probe-unbound"));
-    let answer = probe.recv().expect("an answer for the unregistered user");
+    let unregistered = expect_200(&mut jssip, "unregistered", &diagnostics);
+    assert!(unregistered.strs("contacts").is_empty(), "{unregistered:?}");
+    let answer = message_by_user(&probe, udp, "alice", "probe-unbound");
     assert!(
         answer.starts_with("SIP/2.0 404 ") || answer.starts_with("SIP/2.0 480 "),
         "{answer}\nJsSIP got {:?}\n{}",
@@ -620,24 +578,6 @@ fn unregister_removes_the_client_cache_binding() {
         diagnostics()
     );
     assert_eq!(jssip.events("incoming_message").len(), 1);
-}
-
-/// A SIPp UAS (uas.xml) for one call on `ip`, and its port.
-fn sipp_uas(ip: &str) -> (Sipp, u16) {
-    let port = free_port(ip);
-    let uas = Sipp::spawn(&[
-        "-sf",
-        scenario("uas.xml").to_str().unwrap(),
-        "-i",
-        ip,
-        "-p",
-        &port.to_string(),
-        "-t",
-        "u1",
-        "-m",
-        "1",
-    ]);
-    (uas, port)
 }
 
 /// A client that cannot set an outbound proxy sends its INVITE to Roundabout itself
@@ -648,7 +588,10 @@ fn default_server_call(uas_ip: &str, uac_ip: &str, fqdns: &str, expected_host: &
     if !require("sipp") {
         return;
     }
-    let (mut uas, uas_port) = sipp_uas(uas_ip);
+    let uas_port = free_port(uas_ip);
+    let mut uas = Sipp::run("uas.xml", uas_ip, uas_port, "udp")
+        .calls(1)
+        .spawn();
     let trusted = format!("{uas_ip}:{fqdns}:{uas_port}:udp:");
     let rb = Roundabout::start(&[
         "-strict-host",
@@ -661,25 +604,12 @@ fn default_server_call(uas_ip: &str, uac_ip: &str, fqdns: &str, expected_host: &
     let udp = rb.addr("udp");
     // uac.xml: R-URI sip:1000@<remote>;transport=udp, everything sent to the remote (Roundabout);
     // ACK and BYE by the 200's Contact, which names Roundabout too.
-    let port = free_port(uac_ip).to_string();
-    let mut uac = Sipp::spawn(&[
-        "-sf",
-        scenario("uac.xml").to_str().unwrap(),
-        &udp.to_string(),
-        "-s",
-        "1000",
-        "-key",
-        "uas_transport",
-        "udp",
-        "-i",
-        uac_ip,
-        "-p",
-        &port,
-        "-t",
-        "u1",
-        "-m",
-        "1",
-    ]);
+    let mut uac = Sipp::run("uac.xml", uac_ip, free_port(uac_ip), "udp")
+        .to(udp)
+        .arg("-s", "1000")
+        .key("uas_transport", "udp")
+        .calls(1)
+        .spawn();
     let uac_code = uac.wait(Duration::from_secs(20));
     let uas_code = uas.wait(STEP);
     assert_eq!(
@@ -712,12 +642,8 @@ fn default_server_call(uas_ip: &str, uac_ip: &str, fqdns: &str, expected_host: &
         "{invite}"
     );
     // ACK and BYE reached the UAS through the token, with its own Contact as R-URI.
-    let uas_ok = uas
-        .sent()
-        .into_iter()
-        .find(|m| m.starts_with("SIP/2.0 200") && m.contains("INVITE"))
-        .unwrap();
-    let uas_contact = uri_of(header(&uas_ok, "Contact").unwrap()).to_string();
+    let sent = uas.sent();
+    let uas_contact = uri_of(header(ok_to_invite(&sent), "Contact").unwrap());
     for method in ["ACK", "BYE"] {
         let request = received
             .iter()
@@ -785,31 +711,16 @@ fn re_register_from_a_new_websocket_replaces_the_old_flow() {
     }
     const KAMAILIO: &str = "127.0.23.2";
     const UAC: &str = "127.0.23.3";
-    let kamailio = start_registrar(KAMAILIO);
+    let scene = Scene::start(registrar(KAMAILIO, ONE_CONTACT, &[]), "127.0.0.1", &[]);
+    let (kamailio, rb) = (&scene.kamailio, &scene.rb);
     let k_addr = kamailio.addr("udp");
-    let trusted = format!("{KAMAILIO}:registrar.test:{}:udp:", k_addr.port());
-    let rb = Roundabout::start(&[
-        "-strict-host",
-        "-strict-client",
-        "-trusted-client-ip",
-        "127.0.0.1",
-        "-ack-ruri",
-        "-trusted-server",
-        &trusted,
-    ]);
-    let udp = rb.addr("udp");
-    let diagnostics = || {
-        format!(
-            "proxy log:\n{}\nkamailio log:\n{}",
-            rb.logs(),
-            kamailio.logs()
-        )
-    };
-    let url = format!("ws://127.0.0.1:{}", rb.port("ws"));
+    let udp = scene.udp();
+    let diagnostics = || scene.diagnostics();
+    let url = scene.ws_url();
 
     let (mut first, first_contact) = spawn_jssip(&url, None, &["--contact-user", "alice"]);
     let first_call_id = expect_registered(&mut first, &first_contact, &diagnostics);
-    let first_stored = uri_of(&wait_saved(&kamailio, &first_call_id)).to_string();
+    let first_stored = uri_of(&wait_saved(kamailio, &first_call_id)).to_string();
     // The flow Roundabout saw the first WebSocket on (it logs the open).
     assert!(rb.wait_for_log("WebSocket open flow=ws:127.0.0.1:", STEP));
     let first_flow = rb
@@ -830,7 +741,7 @@ fn re_register_from_a_new_websocket_replaces_the_old_flow() {
     assert_ne!(first_contact, second_contact);
     // The 2xx lists the new binding only: Kamailio replaced the old one.
     let second_call_id = expect_registered(&mut second, &second_contact, &diagnostics);
-    let second_stored = uri_of(&wait_saved(&kamailio, &second_call_id)).to_string();
+    let second_stored = uri_of(&wait_saved(kamailio, &second_call_id)).to_string();
     assert!(
         second_stored.starts_with(&format!(
             "sip:alice@127.0.0.1:{};transport=udp;rbt=",
@@ -850,7 +761,7 @@ fn re_register_from_a_new_websocket_replaces_the_old_flow() {
         &diagnostics,
     );
     let message_ci = header(&message.sent()[0], "Call-ID").unwrap().to_string();
-    wait_line(&kamailio, &format!("KRELAY MESSAGE ci={message_ci} "));
+    wait_line(kamailio, &format!("KRELAY MESSAGE ci={message_ci} "));
     let relayed = kamailio.log_lines(&format!("KRELAY MESSAGE ci={message_ci} "));
     assert!(
         relayed.len() == 1 && field(&relayed[0], "to") == second_stored,
@@ -862,12 +773,7 @@ fn re_register_from_a_new_websocket_replaces_the_old_flow() {
     assert_eq!(incoming.str("call_id"), message_ci);
 
     // The client cache follows the new flow as well: alice@roundabout reaches it.
-    let probe = UdpPeer::bind(UAC);
-    probe.send(
-        udp,
-        &raw_message(probe.addr(), &format!("sip:alice@{udp}"), "probe-cache"),
-    );
-    let answer = probe.recv().expect("an answer from the new client");
+    let answer = message_by_user(&UdpPeer::bind(UAC), udp, "alice", "probe-cache");
     assert!(
         answer.starts_with("SIP/2.0 200 "),
         "{answer}\n{}",
@@ -909,38 +815,16 @@ fn client_cache_follows_the_flow_the_register_came_from() {
     const KAMAILIO: &str = "127.0.25.2";
     const PROBE: &str = "127.0.25.3";
     // Several contacts per AOR (no single-contact flag), listed newest first.
-    let kamailio = KamailioConfig::new(REGISTRAR)
-        .var("SAVE_FLAGS", "0x00")
-        .listen("udp", KAMAILIO, free_port(KAMAILIO))
-        .module("tm")
-        .module("usrloc")
-        .module("registrar")
-        .modparam(r#"modparam("usrloc", "db_mode", 0)"#)
-        .modparam(r#"modparam("usrloc", "desc_time_order", 1)"#)
-        .modparam(r#"modparam("registrar", "gruu_enabled", 0)"#)
-        .start();
-    let trusted = format!(
-        "{KAMAILIO}:registrar.test:{}:udp:",
-        kamailio.addr("udp").port()
+    let kamailio = registrar(
+        KAMAILIO,
+        "0x00",
+        &[r#"modparam("usrloc", "desc_time_order", 1)"#],
     );
-    let rb = Roundabout::start(&[
-        "-strict-host",
-        "-strict-client",
-        "-trusted-client-ip",
-        "127.0.0.1",
-        "-ack-ruri",
-        "-trusted-server",
-        &trusted,
-    ]);
-    let udp = rb.addr("udp");
-    let diagnostics = || {
-        format!(
-            "proxy log:\n{}\nkamailio log:\n{}",
-            rb.logs(),
-            kamailio.logs()
-        )
-    };
-    let url = format!("ws://127.0.0.1:{}", rb.port("ws"));
+    let scene = Scene::start(kamailio, "127.0.0.1", &[]);
+    let rb = &scene.rb;
+    let udp = scene.udp();
+    let diagnostics = || scene.diagnostics();
+    let url = scene.ws_url();
     let (mut first, first_contact) = spawn_jssip(&url, None, &["--contact-user", "alice"]);
     expect_registered(&mut first, &first_contact, &diagnostics);
     drop(first);
@@ -958,16 +842,11 @@ fn client_cache_follows_the_flow_the_register_came_from() {
         second.transcript()
     );
     // Both bindings are listed, the new one first.
-    let listed = contacts(&registered);
+    let listed = registered.strs("contacts");
     assert_eq!(listed.len(), 2, "{listed:?}");
-    assert_eq!(uri_of(&listed[0]), second_contact, "{listed:?}");
+    assert_eq!(uri_of(listed[0]), second_contact, "{listed:?}");
 
-    let probe = UdpPeer::bind(PROBE);
-    probe.send(
-        udp,
-        &raw_message(probe.addr(), &format!("sip:alice@{udp}"), "probe-cache"),
-    );
-    let answer = probe.recv().expect("an answer for alice");
+    let answer = message_by_user(&UdpPeer::bind(PROBE), udp, "alice", "probe-cache");
     assert!(
         answer.starts_with("SIP/2.0 200 "),
         "alice@roundabout reaches the connected browser: {answer}\n{}",

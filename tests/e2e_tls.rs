@@ -38,11 +38,13 @@ use std::time::{Duration, Instant};
 use common::certs::{Leaf, TestCa};
 use common::kamailio::{Kamailio, KamailioConfig};
 use common::process::run_to_exit;
-use common::{free_port, header, scenario, Roundabout, Sipp, UdpPeer};
+use common::{
+    first, free_port, header, ok_for, ok_to_invite, uri_of, vias, Roundabout, Sipp, UdpPeer,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-const CALLS: &str = "2";
+const CALLS: usize = 2;
 
 /// Kamailio as TLS server: logs each request, drops the Route naming itself and forwards by
 /// R-URI (UDP to the UAS); replies follow the Via chain back over the TLS connection.
@@ -80,22 +82,31 @@ fn available() -> bool {
     common::require("sipp") && common::require("openssl") && Kamailio::available(&["tls"])
 }
 
-/// Roundabout's TLS flags for `leaf` on ephemeral TLS and WSS ports.
-fn tls_flags(leaf: &Leaf) -> Vec<String> {
-    vec![
-        "-tls-cert".into(),
+/// Roundabout with `leaf` on ephemeral TLS and WSS ports, `-strict-host -ack-ruri`, the servers
+/// `trusted`, and the servers it dials verified against `ca` when given (`-tls-ca`).
+fn start_roundabout(leaf: &Leaf, ca: Option<&Path>, trusted: &str) -> Roundabout {
+    let (cert, key) = (
         leaf.cert.display().to_string(),
-        "-tls-key".into(),
         leaf.key.display().to_string(),
-        "-tls-port".into(),
-        "0".into(),
-        "-wss-port".into(),
-        "0".into(),
-    ]
-}
-
-fn start_roundabout(args: &[String]) -> Roundabout {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    );
+    let mut args = vec![
+        "-tls-cert",
+        &cert,
+        "-tls-key",
+        &key,
+        "-tls-port",
+        "0",
+        "-wss-port",
+        "0",
+        "-strict-host",
+        "-ack-ruri",
+        "-trusted-server",
+        trusted,
+    ];
+    let ca = ca.map(|ca| ca.display().to_string());
+    if let Some(ca) = &ca {
+        args.extend(["-tls-ca", ca]);
+    }
     Roundabout::start(&args)
 }
 
@@ -137,41 +148,16 @@ fn calls(
     uas_port: u16,
     diagnostics: &dyn Fn() -> String,
 ) -> (Sipp, Sipp) {
-    let uas_port_s = uas_port.to_string();
-    let mut uas = Sipp::spawn(&[
-        "-sf",
-        scenario("uas.xml").to_str().unwrap(),
-        "-i",
-        hosts.uas,
-        "-p",
-        &uas_port_s,
-        "-t",
-        "u1",
-        "-m",
-        CALLS,
-    ]);
-    let uac_port = free_port(hosts.uac).to_string();
-    let proxy = proxy.to_string();
-    let mut uac = Sipp::spawn(&[
-        "-sf",
-        scenario("uac.xml").to_str().unwrap(),
-        &format!("{}:{uas_port}", hosts.uas),
-        "-rsa",
-        &proxy,
-        "-i",
-        hosts.uac,
-        "-p",
-        &uac_port,
-        "-t",
-        "u1",
-        "-key",
-        "uas_transport",
-        "udp",
-        "-m",
-        CALLS,
-        "-r",
-        "10",
-    ]);
+    let mut uas = Sipp::run("uas.xml", hosts.uas, uas_port, "udp")
+        .calls(CALLS)
+        .spawn();
+    let mut uac = Sipp::run("uac.xml", hosts.uac, free_port(hosts.uac), "udp")
+        .to(format!("{}:{uas_port}", hosts.uas))
+        .via(proxy)
+        .key("uas_transport", "udp")
+        .calls(CALLS)
+        .rate(10)
+        .spawn();
     let uac_code = uac.wait(Duration::from_secs(30));
     let uas_code = uas.wait(Duration::from_secs(10));
     assert_eq!(
@@ -185,41 +171,41 @@ fn calls(
     (uac, uas)
 }
 
-fn first<'a>(msgs: &'a [String], start: &str) -> &'a str {
-    msgs.iter()
-        .find(|m| m.starts_with(start))
-        .unwrap_or_else(|| panic!("no message starting with {start:?} in {msgs:#?}"))
-}
-
 fn count(msgs: &[String], start: &str) -> usize {
     msgs.iter().filter(|m| m.starts_with(start)).count()
 }
 
-fn vias(msg: &str) -> Vec<&str> {
-    msg.lines().filter(|l| l.starts_with("Via:")).collect()
-}
-
-/// The URI of the UAS's own Contact (from the 200 it sent), which in-dialog requests must carry
-/// as R-URI when they reach it.
-fn uas_contact_uri(uas: &Sipp) -> String {
-    let ok = uas
-        .sent()
-        .into_iter()
-        .find(|m| m.starts_with("SIP/2.0 200") && m.contains("INVITE"))
-        .unwrap();
-    let contact = header(&ok, "Contact").unwrap();
-    contact
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_string()
-}
-
-/// The UAC's 200 to INVITE.
-fn uac_invite_ok(uac: &Sipp) -> String {
-    uac.received()
-        .into_iter()
-        .find(|m| m.starts_with("SIP/2.0 200") && m.contains("INVITE"))
+/// The dialog crossed Roundabout both ways: the 200 the UAC got names Roundabout on
+/// `towards_uac` (the transport of its side) with a token, and the in-dialog ACKs and BYEs
+/// reached the UAS (which `received` them), the ACK with the UAS's own Contact as R-URI; that
+/// ACK.
+fn check_dialog<'a>(
+    rb: &Roundabout,
+    uac: &Sipp,
+    uas: &Sipp,
+    received: &'a [String],
+    towards_uac: &str,
+) -> &'a str {
+    let contact = header(ok_to_invite(&uac.received()), "Contact")
         .unwrap()
+        .to_string();
+    assert!(
+        contact.starts_with(&format!(
+            "<sip:127.0.0.1:{};transport={towards_uac};rbt=",
+            rb.port(towards_uac)
+        )),
+        "{contact}"
+    );
+    let sent = uas.sent();
+    let uas_uri = uri_of(header(ok_to_invite(&sent), "Contact").unwrap());
+    let ack = first(received, "ACK ");
+    assert!(
+        ack.starts_with(&format!("ACK {uas_uri} SIP/2.0\r\n")),
+        "{ack}"
+    );
+    assert!(count(received, "ACK ") >= CALLS, "{received:#?}");
+    assert!(count(received, "BYE ") >= CALLS, "{received:#?}");
+    ack
 }
 
 /// `src=127.0.0.1:40123` in a Kamailio log line.
@@ -251,19 +237,7 @@ fn call_from_udp_to_tls_kamailio() {
         hosts.kamailio,
         k_tls.port()
     );
-    let mut args = tls_flags(&rb_leaf);
-    args.extend(
-        [
-            "-strict-host",
-            "-ack-ruri",
-            "-tls-ca",
-            &ca.cert.display().to_string(),
-            "-trusted-server",
-            &trusted,
-        ]
-        .map(String::from),
-    );
-    let rb = start_roundabout(&args);
+    let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted);
     let diagnostics = || {
         format!(
             "proxy log:\n{}\nkamailio log:\n{}",
@@ -277,7 +251,6 @@ fn call_from_udp_to_tls_kamailio() {
     // the certificate for, and all on one connection (the flow is reused, not re-dialled).
     // (Counts are lower bounds: a UDP retransmission under load is legitimate.)
     let requests = kamailio.log_lines("KREQ ");
-    let calls: usize = CALLS.parse().unwrap();
     for line in &requests {
         assert!(
             line.contains(" proto=tls src=127.0.0.1:") && line.contains(" sni=kamailio.test "),
@@ -292,7 +265,7 @@ fn call_from_udp_to_tls_kamailio() {
             .iter()
             .filter(|l| l.contains(&format!("KREQ {method} ")))
             .count();
-        assert!(n >= calls, "{method}: {requests:#?}");
+        assert!(n >= CALLS, "{method}: {requests:#?}");
     }
     // Each INVITE carried the route-list hop, which Kamailio took as its own and removed; the
     // in-dialog requests (routed by token to the same flow) carried none.
@@ -306,7 +279,7 @@ fn call_from_udp_to_tls_kamailio() {
     }
     // The UAS's replies passed through Kamailio (stateless, along the Via chain).
     assert!(
-        kamailio.log_lines("KREPLY 200 INVITE proto=udp").len() >= calls,
+        kamailio.log_lines("KREPLY 200 INVITE proto=udp").len() >= CALLS,
         "{}",
         diagnostics()
     );
@@ -351,28 +324,12 @@ fn call_from_udp_to_tls_kamailio() {
     );
     // The UAC's 200 names Roundabout on UDP; the ACK and BYE sent there came back through
     // Roundabout and Kamailio to the UAS with its own Contact as R-URI.
-    let ok = uac_invite_ok(&uac);
-    let contact = header(&ok, "Contact").unwrap();
-    assert!(
-        contact.starts_with(&format!(
-            "<sip:127.0.0.1:{};transport=udp;rbt=",
-            rb.port("udp")
-        )),
-        "{contact}"
-    );
-    let uas_uri = uas_contact_uri(&uas);
-    let ack = first(&received, "ACK ");
-    assert!(
-        ack.starts_with(&format!("ACK {uas_uri} SIP/2.0\r\n")),
-        "{ack}"
-    );
+    let ack = check_dialog(&rb, &uac, &uas, &received, "udp");
     assert!(
         vias(ack)[1].starts_with("Via: SIP/2.0/TLS 127.0.0.1:"),
         "{ack}"
     );
-    assert!(count(&received, "ACK ") >= calls, "{received:#?}");
-    assert!(count(&received, "BYE ") >= calls, "{received:#?}");
-    assert!(count(&uac.received(), "SIP/2.0 200 OK") >= 2 * calls);
+    assert!(count(&uac.received(), "SIP/2.0 200 OK") >= 2 * CALLS);
 }
 
 #[test]
@@ -391,9 +348,7 @@ fn call_from_tls_kamailio_to_udp() {
     let k_leaf = ca.leaf("kamailio.test");
     let uas_port = free_port(uas_ip);
     let trusted = format!("{uas_ip}::{uas_port}:udp:");
-    let mut args = tls_flags(&rb_leaf);
-    args.extend(["-strict-host", "-ack-ruri", "-trusted-server", &trusted].map(String::from));
-    let rb = start_roundabout(&args);
+    let rb = start_roundabout(&rb_leaf, None, &trusted);
     let (k_udp, k_tls) = two_ports(hosts.kamailio);
     // Kamailio verifies Roundabout's certificate against the test CA.
     let kamailio = KamailioConfig::new(RELAY_TO_ROUNDABOUT)
@@ -410,7 +365,6 @@ fn call_from_tls_kamailio_to_udp() {
         )
     };
     let (uac, uas) = calls(&hosts, kamailio.addr("udp"), uas_port, &diagnostics);
-    let calls: usize = CALLS.parse().unwrap();
 
     // Roundabout's UDP Via on top, then Kamailio's TLS Via marked with the connection's source.
     let received = uas.received();
@@ -449,7 +403,7 @@ fn call_from_tls_kamailio_to_udp() {
         .lines()
         .filter(|l| l.contains("request forwarded"))
         .collect();
-    assert!(forwarded.len() >= 3 * calls, "{}", diagnostics());
+    assert!(forwarded.len() >= 3 * CALLS, "{}", diagnostics());
     assert!(
         forwarded
             .iter()
@@ -459,21 +413,7 @@ fn call_from_tls_kamailio_to_udp() {
     );
     // The UAC's 200 (through Kamailio) names Roundabout's TLS listener; the ACK and BYE sent
     // there reached the UAS with its own Contact restored.
-    let ok = uac_invite_ok(&uac);
-    let contact = header(&ok, "Contact").unwrap();
-    assert!(
-        contact.starts_with(&format!(
-            "<sip:127.0.0.1:{};transport=tls;rbt=",
-            rb.port("tls")
-        )),
-        "{contact}"
-    );
-    let uas_uri = uas_contact_uri(&uas);
-    let ack = first(&received, "ACK ");
-    assert!(
-        ack.starts_with(&format!("ACK {uas_uri} SIP/2.0\r\n")),
-        "{ack}"
-    );
+    let ack = check_dialog(&rb, &uac, &uas, &received, "tls");
     assert!(
         vias(ack)[0].starts_with(&format!("Via: SIP/2.0/UDP 127.0.0.1:{}", rb.port("udp"))),
         "{ack}"
@@ -482,8 +422,6 @@ fn call_from_tls_kamailio_to_udp() {
         vias(ack)[1].starts_with(&format!("Via: SIP/2.0/TLS {}:", hosts.kamailio)),
         "{ack}"
     );
-    assert!(count(&received, "ACK ") >= calls, "{received:#?}");
-    assert!(count(&received, "BYE ") >= calls, "{received:#?}");
     // Kamailio got the requests on UDP and every reply from Roundabout on TLS.
     let k_requests = kamailio.log_lines("KREQ ");
     assert!(
@@ -494,7 +432,7 @@ fn call_from_tls_kamailio_to_udp() {
     );
     for method in ["INVITE", "ACK", "BYE"] {
         let n = kamailio.log_lines(&format!("KREQ {method} ")).len();
-        assert!(n >= calls, "{method}\n{}", diagnostics());
+        assert!(n >= CALLS, "{method}\n{}", diagnostics());
     }
     let k_replies = kamailio.log_lines("KREPLY ");
     assert!(
@@ -505,7 +443,7 @@ fn call_from_tls_kamailio_to_udp() {
     );
     for reply in ["KREPLY 200 INVITE ", "KREPLY 200 BYE "] {
         let n = kamailio.log_lines(reply).len();
-        assert!(n >= calls, "{reply}\n{}", diagnostics());
+        assert!(n >= CALLS, "{reply}\n{}", diagnostics());
     }
 }
 
@@ -615,9 +553,8 @@ fn start_up_refuses_bad_tls_files() {
 }
 
 /// A PEM block whose base64 is fine but whose DER is not a certificate must be reported as a
-/// certificate error naming `-tls-cert`. Ignored until fixed: `load_certified_key` in
-/// src/transport/tls.rs maps every error of `CertifiedKey::from_der` other than
-/// `InconsistentKeys` to `TlsError::Key`, so this start fails with
+/// certificate error naming `-tls-cert`. Fixed: every error of `CertifiedKey::from_der` other
+/// than `InconsistentKeys` was taken for a key error, so this start failed with
 /// `-tls-key …: unusable key: invalid peer certificate: BadEncoding`, blaming the key file.
 #[test]
 fn malformed_certificate_is_blamed_on_the_certificate_file() {
@@ -730,21 +667,6 @@ fn der(cert: &Path) -> Vec<u8> {
     CertificateDer::from_pem_file(cert).unwrap().to_vec()
 }
 
-/// A 200 to `request`, as a UAS would send it.
-fn ok_to(request: &str) -> String {
-    let mut out = String::from("SIP/2.0 200 OK\r\n");
-    for line in request.lines() {
-        let name = line.split(':').next().unwrap_or("");
-        match name {
-            "Via" | "From" | "Call-ID" | "CSeq" => out.push_str(&format!("{line}\r\n")),
-            "To" => out.push_str(&format!("{line};tag=peer\r\n")),
-            _ => {}
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
-}
-
 /// An OPTIONS to `server` sent by a TLS client at `from`.
 fn options_over_tls(server: SocketAddr, from: SocketAddr, n: u32) -> String {
     format!(
@@ -770,7 +692,7 @@ fn round_trip(rb: &Roundabout, client: &mut TlsClient, server: &UdpPeer, n: u32)
         )),
         "{relayed}"
     );
-    server.send(rb.addr("udp"), &ok_to(&relayed));
+    server.send(rb.addr("udp"), &ok_for(&relayed, "peer", &[]));
     let answer = client.read_message();
     assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
     assert_eq!(
@@ -896,19 +818,7 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
         hosts.kamailio,
         good.addr("tls").port()
     );
-    let mut args = tls_flags(&rb_leaf);
-    args.extend(
-        [
-            "-strict-host",
-            "-ack-ruri",
-            "-tls-ca",
-            &ca.cert.display().to_string(),
-            "-trusted-server",
-            &trusted,
-        ]
-        .map(String::from),
-    );
-    let rb = start_roundabout(&args);
+    let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted);
     let diagnostics = || {
         format!(
             "proxy log:\n{}\ngood kamailio log:\n{}\nrogue kamailio log:\n{}",
@@ -969,10 +879,9 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
 
     // Other flows keep working: a full call through the trusted Kamailio over TLS.
     let (_uac, uas) = calls(&hosts, rb.addr("udp"), uas_port, &diagnostics);
-    let calls: usize = CALLS.parse().unwrap();
-    assert!(count(&uas.received(), "BYE ") >= calls);
+    assert!(count(&uas.received(), "BYE ") >= CALLS);
     assert!(
-        good.log_lines("KREQ INVITE proto=tls").len() >= calls,
+        good.log_lines("KREQ INVITE proto=tls").len() >= CALLS,
         "{}",
         diagnostics()
     );

@@ -728,7 +728,7 @@ fn a_websocket_that_only_answers_pings_is_closed_at_the_idle_timeout() {
 /// Max-Forwards ran out, dozens of forwards per datagram.
 #[test]
 fn requests_naming_roundabout_under_other_names_are_not_sent_to_itself() {
-    let rb = Roundabout::start(&[]);
+    let rb = Roundabout::start::<&str>(&[]);
     let proxy = rb.addr("udp");
     let port = proxy.port();
     let client = UdpPeer::bind("127.0.8.52");

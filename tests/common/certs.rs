@@ -17,6 +17,19 @@ pub struct Leaf {
     pub key: PathBuf,
 }
 
+impl Leaf {
+    /// Roundabout's flags for a WSS listener with this certificate on an ephemeral port, and
+    /// no TLS listener.
+    pub fn wss_flags(&self) -> Vec<String> {
+        let (cert, key) = (self.cert.display(), self.key.display());
+        ["-tls-cert", &cert.to_string(), "-tls-key", &key.to_string()]
+            .into_iter()
+            .chain(["-wss-port", "0", "-tls-port", "off"])
+            .map(String::from)
+            .collect()
+    }
+}
+
 fn openssl(args: &[&str], dir: &Path) {
     let out = Command::new("openssl")
         .args(args)
@@ -30,28 +43,34 @@ fn openssl(args: &[&str], dir: &Path) {
     );
 }
 
+/// `openssl req` with `options`: a new EC P-256 key into `key`, and into `out` a request (or,
+/// with `-x509`, a self-signed certificate) for `subject`.
+fn new_p256_key(dir: &Path, options: &[&str], key: &str, out: &str, subject: &str) {
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+        "-subj",
+        subject,
+    ];
+    openssl(&[&["req"], options, &new_key].concat(), dir);
+}
+
 impl TestCa {
     pub fn new() -> TestCa {
         let dir = tempfile::tempdir().unwrap();
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=Roundabout test CA",
-            ],
+        new_p256_key(
             dir.path(),
+            &["-x509", "-days", "2"],
+            "ca.key",
+            "ca.pem",
+            "/CN=Roundabout test CA",
         );
         let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
         TestCa { dir, cert, key }
@@ -73,23 +92,7 @@ impl TestCa {
             ),
         )
         .unwrap();
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-            dir,
-        );
+        new_p256_key(dir, &[], &key, &csr, &format!("/CN={name}"));
         openssl(
             &[
                 "x509",

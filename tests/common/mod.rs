@@ -20,6 +20,10 @@ pub mod kamailio;
 pub mod lossy;
 pub mod node;
 pub mod process;
+pub mod text;
+
+#[allow(unused_imports)] // as for dead code: each test binary uses a different subset
+pub use text::{first, header, ok_for, ok_to_invite, uri_of, vias};
 
 use process::{poll_until, wait_for_exit};
 
@@ -97,7 +101,7 @@ impl Roundabout {
     /// Starts the binary on ephemeral ports (`-udp-port 0 -tcp-port 0 -ws-port 0`, debug log,
     /// `-drain-timeout 1`; a flag given in `args` replaces its default) plus `args`, and waits
     /// until every listener has said where it listens (so `-log-level` must be info or finer).
-    pub fn start(args: &[&str]) -> Roundabout {
+    pub fn start(args: &[impl AsRef<str>]) -> Roundabout {
         let state = tempfile::tempdir().unwrap();
         let defaults = [
             ("-local-ip", "127.0.0.1"),
@@ -109,11 +113,11 @@ impl Roundabout {
         ];
         let mut all: Vec<String> = defaults
             .iter()
-            .filter(|(flag, _)| !args.contains(flag))
+            .filter(|(flag, _)| !args.iter().any(|arg| arg.as_ref() == *flag))
             .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
             .collect();
         all.extend(["-state-dir".to_string(), state.path().display().to_string()]);
-        all.extend(args.iter().map(|s| s.to_string()));
+        all.extend(args.iter().map(|s| s.as_ref().to_string()));
         let mut child = Command::new(BIN)
             .args(&all)
             .env_remove("RUST_LOG")
@@ -317,6 +321,30 @@ impl Sipp {
         Sipp { child, dir }
     }
 
+    /// SIPp playing `scenario_name` (a file of `tests/scenarios`) from `ip:port`, over
+    /// `transport` (`udp` or `tcp`, one socket); the rest is added to the [`SippArgs`].
+    pub fn run(scenario_name: &str, ip: &str, port: u16, transport: &str) -> SippArgs {
+        let mode = match transport {
+            "udp" => "u1",
+            "tcp" => "t1",
+            other => panic!("SIPp has no transport {other} here"),
+        };
+        let scenario = scenario(scenario_name).display().to_string();
+        let args = [
+            "-sf",
+            &scenario,
+            "-i",
+            ip,
+            "-p",
+            &port.to_string(),
+            "-t",
+            mode,
+        ];
+        SippArgs {
+            args: args.map(String::from).into(),
+        }
+    }
+
     /// Waits for SIPp to finish; its exit code (0: every call succeeded).
     pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
         wait_for_exit(&mut self.child, Instant::now() + timeout)?.code()
@@ -365,19 +393,56 @@ impl Sipp {
     }
 }
 
+/// A SIPp command line being put together; [`SippArgs::spawn`] starts it.
+pub struct SippArgs {
+    args: Vec<String>,
+}
+
+impl SippArgs {
+    /// The remote host: where a UAC sends (unless [`SippArgs::via`] says otherwise).
+    pub fn to(mut self, remote: impl std::fmt::Display) -> SippArgs {
+        self.args.push(remote.to_string());
+        self
+    }
+
+    /// Every request goes to `proxy` (`-rsa`), whatever the scenario addresses.
+    pub fn via(self, proxy: SocketAddr) -> SippArgs {
+        self.arg("-rsa", proxy)
+    }
+
+    /// `-key name value`: `[name]` in the scenario.
+    pub fn key(mut self, name: &str, value: &str) -> SippArgs {
+        self.args.extend(["-key", name, value].map(String::from));
+        self
+    }
+
+    /// Ends after this many calls (`-m`).
+    pub fn calls(self, calls: impl std::fmt::Display) -> SippArgs {
+        self.arg("-m", calls)
+    }
+
+    /// Starts this many calls per second (`-r`).
+    pub fn rate(self, rate: impl std::fmt::Display) -> SippArgs {
+        self.arg("-r", rate)
+    }
+
+    /// Any other option with its value.
+    pub fn arg(mut self, option: &str, value: impl std::fmt::Display) -> SippArgs {
+        self.args.extend([option.to_string(), value.to_string()]);
+        self
+    }
+
+    pub fn spawn(&self) -> Sipp {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        Sipp::spawn(&args)
+    }
+}
+
 impl Drop for Sipp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The value of the first header `name` in a message text (full name, case-insensitive).
-pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.lines().find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-    })
 }
 
 /// A raw UDP SIP peer for byte-level checks.

@@ -346,6 +346,16 @@ impl Json {
         }
     }
 
+    /// The string items of the array member `key`; panics naming the event when it is missing.
+    pub fn strs(&self, key: &str) -> Vec<&str> {
+        self.get(key)
+            .and_then(Json::as_array)
+            .unwrap_or_else(|| panic!("no array {key:?} in {self:?}"))
+            .iter()
+            .filter_map(Json::as_str)
+            .collect()
+    }
+
     /// The `event` member of a script's line.
     pub fn event(&self) -> Option<&str> {
         self.get("event").and_then(Json::as_str)
@@ -415,44 +425,41 @@ impl Parser {
     }
 
     fn object(&mut self) -> Option<Json> {
-        self.next(); // '{'
-        let mut members = Vec::new();
-        self.skip_ws();
-        if self.peek() == Some('}') {
-            self.next();
-            return Some(Json::Obj(members));
-        }
-        loop {
-            self.skip_ws();
-            let key = self.string()?;
-            self.skip_ws();
-            if self.next()? != ':' {
+        let members = self.items('}', |parser| {
+            parser.skip_ws();
+            let key = parser.string()?;
+            parser.skip_ws();
+            if parser.next()? != ':' {
                 return None;
             }
-            members.push((key, self.value()?));
-            self.skip_ws();
-            match self.next()? {
-                ',' => continue,
-                '}' => return Some(Json::Obj(members)),
-                _ => return None,
-            }
-        }
+            Some((key, parser.value()?))
+        })?;
+        Some(Json::Obj(members))
     }
 
     fn array(&mut self) -> Option<Json> {
-        self.next(); // '['
+        self.items(']', Parser::value).map(Json::Arr)
+    }
+
+    /// The `,`-separated items of an object or array, from its opening character to `close`.
+    fn items<T>(
+        &mut self,
+        close: char,
+        mut item: impl FnMut(&mut Parser) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        self.next(); // '{' or '['
         let mut items = Vec::new();
         self.skip_ws();
-        if self.peek() == Some(']') {
+        if self.peek() == Some(close) {
             self.next();
-            return Some(Json::Arr(items));
+            return Some(items);
         }
         loop {
-            items.push(self.value()?);
+            items.push(item(self)?);
             self.skip_ws();
             match self.next()? {
                 ',' => continue,
-                ']' => return Some(Json::Arr(items)),
+                c if c == close => return Some(items),
                 _ => return None,
             }
         }
