@@ -8,9 +8,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, header, require, scenario, Roundabout, Sipp, UdpPeer};
+use common::{
+    first, free_port, header, ok_to_invite, require, uri_of, vias, Roundabout, Sipp, UdpPeer,
+};
 
-const CALLS: &str = "3";
+const CALLS: u32 = 3;
 
 /// Runs calls from a SIPp UAC on `uac_t` to a SIPp UAS on `uas_t` through Roundabout and
 /// returns (proxy, uac, uas) after both ends finished successfully.
@@ -18,42 +20,16 @@ fn call_through(uac_t: &str, uas_t: &str) -> (Roundabout, Sipp, Sipp) {
     let uas_port = free_port("127.0.0.2");
     let trusted = format!("127.0.0.2::{uas_port}:{uas_t}:");
     let rb = Roundabout::start(&["-strict-host", "-ack-ruri", "-trusted-server", &trusted]);
-    let sipp_t = |t: &str| if t == "udp" { "u1" } else { "t1" };
-    let uas_port_s = uas_port.to_string();
-    let mut uas = Sipp::spawn(&[
-        "-sf",
-        scenario("uas.xml").to_str().unwrap(),
-        "-i",
-        "127.0.0.2",
-        "-p",
-        &uas_port_s,
-        "-t",
-        sipp_t(uas_t),
-        "-m",
-        CALLS,
-    ]);
-    let proxy = rb.addr(uac_t).to_string();
-    let uac_port = free_port("127.0.0.3").to_string();
-    let mut uac = Sipp::spawn(&[
-        "-sf",
-        scenario("uac.xml").to_str().unwrap(),
-        &format!("127.0.0.2:{uas_port}"),
-        "-rsa",
-        &proxy,
-        "-i",
-        "127.0.0.3",
-        "-p",
-        &uac_port,
-        "-t",
-        sipp_t(uac_t),
-        "-key",
-        "uas_transport",
-        uas_t,
-        "-m",
-        CALLS,
-        "-r",
-        "10",
-    ]);
+    let mut uas = Sipp::run("uas.xml", "127.0.0.2", uas_port, uas_t)
+        .calls(CALLS)
+        .spawn();
+    let mut uac = Sipp::run("uac.xml", "127.0.0.3", free_port("127.0.0.3"), uac_t)
+        .to(format!("127.0.0.2:{uas_port}"))
+        .via(rb.addr(uac_t))
+        .key("uas_transport", uas_t)
+        .calls(CALLS)
+        .rate(10)
+        .spawn();
     let uac_code = uac.wait(Duration::from_secs(40));
     let uas_code = uas.wait(Duration::from_secs(10));
     assert_eq!(
@@ -67,12 +43,6 @@ fn call_through(uac_t: &str, uas_t: &str) -> (Roundabout, Sipp, Sipp) {
     (rb, uac, uas)
 }
 
-fn first<'a>(msgs: &'a [String], start: &str) -> &'a str {
-    msgs.iter()
-        .find(|m| m.starts_with(start))
-        .unwrap_or_else(|| panic!("no message starting with {start:?} in {msgs:#?}"))
-}
-
 fn body(msg: &str) -> &str {
     msg.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
@@ -83,16 +53,19 @@ fn check_call(rb: &Roundabout, uac: &Sipp, uas: &Sipp, uac_t: &str, uas_t: &str)
     let received = uas.received();
     let invite = first(&received, "INVITE ");
     // Roundabout's Via on top, for the egress transport, then the UAC's with received/rport.
-    let vias: Vec<&str> = invite.lines().filter(|l| l.starts_with("Via:")).collect();
+    let invite_vias = vias(invite);
     assert!(
-        vias[0].starts_with(&format!(
+        invite_vias[0].starts_with(&format!(
             "Via: SIP/2.0/{} 127.0.0.1:{};branch=z9hG4bKrb",
             uas_t.to_uppercase(),
             rb.port(uas_t)
         )),
         "{invite}"
     );
-    assert!(vias[1].contains(";received=127.0.0.3;rport="), "{invite}");
+    assert!(
+        invite_vias[1].contains(";received=127.0.0.3;rport="),
+        "{invite}"
+    );
     // The Contact names Roundabout on the egress transport.
     let contact = header(invite, "Contact").unwrap();
     assert!(
@@ -109,12 +82,9 @@ fn check_call(rb: &Roundabout, uac: &Sipp, uas: &Sipp, uac_t: &str, uas_t: &str)
     assert_eq!(body(invite), body(sent_invite));
     assert_eq!(header(invite, "Max-Forwards"), Some("69"));
     // The 200 the UAC gets names Roundabout on the UAC's transport, our Via gone.
-    let ok = uac
-        .received()
-        .into_iter()
-        .find(|m| m.starts_with("SIP/2.0 200") && m.contains("INVITE"))
-        .unwrap();
-    let contact = header(&ok, "Contact").unwrap();
+    let received_by_uac = uac.received();
+    let ok = ok_to_invite(&received_by_uac);
+    let contact = header(ok, "Contact").unwrap();
     assert!(
         contact.starts_with(&format!(
             "<sip:127.0.0.1:{};transport={uac_t};rbt=",
@@ -122,19 +92,11 @@ fn check_call(rb: &Roundabout, uac: &Sipp, uas: &Sipp, uac_t: &str, uas_t: &str)
         )),
         "{contact}"
     );
-    assert_eq!(
-        ok.lines().filter(|l| l.starts_with("Via:")).count(),
-        1,
-        "{ok}"
-    );
+    assert_eq!(vias(ok).len(), 1, "{ok}");
     // In-dialog ACK and BYE, sent to that Contact, reached the UAS with its own URI restored.
-    let uas_ok = uas
-        .sent()
-        .into_iter()
-        .find(|m| m.starts_with("SIP/2.0 200") && m.contains("INVITE"))
-        .unwrap();
-    let uas_contact = header(&uas_ok, "Contact").unwrap();
-    let uas_uri = uas_contact.trim_start_matches('<').trim_end_matches('>');
+    let sent_by_uas = uas.sent();
+    let uas_ok = ok_to_invite(&sent_by_uas);
+    let uas_uri = uri_of(header(uas_ok, "Contact").unwrap());
     assert!(
         uas_uri.starts_with(&format!("sip:127.0.0.2:{}", port_of(invite))),
         "{uas_ok}"
@@ -294,9 +256,9 @@ fn unreachable_server_is_answered_503() {
         "{answer}"
     );
     // Only the client's own Via comes back, with received/rport.
-    let vias: Vec<&str> = answer.lines().filter(|l| l.starts_with("Via:")).collect();
-    assert_eq!(vias.len(), 1, "{answer}");
-    assert!(vias[0].contains("received=127.0.0.3"), "{answer}");
+    let answer_vias = vias(&answer);
+    assert_eq!(answer_vias.len(), 1, "{answer}");
+    assert!(answer_vias[0].contains("received=127.0.0.3"), "{answer}");
     assert!(
         rb.wait_for_log("cannot connect", Duration::from_secs(1)),
         "{}",

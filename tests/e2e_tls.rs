@@ -31,7 +31,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -451,30 +450,20 @@ fn call_from_tls_kamailio_to_udp() {
 /// most 10 s; killed and `None` after that).
 fn start_with(cert: &Path, key: &Path) -> (Option<i32>, String, Duration) {
     let state = tempfile::tempdir().unwrap();
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let args = [
+        "-tls-port",
+        "0",
+        "-wss-port",
+        "0",
+        "-tls-cert",
+        &cert,
+        "-tls-key",
+        &key,
+    ];
     let started = Instant::now();
     let run = run_to_exit(
-        Command::new(common::BIN)
-            .args([
-                "-local-ip",
-                "127.0.0.1",
-                "-udp-port",
-                "0",
-                "-tcp-port",
-                "0",
-                "-ws-port",
-                "0",
-                "-tls-port",
-                "0",
-                "-wss-port",
-                "0",
-                "-state-dir",
-            ])
-            .arg(state.path())
-            .arg("-tls-cert")
-            .arg(cert)
-            .arg("-tls-key")
-            .arg(key)
-            .env_remove("RUST_LOG"),
+        &mut Roundabout::command(&args, state.path()),
         Duration::from_secs(10),
     );
     let elapsed = started.elapsed();

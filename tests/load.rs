@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, require, scenario, Roundabout, Sipp};
+use common::{free_port, require, Roundabout, Sipp};
 
 fn setting(name: &str, default: u32) -> u32 {
     std::env::var(name)
@@ -36,43 +36,17 @@ fn every_call_completes_at_both_ends_under_steady_load() {
         "-log-level",
         "info",
     ]);
-    let (uas_port, calls_s, rate_s) = (uas_port.to_string(), calls.to_string(), rate.to_string());
-    let mut uas = Sipp::spawn(&[
-        "-sf",
-        scenario("uas.xml").to_str().unwrap(),
-        "-i",
-        "127.0.10.2",
-        "-p",
-        &uas_port,
-        "-t",
-        "t1",
-        "-m",
-        &calls_s,
-    ]);
-    let proxy = rb.addr("udp").to_string();
-    let uac_port = free_port("127.0.10.3").to_string();
-    let mut uac = Sipp::spawn(&[
-        "-sf",
-        scenario("uac.xml").to_str().unwrap(),
-        &format!("127.0.10.2:{uas_port}"),
-        "-rsa",
-        &proxy,
-        "-i",
-        "127.0.10.3",
-        "-p",
-        &uac_port,
-        "-t",
-        "u1",
-        "-key",
-        "uas_transport",
-        "tcp",
-        "-m",
-        &calls_s,
-        "-r",
-        &rate_s,
-        "-l",
-        "2000",
-    ]);
+    let mut uas = Sipp::run("uas.xml", "127.0.10.2", uas_port, "tcp")
+        .calls(calls)
+        .spawn();
+    let mut uac = Sipp::run("uac.xml", "127.0.10.3", free_port("127.0.10.3"), "udp")
+        .to(format!("127.0.10.2:{uas_port}"))
+        .via(rb.addr("udp"))
+        .key("uas_transport", "tcp")
+        .calls(calls)
+        .rate(rate)
+        .arg("-l", 2000)
+        .spawn();
     let limit = Duration::from_secs(u64::from(calls / rate.max(1)) + 30);
     let uac_code = uac.wait(limit);
     let uas_code = uas.wait(Duration::from_secs(15));

@@ -98,11 +98,10 @@ pub struct Roundabout {
 }
 
 impl Roundabout {
-    /// Starts the binary on ephemeral ports (`-udp-port 0 -tcp-port 0 -ws-port 0`, debug log,
-    /// `-drain-timeout 1`; a flag given in `args` replaces its default) plus `args`, and waits
-    /// until every listener has said where it listens (so `-log-level` must be info or finer).
-    pub fn start(args: &[impl AsRef<str>]) -> Roundabout {
-        let state = tempfile::tempdir().unwrap();
+    /// The binary with the tests' defaults: ephemeral ports (`-udp-port 0 -tcp-port 0 -ws-port
+    /// 0`), debug log, `-drain-timeout 1`, its state in `state`; a flag given in `args`
+    /// replaces its default.
+    pub fn command(args: &[impl AsRef<str>], state: &Path) -> Command {
         let defaults = [
             ("-local-ip", "127.0.0.1"),
             ("-log-level", "debug"),
@@ -111,16 +110,23 @@ impl Roundabout {
             ("-ws-port", "0"),
             ("-drain-timeout", "1"),
         ];
-        let mut all: Vec<String> = defaults
-            .iter()
-            .filter(|(flag, _)| !args.iter().any(|arg| arg.as_ref() == *flag))
-            .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
-            .collect();
-        all.extend(["-state-dir".to_string(), state.path().display().to_string()]);
-        all.extend(args.iter().map(|s| s.as_ref().to_string()));
-        let mut child = Command::new(BIN)
-            .args(&all)
-            .env_remove("RUST_LOG")
+        let mut command = Command::new(BIN);
+        for (flag, value) in defaults {
+            if !args.iter().any(|arg| arg.as_ref() == flag) {
+                command.args([flag, value]);
+            }
+        }
+        command.arg("-state-dir").arg(state);
+        command.args(args.iter().map(AsRef::as_ref));
+        command.env_remove("RUST_LOG");
+        command
+    }
+
+    /// Starts [`Roundabout::command`] with `args` and waits until every listener has said where
+    /// it listens (so `-log-level` must be info or finer).
+    pub fn start(args: &[impl AsRef<str>]) -> Roundabout {
+        let state = tempfile::tempdir().unwrap();
+        let mut child = Roundabout::command(args, state.path())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
