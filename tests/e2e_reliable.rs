@@ -19,7 +19,7 @@ use common::certs::TestCa;
 use common::lossy::{LossyRelay, RelayCounts};
 use common::node::{self, Json, NodeScript};
 use common::process::poll_until;
-use common::{free_port, header, require, scenario, wait_udp_bound, Roundabout, Sipp, UdpPeer};
+use common::{free_port, header, require, wait_udp_bound, Roundabout, Sipp, UdpPeer};
 
 /// Loss on the UDP leg, each way, in percent.
 const LOSS: u32 = 10;
@@ -70,31 +70,14 @@ impl UdpLeg {
     /// waits until it is bound.
     fn start(loss: Loss, calls: Option<u64>) -> UdpLeg {
         let port = free_port(UAS_IP);
-        let (port_s, calls_s) = (port.to_string(), calls.map(|c| c.to_string()));
-        let lost = match loss {
-            Loss::Sipp(percent) => Some(percent.to_string()),
-            Loss::Relay(_) => None,
-        };
-        let sf = scenario("uas_lossy.xml");
-        let mut args = vec![
-            "-sf",
-            sf.to_str().unwrap(),
-            "-i",
-            UAS_IP,
-            "-p",
-            &port_s,
-            "-t",
-            "u1",
-            "-timeout",
-            "90",
-        ];
-        if let Some(lost) = &lost {
-            args.extend(["-lost", lost]);
+        let mut uas = Sipp::run("uas_lossy.xml", UAS_IP, port, "udp").arg("-timeout", 90);
+        if let Loss::Sipp(percent) = loss {
+            uas = uas.arg("-lost", percent);
         }
-        if let Some(calls) = &calls_s {
-            args.extend(["-m", calls]);
+        if let Some(calls) = calls {
+            uas = uas.calls(calls);
         }
-        let uas = Sipp::spawn(&args);
+        let uas = uas.spawn();
         let addr: SocketAddr = format!("{UAS_IP}:{port}").parse().unwrap();
         assert!(wait_udp_bound(addr, STEP), "SIPp UAS did not bind {addr}");
         let relay = match loss {
@@ -172,31 +155,18 @@ struct Proxy {
 
 impl Proxy {
     fn start(leg: &UdpLeg, transport: &str) -> Proxy {
-        let trusted = leg.trusted();
-        let mut args = vec![
-            "-strict-host".to_string(),
-            "-ack-ruri".to_string(),
-            "-trusted-server".to_string(),
-            trusted,
-        ];
+        let mut args = [
+            "-strict-host",
+            "-ack-ruri",
+            "-trusted-server",
+            &leg.trusted(),
+        ]
+        .map(String::from)
+        .to_vec();
         let ca = (transport == "wss").then(TestCa::new);
         if let Some(ca) = &ca {
-            let leaf = ca.leaf("proxy.test");
-            args.extend(
-                [
-                    "-tls-cert",
-                    leaf.cert.to_str().unwrap(),
-                    "-tls-key",
-                    leaf.key.to_str().unwrap(),
-                    "-wss-port",
-                    "0",
-                    "-tls-port",
-                    "off",
-                ]
-                .map(String::from),
-            );
+            args.extend(ca.leaf("proxy.test").wss_flags());
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Proxy {
             rb: Roundabout::start(&args),
             ca,
@@ -378,35 +348,16 @@ fn sipp_calls_over_tcp(loss: Loss) {
     let started = Instant::now();
     let mut leg = UdpLeg::start(loss, Some(CALLS));
     let proxy = Proxy::start(&leg, "tcp");
-    let (uac_port, calls) = (free_port(UAC_IP).to_string(), CALLS.to_string());
-    let (front, rsa) = (leg.front.to_string(), proxy.rb.addr("tcp").to_string());
-    let sf = scenario("uac.xml");
-    let timeout = ANSWER_TIMEOUT.as_millis().to_string();
-    let mut uac = Sipp::spawn(&[
-        "-sf",
-        sf.to_str().unwrap(),
-        &front,
-        "-rsa",
-        &rsa,
-        "-i",
-        UAC_IP,
-        "-p",
-        &uac_port,
-        "-t",
-        "t1",
-        "-key",
-        "uas_transport",
-        "udp",
-        "-m",
-        &calls,
-        "-r",
-        "10",
-        // A call whose request or answer was lost for good fails instead of hanging.
-        "-recv_timeout",
-        &timeout,
-        "-timeout",
-        "70",
-    ]);
+    // A call whose request or answer was lost for good fails instead of hanging.
+    let mut uac = Sipp::run("uac.xml", UAC_IP, free_port(UAC_IP), "tcp")
+        .to(leg.front)
+        .via(proxy.rb.addr("tcp"))
+        .key("uas_transport", "udp")
+        .calls(CALLS)
+        .rate(10)
+        .arg("-recv_timeout", ANSWER_TIMEOUT.as_millis())
+        .arg("-timeout", 70)
+        .spawn();
     let uac_code = uac.wait(RUN);
     // The UAS ends after its last call's timewait, if all its calls came: after a failed UAC
     // it has calls that never will, so it is not waited for long.

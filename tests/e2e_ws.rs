@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 
 use common::certs::TestCa;
 use common::node::{self, Json, NodeScript};
-use common::{free_port, header, require, scenario, Roundabout, Sipp, UdpPeer};
+use common::{free_port, header, require, uri_of, vias, Roundabout, Sipp, UdpPeer};
 
 /// What any single step may take; every test stays well under a minute.
 const STEP: Duration = Duration::from_secs(10);
@@ -137,45 +137,22 @@ fn answer_200(request: &str) -> Option<String> {
     Some(out)
 }
 
-/// The URI inside a `<…>` name-addr (or the whole value when there are no brackets).
-fn uri_of(name_addr: &str) -> &str {
-    match (name_addr.find('<'), name_addr.find('>')) {
-        (Some(open), Some(close)) if open < close => &name_addr[open + 1..close],
-        _ => name_addr.split(';').next().unwrap_or(name_addr),
-    }
-}
-
-fn vias(msg: &str) -> Vec<&str> {
-    msg.lines()
-        .filter(|l| l.starts_with("Via:") || l.starts_with("v:"))
-        .collect()
-}
-
 /// A SIPp UAC on UDP sends `calls` MESSAGEs to `ruri` through Roundabout's UDP listener; each
 /// must get its 200.
-fn sipp_message(rb: &Roundabout, ruri: &str, calls: &str) -> Sipp {
-    let proxy = rb.addr("udp").to_string();
-    let port = free_port("127.0.0.3").to_string();
-    let mut uac = Sipp::spawn(&[
-        "-sf",
-        scenario("message_uac.xml").to_str().unwrap(),
-        &proxy,
-        "-rsa",
-        &proxy,
-        "-i",
+fn sipp_message(rb: &Roundabout, ruri: &str, calls: usize) -> Sipp {
+    let proxy = rb.addr("udp");
+    let mut uac = Sipp::run(
+        "message_uac.xml",
         "127.0.0.3",
-        "-p",
-        &port,
-        "-t",
-        "u1",
-        "-key",
-        "ruri",
-        ruri,
-        "-m",
-        calls,
-        "-r",
-        "10",
-    ]);
+        free_port("127.0.0.3"),
+        "udp",
+    )
+    .to(proxy)
+    .via(proxy)
+    .key("ruri", ruri)
+    .calls(calls)
+    .rate(10)
+    .spawn();
     let code = uac.wait(Duration::from_secs(20));
     assert_eq!(
         code,
@@ -206,6 +183,24 @@ fn check_sipp_answers(uac: &Sipp, calls: usize) {
     }
 }
 
+/// What JsSIP and Roundabout said, for a failure about `what`.
+fn fail(jssip: &NodeScript, rb: &Roundabout, what: &str) -> String {
+    format!("{what}\n{}\nproxy log:\n{}", jssip.transcript(), rb.logs())
+}
+
+/// Waits for JsSIP to report its `what` request (`message`, `options`) sent or failed, and
+/// checks that it got a 200.
+fn expect_sent(jssip: &mut NodeScript, what: &str, rb: &Roundabout) {
+    let (sent, failed) = (format!("{what}_sent"), format!("{what}_failed"));
+    let event = jssip.wait_any(&[&sent, &failed], STEP);
+    assert_eq!(
+        (event.event(), event.get("status").and_then(Json::as_u64)),
+        (Some(sent.as_str()), Some(200)),
+        "{}",
+        fail(jssip, rb, &what.to_uppercase())
+    );
+}
+
 /// JsSIP on `transport` (ws or wss) registers through Roundabout to a UDP registrar, sends a
 /// MESSAGE and an OPTIONS that get 200, then is reached by a SIPp MESSAGE sent to the Contact
 /// the registrar saw: the token in it leads back down the same WebSocket.
@@ -214,25 +209,13 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
         return;
     }
     let ca = TestCa::new();
-    let leaf = ca.leaf("proxy.test");
-    let (cert, key) = (
-        leaf.cert.display().to_string(),
-        leaf.key.display().to_string(),
-    );
     let mut registrar = UdpServer::start("127.0.0.2");
     let trusted = format!("127.0.0.2:registrar.test:{}:udp:", registrar.addr.port());
-    let mut args = vec!["-strict-host", "-ack-ruri", "-trusted-server", &trusted];
+    let mut args = ["-strict-host", "-ack-ruri", "-trusted-server", &trusted]
+        .map(String::from)
+        .to_vec();
     if transport == "wss" {
-        args.extend([
-            "-tls-cert",
-            &cert,
-            "-tls-key",
-            &key,
-            "-wss-port",
-            "0",
-            "-tls-port",
-            "off",
-        ]);
+        args.extend(ca.leaf("proxy.test").wss_flags());
     }
     let rb = Roundabout::start(&args);
     let udp_port = rb.port("udp");
@@ -270,9 +253,6 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
     if let Some(wanted) = contact_user {
         assert_eq!(user, wanted);
     }
-    let fail = |jssip: &NodeScript, what: &str| {
-        format!("{what}\n{}\nproxy log:\n{}", jssip.transcript(), rb.logs())
-    };
 
     // REGISTER: through Roundabout to the UDP registrar, and its 200 back.
     let registered = jssip.wait_any(&["registered", "registration_failed", "error"], STEP);
@@ -280,7 +260,7 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
         registered.event(),
         Some("registered"),
         "{}",
-        fail(&jssip, "JsSIP did not register")
+        fail(&jssip, &rb, "JsSIP did not register")
     );
     assert_eq!(registered.num("status"), 200);
     let register = registrar.wait_request("REGISTER", STEP);
@@ -310,26 +290,14 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
     // JsSIP sends Max-Forwards: 69; Roundabout takes one off.
     assert_eq!(header(&register, "Max-Forwards"), Some("68"), "{register}");
     // The 2xx JsSIP got carries its own Contact again, not Roundabout's.
-    let answered: Vec<&str> = registered
-        .get("contacts")
-        .and_then(Json::as_array)
-        .unwrap()
-        .iter()
-        .filter_map(Json::as_str)
-        .collect();
+    let answered = registered.strs("contacts");
     assert!(
         answered.len() == 1 && uri_of(answered[0]) == contact && !answered[0].contains("rbt="),
         "REGISTER 200 back to JsSIP carries {contact}: {answered:?}"
     );
 
     // MESSAGE and OPTIONS from JsSIP, answered by the UDP server through Roundabout.
-    let sent = jssip.wait_any(&["message_sent", "message_failed"], STEP);
-    assert_eq!(
-        (sent.event(), sent.get("status").and_then(Json::as_u64)),
-        (Some("message_sent"), Some(200)),
-        "{}",
-        fail(&jssip, "MESSAGE")
-    );
+    expect_sent(&mut jssip, "message", &rb);
     let message = registrar.wait_request("MESSAGE", STEP);
     assert!(
         message.starts_with("MESSAGE sip:bob@registrar.test SIP/2.0\r\n"),
@@ -337,13 +305,7 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
     );
     assert!(message.ends_with("\r\n\r\nhello from jssip"), "{message}");
     assert!(vias(&message)[0].starts_with("Via: SIP/2.0/UDP 127.0.0.1:"));
-    let sent = jssip.wait_any(&["options_sent", "options_failed"], STEP);
-    assert_eq!(
-        (sent.event(), sent.get("status").and_then(Json::as_u64)),
-        (Some("options_sent"), Some(200)),
-        "{}",
-        fail(&jssip, "OPTIONS")
-    );
+    expect_sent(&mut jssip, "options", &rb);
     let options = registrar.wait_request("OPTIONS", STEP);
     assert!(
         options.starts_with("OPTIONS sip:registrar.test SIP/2.0\r\n"),
@@ -353,7 +315,7 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
     // A SIPp UAC on UDP sends a MESSAGE to the Contact the registrar saw; JsSIP gets it, with
     // its own contact as Request-URI, and SIPp gets JsSIP's 200.
     let target = uri_of(rewritten).to_string();
-    let uac = sipp_message(&rb, &target, "1");
+    let uac = sipp_message(&rb, &target, 1);
     let incoming = jssip.wait_for("incoming_message", STEP);
     assert!(
         incoming.str("body").starts_with("hello from sipp 1"),
@@ -368,7 +330,7 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
     check_sipp_answers(&uac, 1);
     // Without a token, the client cache finds the registered user (the To user of the
     // REGISTER, whatever JsSIP's Contact user is) and sends down the same WebSocket.
-    let uac = sipp_message(&rb, &format!("sip:alice@127.0.0.1:{udp_port}"), "1");
+    let uac = sipp_message(&rb, &format!("sip:alice@127.0.0.1:{udp_port}"), 1);
     let incoming = jssip.wait_for("incoming_message", STEP);
     assert!(incoming.str("body").starts_with("hello from sipp 1"));
     assert_eq!(incoming.str("ruri"), contact, "R-URI from the client cache");
@@ -448,18 +410,12 @@ fn roundabout_dials_ws_server(transport: &str) {
         &ca_path,
     ]);
 
-    let uac = sipp_message(&rb, "sip:peer@wsspeer.test", "2");
+    let uac = sipp_message(&rb, "sip:peer@wsspeer.test", 2);
     check_sipp_answers(&uac, 2);
 
     // One connection, offering exactly `sip`, Host and SNI the server's first FQDN, path `/`.
     let connection = peer.wait_for("connection", STEP);
-    let offered: Vec<&str> = connection
-        .get("offered")
-        .and_then(Json::as_array)
-        .unwrap()
-        .iter()
-        .filter_map(Json::as_str)
-        .collect();
+    let offered = connection.strs("offered");
     assert_eq!(offered, ["sip"], "{connection:?}");
     assert_eq!(connection.str("protocol"), "sip");
     assert_eq!(connection.str("path"), "/");
