@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{header, Roundabout};
+use common::{header, ok_for, Roundabout};
 
 /// REGISTERs in flight at once: enough to keep the proxy busy, few enough for any buffer.
 const WINDOW: usize = 32;
@@ -63,7 +63,9 @@ impl Registrar {
                     let request = String::from_utf8_lossy(&buf[..n]);
                     if request.starts_with("REGISTER ") {
                         registers.fetch_add(1, Ordering::Relaxed);
-                        socket.send_to(ok(&request).as_bytes(), from).unwrap();
+                        socket
+                            .send_to(ok_for(&request, "registrar", &["Contact"]).as_bytes(), from)
+                            .unwrap();
                     }
                 }
             })
@@ -84,27 +86,6 @@ impl Drop for Registrar {
             let _ = thread.join();
         }
     }
-}
-
-/// The registrar's 200: the request's Vias, From, To (tagged), Call-ID, CSeq and Contact.
-fn ok(request: &str) -> String {
-    let mut out = String::from("SIP/2.0 200 OK\r\n");
-    for line in request.lines() {
-        let name = line.split(':').next().unwrap_or_default();
-        match name {
-            "Via" | "From" | "Call-ID" | "CSeq" | "Contact" => {
-                out.push_str(line);
-                out.push_str("\r\n");
-            }
-            "To" => {
-                out.push_str(line);
-                out.push_str(";tag=registrar\r\n");
-            }
-            _ => {}
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
 }
 
 fn register(registrar: SocketAddr, client: SocketAddr, user: usize, cseq: u32) -> String {

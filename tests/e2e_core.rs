@@ -153,7 +153,7 @@ fn options(ruri: &str, peer: &UdpPeer, extra: &str) -> String {
 #[test]
 fn answers_of_its_own_and_recovery_from_bad_input() {
     let server = UdpPeer::bind("127.0.0.2");
-    let trusted = format!("127.0.0.2::{}:udp:", server.addr().port());
+    let trusted = server.trusted_server("");
     let rb = Roundabout::start(&["-strict-host", "-trusted-server", &trusted]);
     let proxy = rb.addr("udp");
     let client = UdpPeer::bind("127.0.0.3");

@@ -711,7 +711,7 @@ fn sighup_reloads_the_certificate_and_keeps_connections() {
     std::fs::copy(&a.cert, &cert).unwrap();
     std::fs::copy(&a.key, &key).unwrap();
     let server = UdpPeer::bind("127.0.4.8");
-    let trusted = format!("127.0.4.8::{}:udp:", server.addr().port());
+    let trusted = server.trusted_server("");
     let rb = Roundabout::start(&[
         "-strict-host",
         "-tls-cert",

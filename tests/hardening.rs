@@ -11,7 +11,7 @@ mod common;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{header, rss_kib, Roundabout, UdpPeer};
+use common::{header, rss_kib, tcp_from, uri_of, Roundabout, UdpPeer};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 
 fn options(ruri: &str, from: &UdpPeer, call: &str, extra: &str) -> String {
@@ -51,7 +51,7 @@ fn drain(peer: &UdpPeer, quiet: Duration) -> Vec<String> {
 #[test]
 fn a_flood_from_one_source_leaves_others_served_and_recovers() {
     let server = UdpPeer::bind("127.0.8.2");
-    let trusted = format!("127.0.8.2::{}:udp:", server.addr().port());
+    let trusted = server.trusted_server("");
     let rb = Roundabout::start(&[
         "-strict-host",
         "-trusted-server",
@@ -109,7 +109,7 @@ fn a_flood_from_one_source_leaves_others_served_and_recovers() {
 fn strict_host_relays_to_no_foreign_address() {
     let server = UdpPeer::bind("127.0.8.12");
     let foreign = UdpPeer::bind("127.0.8.13");
-    let trusted = format!("127.0.8.12::{}:udp:", server.addr().port());
+    let trusted = server.trusted_server("");
     let rb = Roundabout::start(&["-strict-host", "-trusted-server", &trusted]);
     let proxy = rb.addr("udp");
     let client = UdpPeer::bind("127.0.8.14");
@@ -155,18 +155,10 @@ fn connect_many(ip: &str, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     (0..n).map(|_| connect_from(ip, addr, None)).collect()
 }
 
-/// A TCP connection to `addr` from `ip`, with a receive buffer of `receive_buffer` bytes when
-/// given (set before the handshake, so the window it advertises stays that small).
+/// A TCP connection to `addr` from `ip` (see [`tcp_from`]), reading with a 3 s timeout.
 fn connect_from(ip: &str, addr: SocketAddr, receive_buffer: Option<usize>) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    if let Some(size) = receive_buffer {
-        socket.set_recv_buffer_size(size).unwrap();
-    }
-    socket
-        .bind(&SocketAddr::new(ip.parse().unwrap(), 0).into())
-        .unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let stream: TcpStream = socket.into();
+    let local = SocketAddr::new(ip.parse().unwrap(), 0);
+    let stream = tcp_from(local, addr, receive_buffer);
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
@@ -187,7 +179,7 @@ fn closed_by_proxy(mut stream: &TcpStream) -> bool {
 #[test]
 fn connection_limits_and_slow_clients() {
     let server = UdpPeer::bind("127.0.8.22");
-    let trusted = format!("127.0.8.22::{}:udp:", server.addr().port());
+    let trusted = server.trusted_server("");
     let rb = Roundabout::start(&[
         "-trusted-server",
         &trusted,
@@ -261,7 +253,7 @@ fn idle_connections_are_held_and_new_ones_served() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
     let server = UdpPeer::bind("127.0.8.32");
-    let trusted = format!("127.0.8.32::{}:udp:", server.addr().port());
+    let trusted = server.trusted_server("");
     let max = (total + 10).to_string();
     let rb = Roundabout::start(&["-trusted-server", &trusted, "-max-connections", &max]);
     let (tcp, ws) = (rb.addr("tcp"), rb.addr("ws"));
@@ -315,7 +307,7 @@ fn idle_connections_are_held_and_new_ones_served() {
 #[test]
 fn overload_refuses_new_work_but_not_calls_in_progress() {
     let server = UdpPeer::bind("127.0.8.42");
-    let trusted = format!("127.0.8.42::{}:udp:", server.addr().port());
+    let trusted = server.trusted_server("");
     let rb = Roundabout::start(&[
         "-trusted-server",
         &trusted,
@@ -386,13 +378,6 @@ fn roomy_peer(ip: &str) -> UdpPeer {
     peer
 }
 
-/// The URI inside a `<…>` name-addr.
-fn uri_of(name_addr: &str) -> &str {
-    let open = name_addr.find('<').unwrap();
-    let close = name_addr.find('>').unwrap();
-    &name_addr[open + 1..close]
-}
-
 /// A REGISTER for `user` sent over a stream transport (`TCP` or `WS`) from `from`.
 fn register(transport: &str, from: SocketAddr, user: &str) -> String {
     format!(
@@ -447,7 +432,7 @@ fn wait_request(registrar: &UdpPeer, call: &str, codes: &mut Vec<u16>) -> bool {
 #[test]
 fn small_messages_queued_for_a_stuck_flow_do_not_pin_receive_buffers() {
     let registrar = roomy_peer("127.0.8.72");
-    let trusted = format!("127.0.8.72:registrar.test:{}:udp:", registrar.addr().port());
+    let trusted = registrar.trusted_server("registrar.test");
     let rb = Roundabout::start(&[
         "-trusted-server",
         &trusted,
@@ -579,7 +564,7 @@ fn a_destination_that_stops_reading(transport: &str, base: u8) {
     const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
     let ip = |n: u8| format!("127.0.8.{}", base + n);
     let registrar = roomy_peer(&ip(0));
-    let trusted = format!("{}:registrar.test:{}:udp:", ip(0), registrar.addr().port());
+    let trusted = registrar.trusted_server("registrar.test");
     let rb = Roundabout::start(&[
         "-trusted-server",
         &trusted,

@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use roundabout::proxy::token::TokenKey;
 use roundabout::transport::{FlowKey, Transport};
 
-use common::{header, Roundabout, UdpPeer};
+use common::{header, tcp_from, Roundabout, UdpPeer};
 
 const KEY: [u8; 32] = [0x5a; 32];
 
@@ -45,7 +45,7 @@ impl Net {
     /// With `client` the one trusted client address (-strict-client).
     fn start_with_client(client: &str) -> Net {
         let registrar = UdpPeer::bind("127.0.31.2");
-        let trusted = format!("127.0.31.2:registrar.test:{}:udp:", registrar.addr().port());
+        let trusted = registrar.trusted_server("registrar.test");
         let rb = Roundabout::start(&[
             "-strict-host",
             "-strict-client",
@@ -277,18 +277,9 @@ fn forged_responses_reach_no_one() {
 }
 
 /// A TCP connection from exactly `local` (so a second one can come from the same address and
-/// port), to `to`.
+/// port), to `to`, reading with a 2 s timeout.
 fn connect_from(local: SocketAddr, to: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .unwrap();
-    socket.set_reuse_address(true).unwrap();
-    socket.bind(&local.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let stream: TcpStream = socket.into();
+    let stream = tcp_from(local, to, None);
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();

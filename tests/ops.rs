@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{header, require, Roundabout, UdpPeer};
+use common::{header, ok_for, require, Roundabout, UdpPeer};
 
 #[test]
 fn systemd_unit_verifies() {
@@ -52,24 +52,10 @@ fn options(ruri: &str, from: &UdpPeer, call: &str) -> String {
     )
 }
 
-/// A 200 for `request` as a UAS would send it: the Vias as received, a To tag.
-fn ok_for(request: &str) -> String {
-    let mut out = String::from("SIP/2.0 200 OK\r\n");
-    for line in request.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
-        let name = line.split(':').next().unwrap_or_default();
-        match name {
-            "Via" | "From" | "Call-ID" | "CSeq" => out.push_str(&format!("{line}\r\n")),
-            "To" => out.push_str(&format!("{line};tag=uas\r\n")),
-            _ => {}
-        }
-    }
-    out + "Content-Length: 0\r\n\r\n"
-}
-
 #[test]
 fn sigterm_drains_in_flight_work_and_exits_zero() {
     let server = UdpPeer::bind("127.0.0.2");
-    let trusted = format!("127.0.0.2::{}:udp:", server.addr().port());
+    let trusted = server.trusted_server("");
     // The helper starts it with -drain-timeout 1.
     let mut rb = Roundabout::start(&["-trusted-server", &trusted]);
     let proxy = rb.addr("udp");
@@ -93,7 +79,7 @@ fn sigterm_drains_in_flight_work_and_exits_zero() {
     assert_eq!(header(&refused, "Call-ID"), Some("late@ops"));
 
     // ...but the response to the accepted request still gets through.
-    server.send(proxy, &ok_for(&forwarded));
+    server.send(proxy, &ok_for(&forwarded, "uas", &[]));
     let answer = client.recv().expect("response delivered during the drain");
     assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
     assert_eq!(header(&answer, "Call-ID"), Some("inflight@ops"));

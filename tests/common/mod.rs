@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -101,7 +101,7 @@ impl Roundabout {
     /// The binary with the tests' defaults: ephemeral ports (`-udp-port 0 -tcp-port 0 -ws-port
     /// 0`), debug log, `-drain-timeout 1`, its state in `state`; a flag given in `args`
     /// replaces its default.
-    pub fn command(args: &[impl AsRef<str>], state: &Path) -> Command {
+    pub fn command<S: AsRef<str>>(args: &[S], state: &Path) -> Command {
         let defaults = [
             ("-local-ip", "127.0.0.1"),
             ("-log-level", "debug"),
@@ -124,7 +124,7 @@ impl Roundabout {
 
     /// Starts [`Roundabout::command`] with `args` and waits until every listener has said where
     /// it listens (so `-log-level` must be info or finer).
-    pub fn start(args: &[impl AsRef<str>]) -> Roundabout {
+    pub fn start<S: AsRef<str>>(args: &[S]) -> Roundabout {
         let state = tempfile::tempdir().unwrap();
         let mut child = Roundabout::command(args, state.path())
             .stdout(Stdio::null())
@@ -469,6 +469,12 @@ impl UdpPeer {
         self.socket.local_addr().unwrap()
     }
 
+    /// This peer as a `-trusted-server` dataset on UDP, known by `fqdns` (`/`-separated).
+    pub fn trusted_server(&self, fqdns: &str) -> String {
+        let addr = self.addr();
+        format!("{}:{fqdns}:{}:udp:", addr.ip(), addr.port())
+    }
+
     pub fn send(&self, to: SocketAddr, msg: &str) {
         self.socket.send_to(msg.as_bytes(), to).unwrap();
     }
@@ -489,6 +495,25 @@ impl UdpPeer {
         self.socket.set_read_timeout(timeout).unwrap();
         msg
     }
+}
+
+/// A TCP connection to `to` from exactly `local` (port 0: any), with a receive buffer of
+/// `receive_buffer` bytes when given (set before the handshake, so the window it advertises
+/// stays that small). `SO_REUSEADDR` lets a test connect again from the same address and port.
+pub fn tcp_from(local: SocketAddr, to: SocketAddr, receive_buffer: Option<usize>) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(local),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.set_reuse_address(true).unwrap();
+    if let Some(size) = receive_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
 }
 
 /// Resident memory of a process, in KiB.
