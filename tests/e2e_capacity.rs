@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{header, ok_for, Roundabout};
+use common::{header, ok_for, Roundabout, UNTHROTTLED};
 
 /// REGISTERs in flight at once: enough to keep the proxy busy, few enough for any buffer.
 const WINDOW: usize = 32;
@@ -197,20 +197,17 @@ fn registers_beyond_the_client_cache_size_get_503_at_constant_cost() {
     let registrar = Registrar::start("127.0.30.2");
     let trusted = format!("127.0.30.2::{}:udp:", registrar.addr.port());
     let size = capacity.to_string();
-    let rb = Roundabout::start(&[
+    let flags = [
         "-strict-host",
         "-trusted-server",
         &trusted,
         "-client-cache-size",
         &size,
-        "-rate-limit",
-        "0",
-        "-max-new-requests",
-        "0",
         // A debug line per message would cost more than the messages.
         "-log-level",
         "info",
-    ]);
+    ];
+    let rb = Roundabout::start(&[&flags[..], &UNTHROTTLED].concat());
     let proxy = rb.addr("udp");
     let client = UdpSocket::bind("127.0.30.3:0").unwrap();
     client.set_read_timeout(Some(ANSWER)).unwrap();

@@ -153,8 +153,7 @@ fn options(ruri: &str, peer: &UdpPeer, extra: &str) -> String {
 #[test]
 fn answers_of_its_own_and_recovery_from_bad_input() {
     let server = UdpPeer::bind("127.0.0.2");
-    let trusted = server.trusted_server("");
-    let rb = Roundabout::start(&["-strict-host", "-trusted-server", &trusted]);
+    let rb = Roundabout::serving(&server, "", &["-strict-host"]);
     let proxy = rb.addr("udp");
     let client = UdpPeer::bind("127.0.0.3");
 

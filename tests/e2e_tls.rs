@@ -711,20 +711,21 @@ fn sighup_reloads_the_certificate_and_keeps_connections() {
     std::fs::copy(&a.cert, &cert).unwrap();
     std::fs::copy(&a.key, &key).unwrap();
     let server = UdpPeer::bind("127.0.4.8");
-    let trusted = server.trusted_server("");
-    let rb = Roundabout::start(&[
-        "-strict-host",
-        "-tls-cert",
-        cert.to_str().unwrap(),
-        "-tls-key",
-        key.to_str().unwrap(),
-        "-tls-port",
-        "0",
-        "-wss-port",
-        "0",
-        "-trusted-server",
-        &trusted,
-    ]);
+    let rb = Roundabout::serving(
+        &server,
+        "",
+        &[
+            "-strict-host",
+            "-tls-cert",
+            cert.to_str().unwrap(),
+            "-tls-key",
+            key.to_str().unwrap(),
+            "-tls-port",
+            "0",
+            "-wss-port",
+            "0",
+        ],
+    );
     let tls = rb.addr("tls");
 
     let mut old = TlsClient::connect(tls, &ca.cert).unwrap();

@@ -11,7 +11,7 @@ mod common;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{header, rss_kib, tcp_from, uri_of, Roundabout, UdpPeer};
+use common::{header, rss_kib, tcp_from, uri_of, Roundabout, UdpPeer, UNTHROTTLED};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 
 fn options(ruri: &str, from: &UdpPeer, call: &str, extra: &str) -> String {
@@ -51,14 +51,7 @@ fn drain(peer: &UdpPeer, quiet: Duration) -> Vec<String> {
 #[test]
 fn a_flood_from_one_source_leaves_others_served_and_recovers() {
     let server = UdpPeer::bind("127.0.8.2");
-    let trusted = server.trusted_server("");
-    let rb = Roundabout::start(&[
-        "-strict-host",
-        "-trusted-server",
-        &trusted,
-        "-rate-limit",
-        "50",
-    ]);
+    let rb = Roundabout::serving(&server, "", &["-strict-host", "-rate-limit", "50"]);
     let proxy = rb.addr("udp");
     let ruri = format!("sip:x@{}", server.addr());
     let flooder = UdpPeer::bind("127.0.8.3");
@@ -109,8 +102,7 @@ fn a_flood_from_one_source_leaves_others_served_and_recovers() {
 fn strict_host_relays_to_no_foreign_address() {
     let server = UdpPeer::bind("127.0.8.12");
     let foreign = UdpPeer::bind("127.0.8.13");
-    let trusted = server.trusted_server("");
-    let rb = Roundabout::start(&["-strict-host", "-trusted-server", &trusted]);
+    let rb = Roundabout::serving(&server, "", &["-strict-host"]);
     let proxy = rb.addr("udp");
     let client = UdpPeer::bind("127.0.8.14");
     let (fp, sp) = (foreign.addr().port(), server.addr().port());
@@ -179,17 +171,18 @@ fn closed_by_proxy(mut stream: &TcpStream) -> bool {
 #[test]
 fn connection_limits_and_slow_clients() {
     let server = UdpPeer::bind("127.0.8.22");
-    let trusted = server.trusted_server("");
-    let rb = Roundabout::start(&[
-        "-trusted-server",
-        &trusted,
-        "-max-connections-per-ip",
-        "20",
-        "-read-timeout",
-        "1",
-        "-idle-timeout",
-        "2",
-    ]);
+    let rb = Roundabout::serving(
+        &server,
+        "",
+        &[
+            "-max-connections-per-ip",
+            "20",
+            "-read-timeout",
+            "1",
+            "-idle-timeout",
+            "2",
+        ],
+    );
     let tcp = rb.addr("tcp");
 
     // One address may hold 20 connections; the 21st to 30th are closed at once.
@@ -253,9 +246,8 @@ fn idle_connections_are_held_and_new_ones_served() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
     let server = UdpPeer::bind("127.0.8.32");
-    let trusted = server.trusted_server("");
     let max = (total + 10).to_string();
-    let rb = Roundabout::start(&["-trusted-server", &trusted, "-max-connections", &max]);
+    let rb = Roundabout::serving(&server, "", &["-max-connections", &max]);
     let (tcp, ws) = (rb.addr("tcp"), rb.addr("ws"));
     let before = rss_kib(rb.pid());
 
@@ -307,15 +299,11 @@ fn idle_connections_are_held_and_new_ones_served() {
 #[test]
 fn overload_refuses_new_work_but_not_calls_in_progress() {
     let server = UdpPeer::bind("127.0.8.42");
-    let trusted = server.trusted_server("");
-    let rb = Roundabout::start(&[
-        "-trusted-server",
-        &trusted,
-        "-rate-limit",
-        "0",
-        "-max-new-requests",
-        "40",
-    ]);
+    let rb = Roundabout::serving(
+        &server,
+        "",
+        &["-rate-limit", "0", "-max-new-requests", "40"],
+    );
     let proxy = rb.addr("udp");
     let ruri = format!("sip:x@{}", server.addr());
     let clients: Vec<UdpPeer> = (0..4)
@@ -432,20 +420,18 @@ fn wait_request(registrar: &UdpPeer, call: &str, codes: &mut Vec<u16>) -> bool {
 #[test]
 fn small_messages_queued_for_a_stuck_flow_do_not_pin_receive_buffers() {
     let registrar = roomy_peer("127.0.8.72");
-    let trusted = registrar.trusted_server("registrar.test");
-    let rb = Roundabout::start(&[
-        "-trusted-server",
-        &trusted,
-        "-rate-limit",
-        "0",
-        "-max-new-requests",
-        "0",
+    let flags = [
         // Keep the stuck flow and everything queued for it for the whole test.
         "-write-timeout",
         "120",
         "-send-queue-bytes",
         "16777216",
-    ]);
+    ];
+    let rb = Roundabout::serving(
+        &registrar,
+        "registrar.test",
+        &[&flags[..], &UNTHROTTLED].concat(),
+    );
     let udp = rb.addr("udp");
     let mut stuck = connect_from("127.0.8.73", rb.addr("tcp"), Some(4096));
     let from = stuck.local_addr().unwrap();
@@ -564,17 +550,18 @@ fn a_destination_that_stops_reading(transport: &str, base: u8) {
     const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
     let ip = |n: u8| format!("127.0.8.{}", base + n);
     let registrar = roomy_peer(&ip(0));
-    let trusted = registrar.trusted_server("registrar.test");
-    let rb = Roundabout::start(&[
-        "-trusted-server",
-        &trusted,
-        "-write-timeout",
-        "2",
-        "-max-connections-per-ip",
-        "1",
-        "-max-new-requests",
-        "0",
-    ]);
+    let rb = Roundabout::serving(
+        &registrar,
+        "registrar.test",
+        &[
+            "-write-timeout",
+            "2",
+            "-max-connections-per-ip",
+            "1",
+            "-max-new-requests",
+            "0",
+        ],
+    );
     let udp = rb.addr("udp");
     let mut stuck = Client::connect(transport, &ip(1), &rb, Some(4096));
     let from = stuck.local_addr();

@@ -45,19 +45,20 @@ impl Net {
     /// With `client` the one trusted client address (-strict-client).
     fn start_with_client(client: &str) -> Net {
         let registrar = UdpPeer::bind("127.0.31.2");
-        let trusted = registrar.trusted_server("registrar.test");
-        let rb = Roundabout::start(&[
-            "-strict-host",
-            "-strict-client",
-            "-trusted-client-ip",
-            client,
-            "-trusted-client-mask",
-            "32",
-            "-trusted-server",
-            &trusted,
-            "-token-key",
-            &key_hex(),
-        ]);
+        let rb = Roundabout::serving(
+            &registrar,
+            "registrar.test",
+            &[
+                "-strict-host",
+                "-strict-client",
+                "-trusted-client-ip",
+                client,
+                "-trusted-client-mask",
+                "32",
+                "-token-key",
+                &key_hex(),
+            ],
+        );
         let net = Net {
             rb,
             alice: UdpPeer::bind("127.0.31.10"),

@@ -55,9 +55,8 @@ fn options(ruri: &str, from: &UdpPeer, call: &str) -> String {
 #[test]
 fn sigterm_drains_in_flight_work_and_exits_zero() {
     let server = UdpPeer::bind("127.0.0.2");
-    let trusted = server.trusted_server("");
     // The helper starts it with -drain-timeout 1.
-    let mut rb = Roundabout::start(&["-trusted-server", &trusted]);
+    let mut rb = Roundabout::serving(&server, "", &[]);
     let proxy = rb.addr("udp");
     let client = UdpPeer::bind("127.0.0.3");
     let ruri = format!("sip:ops@{}", server.addr());

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use roundabout::sip::codec::{self, Frame};
 
-use common::{rss_kib, Roundabout};
+use common::{rss_kib, Roundabout, UNTHROTTLED};
 
 const LIMIT: usize = 5000;
 const EXTRA: usize = 500;
@@ -85,7 +85,7 @@ fn transactions_are_bounded_and_each_is_freed_by_its_timer() {
     let silent = UdpSocket::bind("127.0.11.2:0").unwrap();
     let trusted = format!("127.0.11.2::{}:udp:", silent.local_addr().unwrap().port());
     let limit = LIMIT.to_string();
-    let rb = Roundabout::start(&[
+    let flags = [
         "-strict-host",
         "-trusted-server",
         &trusted,
@@ -93,13 +93,10 @@ fn transactions_are_bounded_and_each_is_freed_by_its_timer() {
         "100",
         "-max-transactions",
         &limit,
-        "-rate-limit",
-        "0",
-        "-max-new-requests",
-        "0",
         "-log-level",
         "info",
-    ]);
+    ];
+    let rb = Roundabout::start(&[&flags[..], &UNTHROTTLED].concat());
     let mut stream = TcpStream::connect(rb.addr("tcp")).unwrap();
     let statuses = read_statuses(stream.try_clone().unwrap());
     let before = rss_kib(rb.pid());

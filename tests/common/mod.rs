@@ -89,6 +89,10 @@ pub fn skipped(reason: &str) {
     }
 }
 
+/// Flags that turn the flood guards off (`-rate-limit`, `-max-new-requests`), for tests that
+/// send faster than a client would.
+pub const UNTHROTTLED: [&str; 4] = ["-rate-limit", "0", "-max-new-requests", "0"];
+
 /// A running `roundabout` with its log captured.
 pub struct Roundabout {
     child: Child,
@@ -120,6 +124,12 @@ impl Roundabout {
         command.args(args.iter().map(AsRef::as_ref));
         command.env_remove("RUST_LOG");
         command
+    }
+
+    /// Starts Roundabout with `server` as a trusted server known by `fqdns`, plus `args`.
+    pub fn serving(server: &UdpPeer, fqdns: &str, args: &[&str]) -> Roundabout {
+        let trusted = server.trusted_server(fqdns);
+        Roundabout::start(&[&["-trusted-server", trusted.as_str()][..], args].concat())
     }
 
     /// Starts [`Roundabout::command`] with `args` and waits until every listener has said where
