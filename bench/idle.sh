@@ -5,7 +5,7 @@
 #   TRANSPORTS="wss ws" FLOWS=2000 bench/idle.sh roundabout
 #   bench/idle.sh [roundabout] [kamailio]
 #
-# For each proxy and transport, on a freshly started proxy: examples/ws_load.rs --mode idle
+# For each proxy and transport, on a freshly started proxy: examples/ws_load (`--mode idle`)
 # samples the proxy's memory (VmRSS and Pss, summed over the proxy PID and its descendants),
 # opens $FLOWS WS or WSS flows (subprotocol sip, $CONNECT_PARALLEL at a time, from the source
 # addresses 127.0.1.1..127.0.1.$SOURCES), sends one REGISTER per flow (user idle<N>, Contact

@@ -5,7 +5,7 @@
 #   RATES="500 1000" DURATION=5 FLOWS=50 bench/ws.sh roundabout
 #   bench/ws.sh [roundabout] [kamailio]
 #
-# examples/ws_load.rs (pinned on CPU $GEN_CPUS) opens $FLOWS WS or WSS flows to the proxy (pinned
+# examples/ws_load/ (pinned on CPU $GEN_CPUS) opens $FLOWS WS or WSS flows to the proxy (pinned
 # on CPU $PROXY_CPUS) and sends $METHOD requests for sip:bench@127.0.0.2:5080 at a fixed total rate;
 # the proxy forwards them over UDP to a SIPp UAS (bench/scenarios/uas_options.xml, CPU $GEN_CPUS too)
 # that answers 200. 2 SIP messages cross the proxy per transaction. Per step: generator summary,
