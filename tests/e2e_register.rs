@@ -1,4 +1,4 @@
-//! Client to server (ROUNDABOUT.md A "Client to server", B rules 2, 4, 5): REGISTER through
+//! Client to server (docs/client-cache.md; docs/routing.md rules 2, 4, 5): REGISTER through
 //! Roundabout to a real registrar, calls back to the registered client, the client cache and
 //! `-default-sip-server`.
 //!
@@ -535,7 +535,7 @@ fn jssip_registers_at_kamailio_over_wss_and_is_called_back() {
     assert_eq!(jssip.events("connected").len(), 1, "{}", jssip.transcript());
 }
 
-/// ROUNDABOUT.md B "Contact rewriting": "`Expires: 0` removes the binding" from the client
+/// docs/client-cache.md: an un-REGISTER removes the binding from the client
 /// cache. A registrar answers an un-REGISTER with the bindings that *remain* (RFC 3261
 /// §10.3 step 8), so its 2xx lists no Contact for the removed one: Roundabout must take that
 /// absence as the un-REGISTER, and a request for `alice@roundabout` no longer reaches the browser.
@@ -801,8 +801,8 @@ fn re_register_from_a_new_websocket_replaces_the_old_flow() {
     assert!(!rb.logs().contains("flow gone"), "{}", diagnostics());
 }
 
-/// ROUNDABOUT.md A: "Roundabout finds the client by the user part of the R-URI in its client
-/// cache (user → where the client is)". A registrar that keeps several contacts per AOR lists
+/// docs/client-cache.md: Roundabout finds the client by the user part of the R-URI in its client
+/// cache (user → where the client is). A registrar that keeps several contacts per AOR lists
 /// them all in every REGISTER 2xx (RFC 3261 §10.3 step 8) - here Kamailio with the newest
 /// first (`desc_time_order`). Only the binding of the client the 2xx goes back to may enter
 /// the client cache, so after a browser reconnects `alice@roundabout` reaches the new WebSocket,

@@ -1,5 +1,6 @@
 //! Where a message goes: pure decisions from (message, source flow, tables) to an action.
-//! The rules and their order are those of ROUNDABOUT.md "Request routing" and "Responses".
+//! The rules, their order and their numbers are those of docs/routing.md (responses:
+//! docs/responses.md).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

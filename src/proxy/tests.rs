@@ -1,4 +1,4 @@
-//! Routing rules, one table entry or test per rule of ROUNDABOUT.md, without sockets.
+//! Routing rules, one table entry or test per rule of docs/routing.md, without sockets.
 
 use std::time::{Duration, Instant};
 
