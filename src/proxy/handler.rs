@@ -148,11 +148,11 @@ impl Proxy {
         upstream: Destination,
         status: Status,
     ) {
-        let Ok(request) = Message::parse(request.to_contiguous()) else {
+        let Ok(request) = Message::parse_own(request.to_contiguous()) else {
             return;
         };
         let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
-        if let Ok(response) = Message::parse(answer.to_contiguous()) {
+        if let Ok(response) = Message::parse_own(answer.to_contiguous()) {
             debug!(to = %upstream.flow, code = status.code, "answered for the next hop");
             let _ = self.forward_response(&response, &from, None, &upstream);
         }
@@ -296,14 +296,6 @@ impl Proxy {
         };
         match self.inner.outbound.send(dest, out) {
             Ok(()) => debug!(from = %source, to = %dest.flow, "request forwarded"),
-            Err(SendError::NoFlow) if method == Some(Method::Cancel) => {
-                debug!(from = %source, to = %dest.flow, "CANCEL for no open flow answered 481");
-                self.reply(
-                    msg,
-                    source,
-                    Status::new(481, "Call/Transaction Does Not Exist"),
-                );
-            }
             Err(SendError::NoFlow) => match &forward.fallback {
                 Some(fallback) => self.send_request(
                     msg,
@@ -314,6 +306,14 @@ impl Proxy {
                     },
                     fallback,
                 ),
+                None if method == Some(Method::Cancel) => {
+                    debug!(from = %source, to = %dest.flow, "CANCEL for no open flow answered 481");
+                    self.reply(
+                        msg,
+                        source,
+                        Status::new(481, "Call/Transaction Does Not Exist"),
+                    );
+                }
                 None => {
                     debug!(from = %source, to = %dest.flow, "flow gone");
                     self.reply(msg, source, Status::TEMPORARILY_UNAVAILABLE);
@@ -355,6 +355,11 @@ impl Proxy {
             Start::Started => {}
             Start::Retransmission => {
                 debug!(flow = %source, "retransmission absorbed: its transaction retransmits");
+                return;
+            }
+            Start::CancelledAlready => {
+                debug!(flow = %source, "CANCEL answered: Roundabout cancelled the INVITE already");
+                self.reply(msg, source, Status::OK);
                 return;
             }
             Start::Full => {
@@ -671,11 +676,22 @@ impl Handler for Proxy {
         }
     }
 
+    fn connection_closed(&self, flow: FlowKey, connection: ConnectionId) {
+        let transactions = &self.inner.transactions;
+        if !transactions.is_empty() {
+            let sends = transactions.upstream_closed(connection, tokio::time::Instant::now());
+            if !sends.is_empty() {
+                debug!(%flow, "connection closed: its pending INVITEs are cancelled");
+            }
+            self.execute(sends);
+        }
+    }
+
     /// RFC 3261 §16.9: a request that could not be sent is answered as if the next hop had
     /// sent 503. The 503 is built from the request as forwarded (our Via on top) and then takes
     /// the path of any response, back to the sender.
     fn undelivered(&self, msg: Encoded, flow: FlowKey) {
-        let Ok(request) = Message::parse(msg.to_contiguous()) else {
+        let Ok(request) = Message::parse_own(msg.to_contiguous()) else {
             return;
         };
         if !request.is_request() || request.method() == Some(Method::Ack) {
@@ -683,7 +699,7 @@ impl Handler for Proxy {
         }
         let status = Status::SERVICE_UNAVAILABLE;
         let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
-        if let Ok(response) = Message::parse(answer.to_contiguous()) {
+        if let Ok(response) = Message::parse_own(answer.to_contiguous()) {
             debug!(to = %flow, "request not delivered: answered 503");
             self.response(response, flow, None);
         }

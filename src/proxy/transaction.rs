@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::config::{SipTimers, TransactionLimits};
 use crate::sip::{reply, Encoded, Message, Method};
-use crate::transport::{Destination, FlowKey, Transport};
+use crate::transport::{ConnectionId, Destination, FlowKey, Transport};
 
 use super::branch::Branch;
 use super::router::Status;
@@ -82,6 +82,9 @@ pub enum Start {
     Started,
     /// The same request again (its transaction exists): nothing is sent.
     Retransmission,
+    /// A CANCEL for an INVITE Roundabout has cancelled itself already (Timer C, the caller's
+    /// flow gone): the caller's CANCEL is answered, nothing more is sent (RFC 3261 §9.2).
+    CancelledAlready,
     /// At the transaction limit: the request is refused.
     Full,
 }
@@ -183,6 +186,9 @@ struct Table {
     /// INVITE transactions by their server-transaction identity (RFC 3261 §17.2.3), for the
     /// CANCEL and the ACK that follow from upstream.
     by_server: HashMap<u64, Key>,
+    /// INVITE transactions by the connection they came in on: when it closes they are
+    /// cancelled, or the callee would ring for nobody until Timer C.
+    by_upstream: HashMap<ConnectionId, Vec<Key>>,
     wakeups: BinaryHeap<Reverse<(Instant, Key, u64)>>,
     bytes: usize,
     generation: u64,
@@ -233,11 +239,6 @@ impl Transactions {
         self.table().bytes
     }
 
-    #[must_use]
-    pub fn timers(&self) -> SipTimers {
-        self.timers
-    }
-
     /// A request from `upstream`, forwarded as `request` to `dest` (over UDP). `server_key`
     /// identifies it as a server transaction (INVITE only).
     pub fn start(
@@ -250,8 +251,11 @@ impl Transactions {
         now: Instant,
     ) -> Start {
         let mut table = self.table();
-        if table.entries.contains_key(&key) {
-            return Start::Retransmission;
+        if let Some(existing) = table.entries.get(&key) {
+            return match existing.origin {
+                Origin::Upstream => Start::Retransmission,
+                Origin::Own => Start::CancelledAlready,
+            };
         }
         if table.entries.len() >= self.limits.max
             || table.bytes + request.len() > self.limits.max_bytes
@@ -261,6 +265,9 @@ impl Transactions {
         let entry = self.entry(key.kind, Origin::Upstream, request, dest, upstream, now);
         if let Some(server_key) = server_key {
             table.by_server.insert(server_key, key);
+        }
+        if let (Kind::Invite, Some(connection)) = (key.kind, entry.upstream.connection) {
+            table.by_upstream.entry(connection).or_default().push(key);
         }
         let entry = Entry {
             server_key,
@@ -313,8 +320,20 @@ impl Transactions {
     fn remove_entry(&self, table: &mut Table, key: Key) -> Option<Entry> {
         let entry = table.entries.remove(&key)?;
         table.bytes -= entry.bytes();
+        // Only if they still name this transaction: another one may have taken the identity
+        // since (the same request routed elsewhere).
         if let Some(server_key) = entry.server_key {
-            table.by_server.remove(&server_key);
+            if table.by_server.get(&server_key) == Some(&key) {
+                table.by_server.remove(&server_key);
+            }
+        }
+        if let (Kind::Invite, Some(connection)) = (key.kind, entry.upstream.connection) {
+            if let Some(keys) = table.by_upstream.get_mut(&connection) {
+                keys.retain(|k| *k != key);
+                if keys.is_empty() {
+                    table.by_upstream.remove(&connection);
+                }
+            }
         }
         self.len.store(table.entries.len(), Ordering::Relaxed);
         Some(entry)
@@ -371,6 +390,10 @@ impl Transactions {
         let mut cancel_now = false;
         let mut done = false;
         match (entry.kind, entry.state, code) {
+            (Kind::Invite, State::Completed, 200..=299) => {
+                // RFC 3261 §16.7 step 10: a 2xx after a non-2xx (a forking next hop) still
+                // goes upstream; the transaction stays to absorb the non-2xx.
+            }
             (_, State::Completed, _) => {
                 // A retransmitted final (or a late provisional): absorbed; a non-2xx to an
                 // INVITE is ACKed again, since the first ACK was lost (RFC 3261 §17.1.1.2).
@@ -405,7 +428,7 @@ impl Transactions {
                 let ack = entry
                     .request
                     .as_ref()
-                    .and_then(|request| Message::parse(request.to_contiguous()).ok())
+                    .and_then(|request| Message::parse_own(request.to_contiguous()).ok())
                     .map(|invite| reply::ack_for(&invite, response));
                 if let Some(ack) = &ack {
                     send.push(Send::Downstream(entry.dest.clone(), ack.clone()));
@@ -449,17 +472,19 @@ impl Transactions {
 
     /// Sends Roundabout's CANCEL for the INVITE transaction `key` as a transaction of its own,
     /// and gives the INVITE 64·T1 to end with a final response (RFC 3261 §9.1).
-    fn send_cancel(&self, table: &mut Table, key: Key, now: Instant, send: &mut Vec<Send>) {
+    ///
+    /// Whether the INVITE is being cancelled now; not when its CANCEL could not be built.
+    fn send_cancel(&self, table: &mut Table, key: Key, now: Instant, send: &mut Vec<Send>) -> bool {
         let Some(invite) = table.entries.get_mut(&key) else {
-            return;
+            return false;
         };
         let Some(cancel) = invite
             .request
             .as_ref()
-            .and_then(|request| Message::parse(request.to_contiguous()).ok())
+            .and_then(|request| Message::parse_own(request.to_contiguous()).ok())
             .map(|request| reply::cancel_for(&request))
         else {
-            return;
+            return false;
         };
         invite.cancelling = Cancelling::Sent;
         invite.deadline = now + self.timers.timeout();
@@ -469,12 +494,12 @@ impl Transactions {
             branch: key.branch,
             kind: Kind::Cancel,
         };
-        if table.entries.contains_key(&cancel_key) {
-            return;
+        if !table.entries.contains_key(&cancel_key) {
+            send.push(Send::Downstream(dest.clone(), cancel.clone()));
+            let entry = self.entry(Kind::Cancel, Origin::Own, cancel, dest, upstream, now);
+            self.insert(table, cancel_key, entry);
         }
-        send.push(Send::Downstream(dest.clone(), cancel.clone()));
-        let entry = self.entry(Kind::Cancel, Origin::Own, cancel, dest, upstream, now);
-        self.insert(table, cancel_key, entry);
+        true
     }
 
     /// The ACK of a non-2xx from upstream (same server transaction as its INVITE): absorbed
@@ -512,18 +537,33 @@ impl Transactions {
     pub fn upstream_gone(&self, key: Key, now: Instant) -> Vec<Send> {
         let mut table = self.table();
         let mut send = Vec::new();
-        if let Some(entry) = table.entries.get_mut(&key) {
-            match (entry.kind, entry.state, entry.cancelling) {
-                (Kind::Invite, State::Calling, Cancelling::No) => {
-                    entry.cancelling = Cancelling::Pending;
-                }
-                (Kind::Invite, State::Proceeding, Cancelling::No) => {
-                    self.send_cancel(&mut table, key, now, &mut send);
-                }
-                _ => {}
-            }
+        self.cancel_orphan(&mut table, key, now, &mut send);
+        send
+    }
+
+    /// The connection `connection` has closed: every INVITE that came in on it is cancelled.
+    pub fn upstream_closed(&self, connection: ConnectionId, now: Instant) -> Vec<Send> {
+        let mut table = self.table();
+        let mut send = Vec::new();
+        for key in table.by_upstream.remove(&connection).unwrap_or_default() {
+            self.cancel_orphan(&mut table, key, now, &mut send);
         }
         send
+    }
+
+    fn cancel_orphan(&self, table: &mut Table, key: Key, now: Instant, send: &mut Vec<Send>) {
+        let Some(entry) = table.entries.get_mut(&key) else {
+            return;
+        };
+        match (entry.kind, entry.state, entry.cancelling) {
+            (Kind::Invite, State::Calling, Cancelling::No) => {
+                entry.cancelling = Cancelling::Pending;
+            }
+            (Kind::Invite, State::Proceeding, Cancelling::No) => {
+                self.send_cancel(table, key, now, send);
+            }
+            _ => {}
+        }
     }
 
     /// The earliest wake-up scheduled (possibly a stale one: waking early is harmless).
@@ -590,19 +630,20 @@ impl Transactions {
                 status,
             })
         };
-        match (entry.kind, entry.state, entry.origin) {
-            (Kind::Invite, State::Proceeding, _) if entry.cancelling != Cancelling::Sent => {
-                // Timer C (RFC 3261 §16.8): a provisional came, so the branch is cancelled
-                // and gets 64·T1 more to end with the 487.
-                self.send_cancel(table, key, now, send);
-                return;
-            }
-            (_, State::Calling | State::Proceeding, Origin::Upstream) => {
-                // Timers B and F, or no final after the CANCEL: the next hop is taken to have
-                // answered 408 (RFC 3261 §16.7 step 2, §16.8).
+        // Timer C (RFC 3261 §16.8): a provisional came, so the branch is cancelled and gets
+        // 64·T1 more to end with the 487.
+        let timer_c = entry.kind == Kind::Invite
+            && entry.state == State::Proceeding
+            && entry.cancelling != Cancelling::Sent;
+        if timer_c && self.send_cancel(table, key, now, send) {
+            return;
+        }
+        // Timers B and F, or no final after the CANCEL: the next hop is taken to have answered
+        // 408 (RFC 3261 §16.7 step 2, §16.8).
+        if let Some(entry) = table.entries.get(&key) {
+            if entry.state != State::Completed && entry.origin == Origin::Upstream {
                 send.extend(answer(entry, Status::REQUEST_TIMEOUT));
             }
-            _ => {}
         }
         self.remove_entry(table, key);
     }
@@ -623,7 +664,7 @@ impl Transactions {
                 && entry.state == State::Proceeding
                 && entry.cancelling == Cancelling::No
             {
-                if let Ok(invite) = Message::parse(request.to_contiguous()) {
+                if let Ok(invite) = Message::parse_own(request.to_contiguous()) {
                     send.push(Send::Downstream(
                         entry.dest.clone(),
                         reply::cancel_for(&invite),

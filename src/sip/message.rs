@@ -131,6 +131,18 @@ impl Message {
     /// `Content-Length` bytes (extra bytes dropped, RFC 3261 §18.3) or, without the header, the
     /// rest of the datagram.
     pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
+        Message::parse_with::<MAX_HEADERS>(buf)
+    }
+
+    /// Parses a message Roundabout wrote itself (a request as it forwarded it, to retransmit,
+    /// ACK, CANCEL or answer for): without the cap on header lines, which would count the Via,
+    /// Max-Forwards and Routes Roundabout added against the sender, and make a request with
+    /// exactly as many lines as allowed impossible to ACK or cancel.
+    pub fn parse_own(buf: Bytes) -> Result<Message, ParseError> {
+        Message::parse_with::<{ usize::MAX }>(buf)
+    }
+
+    fn parse_with<const MAX_LINES: usize>(buf: Bytes) -> Result<Message, ParseError> {
         let bytes = &buf[..];
         let mut pos = 0;
         while bytes[pos..].starts_with(b"\r\n") || bytes[pos..].starts_with(b"\n") {
@@ -154,7 +166,7 @@ impl Message {
                 last.value = Span::new(last.value.start(), trimmed.end().max(last.value.start()));
                 last.line = Span::new(last.line.start(), next);
             } else {
-                if headers.len() == MAX_HEADERS {
+                if headers.len() == MAX_LINES {
                     return Err(ParseError::TooManyHeaders);
                 }
                 headers.push(parse_header_line(bytes, pos, end, next)?);

@@ -146,6 +146,9 @@ pub trait Handler: Send + Sync + 'static {
     /// A message queued for `flow` that could not be sent because the connection could not
     /// be opened (RFC 3261 §16.9: for a request, as if a 503 had come back).
     fn undelivered(&self, msg: Encoded, flow: FlowKey);
+
+    /// The connection `connection` of `flow` has closed: nothing sent to it arrives any more.
+    fn connection_closed(&self, flow: FlowKey, connection: ConnectionId);
 }
 
 mod deadline;
@@ -211,6 +214,17 @@ pub(crate) struct Shared {
     pub(crate) ws_path: Option<Arc<str>>,
     udp: Option<Arc<tokio::net::UdpSocket>>,
     local: Vec<(Transport, SocketAddr)>,
+}
+
+impl Shared {
+    /// A connection has ended: its flow leaves the table (unless a newer connection took the
+    /// key) and the handler hears of it.
+    pub(crate) fn connection_ended(&self, key: FlowKey, id: ConnectionId) {
+        self.flows.remove(&key, id);
+        if let Some(handler) = self.handler.get() {
+            handler.connection_closed(key, id);
+        }
+    }
 }
 
 /// The listeners bound from the configuration, not yet running.
@@ -426,7 +440,7 @@ impl Senders {
                     Err(error) => error,
                 },
             };
-            shared.flows.remove(&key, id);
+            shared.connection_ended(key, id);
             warn_limited!(flow = %key, error = %connected, "cannot connect");
             let mut queued = flow.rx;
             queued.close();

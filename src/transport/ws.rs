@@ -239,7 +239,7 @@ async fn serve_split<W, R>(
     let reason = writer
         .or_reader(read_loop(stream, (key, id), &control, &shared, &closing))
         .await;
-    shared.flows.remove(&key, id);
+    shared.connection_ended(key, id);
     drop((tx, control));
     closing.cancel();
     writer.stop(shared.limits.write_timeout).await;
