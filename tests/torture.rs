@@ -1224,7 +1224,7 @@ fn crash_rewritten_contact_with_empty_user_parses() {
     replay("proxy_rewrite-empty-contact-user.bin");
 }
 
-/// Fixed: split_list (src/sip/header.rs) let a '"' inside <…> hide the commas after it;
+/// Fixed: split_list (now src/sip/lex.rs) let a '"' inside <…> hide the commas after it;
 /// once the URI was rewritten they split off Contacts never rewritten.
 #[test]
 fn crash_quote_inside_angle_brackets_keeps_contact_count() {

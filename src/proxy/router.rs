@@ -560,7 +560,7 @@ impl Router {
         let port = next
             .param(buf, "rport")
             .and_then(|p| p.value)
-            .and_then(|v| crate::sip::header::parse_u32(&buf[v.range()]))
+            .and_then(|v| crate::sip::lex::parse_u32(&buf[v.range()]))
             .and_then(|p| u16::try_from(p).ok());
         let (Some(ip), Some(port)) = (ip, port) else {
             return ResponseAction::Forged("no received/rport below Roundabout's Via");

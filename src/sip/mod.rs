@@ -4,6 +4,7 @@
 pub mod codec;
 mod edit;
 pub mod header;
+pub mod lex;
 mod message;
 pub mod reply;
 pub mod text;
@@ -14,7 +15,8 @@ use std::ops::Range;
 use bytes::Bytes;
 
 pub use edit::Editor;
-pub use header::{CSeq, NameAddr, Param, Via};
+pub use header::{CSeq, NameAddr, Via};
+pub use lex::Param;
 pub use message::{HeaderField, HeaderName, Message, Method, StartLine};
 pub use uri::{Scheme, Uri};
 
