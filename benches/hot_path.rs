@@ -16,8 +16,8 @@ use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use roundabout::config::{ClientRanges, Config, Limits, Ports, TrustedServer, TrustedServers};
 use roundabout::proxy::router::{Forward, NextHop, RequestAction, ResponseAction, Router};
-use roundabout::sip::{Encoded, HeaderName, Message};
-use roundabout::transport::{FlowKey, Transport};
+use roundabout::sip::{Encoded, HeaderName, Message, Transport};
+use roundabout::transport::FlowKey;
 
 const INVITE: &[u8] = b"INVITE sip:service@127.0.0.2:5080;transport=tcp SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.3:5070;branch=z9hG4bK-1-1-0;rport\r\n\

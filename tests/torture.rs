@@ -36,8 +36,8 @@ use roundabout::config::Config;
 use roundabout::proxy::branch::BRANCH_PREFIX;
 use roundabout::proxy::router::{RequestAction, ResponseAction, Router};
 use roundabout::sip::codec::{self, Frame};
-use roundabout::sip::{HeaderName, Message, ParseError, Span, Uri, Via};
-use roundabout::transport::{FlowKey, Transport};
+use roundabout::sip::{HeaderName, Message, ParseError, Span, Transport, Uri, Via};
+use roundabout::transport::FlowKey;
 
 use common::{Roundabout, UdpPeer};
 

@@ -21,8 +21,8 @@ use roundabout::proxy::router::{NextHop, RequestAction, ResponseAction, Router};
 use roundabout::proxy::transaction::{needs_transaction, Transactions};
 use roundabout::proxy::{token, Proxy};
 use roundabout::sip::codec::{self, Frame};
-use roundabout::sip::{reply, HeaderName, Message, NameAddr, Uri};
-use roundabout::transport::{FlowKey, Handler, Inbound, Transport, Transports};
+use roundabout::sip::{reply, HeaderName, Message, NameAddr, Transport, Uri};
+use roundabout::transport::{FlowKey, Handler, Inbound, Transports};
 
 /// Trusted servers: one by FQDN (the names the seeds use), one with a route-list, one IPv6;
 /// `127.0.0.2` is also the default SIP server, so requests to Roundabout itself are routed.

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::Config;
-use crate::transport::Transport;
+use crate::sip::Transport;
 
 impl Config {
     /// One line per switch group, trusted server and client range, for the start-up log and

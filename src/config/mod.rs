@@ -1,8 +1,9 @@
 //! Command-line arguments turned into a validated, immutable [`Config`]. No sockets here.
 //!
 //! This module holds the types and [`Config::from_args`], which checks the flags against each
-//! other; `servers` is the `-trusted-server` dataset grammar, `clients` the `-trusted-client-ip`
-//! ranges, `token_key` the contact token key file and `describe` the start-up description.
+//! other; `flags` declares the flags themselves, `servers` is the `-trusted-server` dataset
+//! grammar, `clients` the `-trusted-client-ip` ranges, `token_key` the contact token key file
+//! and `describe` the start-up description.
 
 use std::fs;
 use std::io;
@@ -12,15 +13,16 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::cli::{LimitArgs, PortSetting, RunArgs, TransactionArgs};
-use crate::transport::Transport;
+use crate::sip::Transport;
 
 mod clients;
 mod describe;
+mod flags;
 mod servers;
 mod token_key;
 
 pub use clients::{ClientEntryError, ClientRanges};
+pub use flags::{LimitArgs, LogLevel, PortSetting, RunArgs, TransactionArgs};
 pub use servers::{
     DatasetError, DatasetField, FieldError, RouteHop, TrustedServer, TrustedServers,
 };
@@ -250,8 +252,6 @@ pub enum ConfigError {
          no connection could use its own budget"
     )]
     SendTotalBelowQueue { total: usize, queue: usize },
-    #[error("-csr needs -csr-cn (the subject's common name)")]
-    CsrWithoutCommonName,
 }
 
 /// A validated configuration, plus the datasets `-lenient-trusted-server` skipped (to log).
@@ -479,7 +479,7 @@ fn parse_bracketed_ip(text: &str) -> Option<IpAddr> {
 }
 
 /// Decimal digits only: `str::parse` would also take `+5060`.
-pub(crate) fn parse_port_digits(text: &str) -> Option<u16> {
+fn parse_port_digits(text: &str) -> Option<u16> {
     if text.bytes().all(|b| b.is_ascii_digit()) {
         text.parse().ok()
     } else {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;
 
 use super::{is_host_name, parse_bracketed_ip, parse_port_digits, ConfigError};
-use crate::transport::Transport;
+use crate::sip::Transport;
 
 /// One `-trusted-server` dataset: `ip-address:fqdn-list:port:network-protocol:route-list`.
 #[derive(Clone, Debug, PartialEq, Eq)]

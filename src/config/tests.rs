@@ -595,3 +595,12 @@ fn host_names() {
         assert!(!is_host_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn port_settings() {
+    assert_eq!("off".parse::<PortSetting>(), Ok(PortSetting::Off));
+    assert_eq!("0".parse::<PortSetting>(), Ok(PortSetting::Port(0)));
+    assert_eq!("65535".parse::<PortSetting>(), Ok(PortSetting::Port(65535)));
+    assert!("+5060".parse::<PortSetting>().is_err());
+    assert!("".parse::<PortSetting>().is_err());
+}

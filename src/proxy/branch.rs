@@ -16,7 +16,8 @@ use std::net::IpAddr;
 use ring::hmac;
 use siphasher::sip::SipHasher24;
 
-use crate::transport::{FlowKey, Transport};
+use crate::sip::Transport;
+use crate::transport::FlowKey;
 
 /// Every branch Roundabout writes starts with this (RFC 3261 magic cookie + our mark), so a
 /// response's top Via can be recognised as ours. The MAC follows as 16 lower-case hex digits.

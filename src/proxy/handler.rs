@@ -13,10 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::sip::text::put_decimal;
-use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError};
-use crate::transport::{
-    ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport,
-};
+use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError, Transport};
+use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 use crate::warn_limited;
 
 use super::clients::{ClientCache, CACHE_FULL_RETRY_AFTER};

@@ -7,8 +7,10 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::RouteHop;
 use crate::sip::text::{put_decimal, put_hex_u64, put_host_ip};
-use crate::sip::{Editor, Encoded, HeaderName, Message, Method, NameAddr, ParseError, Span, Uri};
-use crate::transport::{ConnectionId, FlowKey, Transport};
+use crate::sip::{
+    Editor, Encoded, HeaderName, Message, Method, NameAddr, ParseError, Span, Transport, Uri,
+};
+use crate::transport::{ConnectionId, FlowKey};
 
 use super::branch::{Branch, BranchInput, BRANCH_PREFIX};
 use super::router::{Forward, Identity, NewRequestUri, Router};

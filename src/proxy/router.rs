@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use crate::config::{ClientRanges, Config, TrustedServer, TrustedServers};
 use crate::sip::uri::parse_host_ip;
-use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Uri, Via};
-use crate::transport::{Destination, FlowKey, Transport};
+use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Transport, Uri, Via};
+use crate::transport::{Destination, FlowKey};
 
 use super::branch::{Branch, BranchInput, BranchKey, PreviousHop, Responder, BRANCH_PREFIX};
 use super::clients::{ClientCache, ClientLookup};

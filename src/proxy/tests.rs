@@ -7,8 +7,8 @@ use bytes::Bytes;
 use super::clients::ClientCache;
 use super::router::{Lookup, NextHop, RequestAction, ResponseAction, Router, Status};
 use crate::config::{ClientRanges, Config, Limits, Ports, RouteHop, TrustedServer, TrustedServers};
-use crate::sip::{Encoded, Message};
-use crate::transport::{Destination, FlowKey, Transport};
+use crate::sip::{Encoded, Message, Transport};
+use crate::transport::{Destination, FlowKey};
 
 const US: &str = "198.51.100.1";
 

@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{SipTimers, TransactionLimits};
-use crate::sip::{reply, Encoded, Message, Method};
-use crate::transport::{Destination, FlowKey, Transport};
+use crate::sip::{reply, Encoded, Message, Method, Transport};
+use crate::transport::{Destination, FlowKey};
 
 use super::branch::Branch;
 use super::router::Status;

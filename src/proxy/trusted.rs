@@ -82,7 +82,7 @@ impl ClientRanges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::Transport;
+    use crate::sip::Transport;
 
     fn server(ip: &str, fqdns: &[&str], port: u16, transport: Transport) -> TrustedServer {
         TrustedServer {

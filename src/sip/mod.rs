@@ -8,6 +8,7 @@ pub mod lex;
 mod message;
 pub mod reply;
 pub mod text;
+mod transport;
 pub mod uri;
 
 use std::ops::Range;
@@ -18,6 +19,7 @@ pub use edit::Editor;
 pub use header::{CSeq, NameAddr, Via};
 pub use lex::Param;
 pub use message::{HeaderField, HeaderName, Message, Method, StartLine};
+pub use transport::Transport;
 pub use uri::{Scheme, Uri};
 
 /// A byte range of a message buffer. `u32` offsets keep header tables small; messages are
