@@ -27,7 +27,7 @@ use crate::sip::{reply, Encoded, Message, Method, Transport};
 use crate::transport::{Destination, FlowKey};
 
 use super::branch::Branch;
-use super::router::Status;
+use super::status::Status;
 
 impl SipTimers {
     /// Timers B and F, and the wait for a final answer after a CANCEL (RFC 3261 §9.1).
