@@ -17,7 +17,8 @@ use ring::hmac;
 use siphasher::sip::SipHasher24;
 
 use crate::sip::text::hex_digits;
-use crate::transport::{FlowKey, Transport};
+use crate::sip::{Message, ParseError, Transport};
+use crate::transport::FlowKey;
 
 /// Every branch Roundabout writes starts with this (RFC 3261 magic cookie + our mark), so a
 /// response's top Via can be recognised as ours. The MAC follows as 16 lower-case hex digits.
@@ -49,6 +50,23 @@ pub struct PreviousHop<'a> {
     /// `received` and `rport`: where the request came from and the response goes back to.
     pub ip: IpAddr,
     pub port: u16,
+}
+
+impl<'m> PreviousHop<'m> {
+    /// The hop `msg` came from over `source`, as the Via Roundabout stamps records it.
+    ///
+    /// # Errors
+    /// The request has no readable top Via.
+    pub fn of_request(msg: &'m Message, source: &FlowKey) -> Result<PreviousHop<'m>, ParseError> {
+        let buf = msg.bytes();
+        let top = msg.top_via()?;
+        Ok(PreviousHop {
+            transport: Transport::from_token(&buf[top.transport.range()]),
+            branch: top.branch(buf).unwrap_or_default(),
+            ip: source.remote.ip(),
+            port: source.remote.port(),
+        })
+    }
 }
 
 /// What a branch is computed over: one forwarded request and its next hop.

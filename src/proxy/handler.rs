@@ -13,19 +13,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::sip::text::put_decimal;
-use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError};
-use crate::transport::{
-    ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport,
-};
+use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError, Transport};
+use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 use crate::warn_limited;
 
+use super::action::{Forward, Lookup, NextHop, RequestAction, ResponseAction};
 use super::clients::{ClientCache, CACHE_FULL_RETRY_AFTER};
 use super::flood::{OverloadGuard, SourceLimiter};
-use super::rewrite::Registration;
-use super::router::{
-    proxy_require, Forward, Lookup, NextHop, RequestAction, ResponseAction, Router, SelfNames,
-    Status,
-};
+use super::rewrite::{Registration, Rewriter};
+use super::router::{proxy_require, Router, SelfNames};
+use super::status::Status;
 use super::transaction::{self, Key, Kind, ResponseMatch, Send, Start, Transactions};
 
 /// Host names being resolved at once; beyond this, requests to unknown names get 503.
@@ -39,6 +36,7 @@ pub struct Proxy {
 
 struct Inner {
     router: Router,
+    rewriter: Rewriter,
     outbound: Arc<dyn Outbound>,
     limiter: SourceLimiter,
     overload: OverloadGuard,
@@ -60,6 +58,7 @@ impl Proxy {
     ) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
+                rewriter: router.rewriter(),
                 router,
                 outbound,
                 limiter,
@@ -85,7 +84,7 @@ impl Proxy {
 
     #[must_use]
     pub fn clients(&self) -> &ClientCache {
-        &self.inner.router.clients
+        self.inner.router.clients()
     }
 
     #[must_use]
@@ -267,7 +266,7 @@ impl Proxy {
             transaction::needs_transaction(method, source.transport, dest.flow.transport);
         let (out, branch) = match self
             .inner
-            .router
+            .rewriter
             .rewrite_request(msg, source, connection, forward, &dest.flow, stateful)
         {
             Ok(rewritten) => rewritten,
@@ -415,10 +414,7 @@ impl Proxy {
                 .unwrap_or_default();
             drop(permit);
             let router = &proxy.inner.router;
-            if resolved
-                .iter()
-                .any(|addr| router.identity.is_own_address(*addr))
-            {
+            if resolved.iter().any(|addr| router.is_own_address(*addr)) {
                 debug!(%host, port, "host name resolves to Roundabout itself");
                 let now = Instant::now();
                 let action = router.route_as_self(&msg, &source, now, &lookup, &mut self_names);
@@ -525,7 +521,7 @@ impl Proxy {
     ) -> Result<(), SendError> {
         let rewritten = self
             .inner
-            .router
+            .rewriter
             .rewrite_response(msg, source, connection, &dest.flow);
         let (out, registrations) = match rewritten {
             Ok(rewritten) => rewritten,
@@ -610,7 +606,7 @@ impl Proxy {
     fn amplifies(&self, request: &Bytes, source: &FlowKey, out: &crate::sip::Encoded) -> bool {
         source.transport == Transport::Udp
             && out.len() > request.len()
-            && !self.inner.router.servers.is_server_address(source)
+            && !self.inner.router.is_server_address(source)
     }
 
     fn malformed(&self, data: &Bytes, source: FlowKey, error: ParseError) {
@@ -638,8 +634,7 @@ impl Proxy {
         let cseq = request.cseq().map_or(0, |c| c.number);
         self.inner
             .router
-            .branches
-            .to_tag_text(request.call_id().unwrap_or_default(), cseq)
+            .to_tag(request.call_id().unwrap_or_default(), cseq)
     }
 }
 
@@ -662,7 +657,7 @@ impl Handler for Proxy {
         } = inbound;
         // One clock read per message serves the flood limits and the client cache.
         let now = Instant::now();
-        if !self.inner.router.servers.is_server_address(&flow)
+        if !self.inner.router.is_server_address(&flow)
             && !self.inner.limiter.allow(flow.remote.ip(), now)
         {
             // Dropped before parsing: a flood costs as little as possible and gets no answer.

@@ -14,10 +14,8 @@ use super::tests::{config, flow};
 use super::transaction::Transactions;
 use super::Proxy;
 use crate::config::{SipTimers, TransactionLimits};
-use crate::sip::{reply, Encoded, Message};
-use crate::transport::{
-    ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport,
-};
+use crate::sip::{reply, Encoded, Message, Transport};
+use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 
 /// What the proxy sent, when, and to whom.
 #[derive(Default)]

@@ -17,7 +17,8 @@ use bytes::BytesMut;
 use ring::hmac;
 use siphasher::sip128::{Hasher128 as _, SipHasher24};
 
-use crate::transport::{ConnectionId, FlowKey, Transport};
+use crate::sip::Transport;
+use crate::transport::{ConnectionId, FlowKey};
 
 /// The URI parameter carrying the token.
 pub const PARAM: &str = "rbt";

@@ -289,9 +289,10 @@ pub(crate) mod tests {
     use super::super::flows::FlowTable;
     use super::super::queue::{QueueError, SendBudget};
     use super::super::tls::TlsContext;
-    use super::super::{Handler, Inbound, Transport};
+    use super::super::{Handler, Inbound};
     use super::*;
     use crate::config::Limits;
+    use crate::sip::Transport;
 
     const KEY: FlowKey = FlowKey {
         transport: Transport::Tcp,

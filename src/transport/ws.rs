@@ -27,7 +27,8 @@ use super::flows::Admission;
 use super::queue::QueueReceiver;
 use super::stream::{self, ByteStream, Registered, Writer};
 use super::tcp::Connection;
-use super::{ConnectionId, Encoded, FlowKey, Inbound, Shared, Transport, MAX_WRITE_BATCH};
+use super::{ConnectionId, Encoded, FlowKey, Inbound, Shared, MAX_WRITE_BATCH};
+use crate::sip::Transport;
 
 /// The WebSocket subprotocol for SIP (RFC 7118 §4.1).
 const SUBPROTOCOL: &str = "sip";
