@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use roundabout::config::{ClientRanges, Config, Limits, Ports, TrustedServer, TrustedServers};
-use roundabout::proxy::router::{Forward, NextHop, RequestAction, ResponseAction, Router};
-use roundabout::sip::{Encoded, HeaderName, Message};
-use roundabout::transport::{FlowKey, Transport};
+use roundabout::proxy::action::{Forward, NextHop, RequestAction, ResponseAction};
+use roundabout::proxy::rewrite::Rewriter;
+use roundabout::proxy::router::Router;
+use roundabout::sip::{Encoded, HeaderName, Message, Transport};
+use roundabout::transport::FlowKey;
 
 const INVITE: &[u8] = b"INVITE sip:service@127.0.0.2:5080;transport=tcp SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.3:5070;branch=z9hG4bK-1-1-0;rport\r\n\
@@ -104,6 +106,7 @@ fn hot_path(c: &mut Criterion) {
         remote: "127.0.0.3:5070".parse().unwrap(),
     };
     let router = router(Transport::Tcp);
+    let rewriter = router.rewriter();
     let mut group = c.benchmark_group("invite");
     group.throughput(Throughput::Elements(1));
     group.bench_function("parse", |b| {
@@ -118,7 +121,7 @@ fn hot_path(c: &mut Criterion) {
             else {
                 panic!("not forwarded");
             };
-            router
+            rewriter
                 .rewrite_request(&msg, &source, None, &forward, &next_hop(&forward), false)
                 .unwrap()
         });
@@ -134,6 +137,7 @@ fn hot_path(c: &mut Criterion) {
 /// The messages of one call as they reach the proxy, and where each comes from.
 struct Call {
     router: Router,
+    rewriter: Rewriter,
     messages: Vec<(Bytes, FlowKey)>,
 }
 
@@ -142,6 +146,7 @@ impl Call {
     /// UAC's ACK and BYE go to the Contact the proxy wrote into the 200.
     fn new() -> Call {
         let router = router(Transport::Udp);
+        let rewriter = router.rewriter();
         let uac = FlowKey {
             transport: Transport::Udp,
             remote: "127.0.0.3:5070".parse().unwrap(),
@@ -155,10 +160,12 @@ impl Call {
                 .replace(";transport=tcp", ";transport=udp")
                 .into_bytes(),
         );
-        let forwarded = Message::parse(forward(&router, &invite, uac).to_contiguous()).unwrap();
+        let forwarded =
+            Message::parse(forward(&router, &rewriter, &invite, uac).to_contiguous()).unwrap();
         let answer = |status: &str, contact: bool| uas_answer(&forwarded, status, contact);
         let ok = answer("200 OK", true);
-        let relayed_ok = Message::parse(forward(&router, &ok, uas).to_contiguous()).unwrap();
+        let relayed_ok =
+            Message::parse(forward(&router, &rewriter, &ok, uas).to_contiguous()).unwrap();
         let contact = relayed_ok.contacts().next().unwrap().unwrap();
         let dialog_uri = std::str::from_utf8(relayed_ok.slice(contact.uri)).unwrap();
         let in_dialog = |method: &str, cseq: u32, branch: &str| {
@@ -175,7 +182,8 @@ impl Call {
             ))
         };
         let bye = in_dialog("BYE", 2, "7");
-        let forwarded_bye = Message::parse(forward(&router, &bye, uac).to_contiguous()).unwrap();
+        let forwarded_bye =
+            Message::parse(forward(&router, &rewriter, &bye, uac).to_contiguous()).unwrap();
         let messages = vec![
             (invite, uac),
             (answer("100 Trying", false), uas),
@@ -185,12 +193,21 @@ impl Call {
             (bye, uac),
             (uas_answer(&forwarded_bye, "200 OK", false), uas),
         ];
-        Call { router, messages }
+        Call {
+            router,
+            rewriter,
+            messages,
+        }
     }
 
     fn forward_all(&self) {
         for (data, source) in &self.messages {
-            black_box(forward(&self.router, black_box(data), *source));
+            black_box(forward(
+                &self.router,
+                &self.rewriter,
+                black_box(data),
+                *source,
+            ));
         }
     }
 }
@@ -217,13 +234,13 @@ fn uas_answer(request: &Message, status: &str, contact: bool) -> Bytes {
 }
 
 /// What the proxy's handler does to one message, without the sending.
-fn forward(router: &Router, data: &Bytes, source: FlowKey) -> Encoded {
+fn forward(router: &Router, rewriter: &Rewriter, data: &Bytes, source: FlowKey) -> Encoded {
     let msg = Message::parse(data.clone()).unwrap();
     if !msg.is_request() {
         let ResponseAction::Forward(dest) = router.route_response(&msg, &source) else {
             panic!("response not forwarded");
         };
-        return router
+        return rewriter
             .rewrite_response(&msg, &source, None, &dest.flow)
             .unwrap()
             .0;
@@ -233,7 +250,7 @@ fn forward(router: &Router, data: &Bytes, source: FlowKey) -> Encoded {
     else {
         panic!("request not forwarded");
     };
-    router
+    rewriter
         .rewrite_request(&msg, &source, None, &forward, &next_hop(&forward), false)
         .unwrap()
         .0
@@ -283,6 +300,7 @@ fn allocations_per_forwarded_invite() -> usize {
         remote: "127.0.0.3:5070".parse().unwrap(),
     };
     let router = router(Transport::Tcp);
+    let rewriter = router.rewriter();
     let forward_once = || {
         let msg = Message::parse(invite.clone()).unwrap();
         msg.validate_request().unwrap();
@@ -291,7 +309,7 @@ fn allocations_per_forwarded_invite() -> usize {
             panic!("not forwarded");
         };
         black_box(
-            router
+            rewriter
                 .rewrite_request(&msg, &source, None, &forward, &next_hop(&forward), false)
                 .unwrap(),
         );

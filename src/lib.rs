@@ -3,7 +3,8 @@
 //! `config` turns flags into a validated [`config::Config`]; `sip` parses and edits messages
 //! (no I/O); `transport` frames bytes on sockets into messages and sends them; `proxy` decides
 //! where each message goes (`proxy::router` is pure) and glues the rest; `csr` is the once-off
-//! certificate signing request command.
+//! certificate signing request command. `docs/architecture.md` is the module map: which layer
+//! may import which (checked by `tests/layers.rs`).
 
 #![forbid(unsafe_code)]
 

@@ -6,8 +6,8 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use roundabout::cli::{self, Action, LogLevel, RunArgs};
-use roundabout::config::{Config, Validated};
+use roundabout::cli::{self, Action};
+use roundabout::config::{Config, LogLevel, RunArgs, Validated};
 use tracing_subscriber::EnvFilter;
 
 /// sysexits.h EX_USAGE: the command line or configuration is wrong.

@@ -15,7 +15,8 @@ use crate::proxy::flood::{OverloadGuard, SourceLimiter};
 use crate::proxy::router::Router;
 use crate::proxy::transaction::Transactions;
 use crate::proxy::Proxy;
-use crate::transport::{Senders, Transport, TransportError, Transports};
+use crate::sip::Transport;
+use crate::transport::{Senders, TransportError, Transports};
 
 /// After the drain, how long connections may take to write what is queued.
 const FLUSH: Duration = Duration::from_secs(1);

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use roundabout::proxy::token::TokenKey;
-use roundabout::transport::{FlowKey, Transport};
+use roundabout::sip::Transport;
+use roundabout::transport::FlowKey;
 
 use common::{header, tcp_from, Roundabout, UdpPeer};
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use roundabout::cli::{self, Action};
 use roundabout::config::{Config, Validated};
 use roundabout::server::{Control, Server};
-use roundabout::transport::Transport;
+use roundabout::sip::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::timeout;

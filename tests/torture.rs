@@ -29,11 +29,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use roundabout::cli::Action;
 use roundabout::config::Config;
+use roundabout::proxy::action::{RequestAction, ResponseAction};
 use roundabout::proxy::branch::BRANCH_PREFIX;
-use roundabout::proxy::router::{RequestAction, ResponseAction, Router};
+use roundabout::proxy::router::Router;
 use roundabout::sip::codec::{self, Frame};
-use roundabout::sip::{HeaderName, Message, ParseError, Span, Uri, Via};
-use roundabout::transport::{FlowKey, Transport};
+use roundabout::sip::{HeaderName, Message, ParseError, Span, Transport, Uri, Via};
+use roundabout::transport::FlowKey;
 
 use common::{Roundabout, UdpPeer};
 
@@ -416,13 +417,14 @@ fn unit_outcome(router: &Router, data: &[u8]) -> Unit {
     }
     match router.route_request(&msg, &source, Instant::now()) {
         RequestAction::Forward(forward) => {
+            let rewriter = router.rewriter();
             for egress in [Transport::Udp, Transport::Tcp, Transport::Ws] {
                 let dest = FlowKey {
                     transport: egress,
                     remote: UNIT_PEER.parse().unwrap(),
                 };
                 if let Err(error) =
-                    router.rewrite_request(&msg, &source, None, &forward, &dest, false)
+                    rewriter.rewrite_request(&msg, &source, None, &forward, &dest, false)
                 {
                     panic!("rewrite for {egress} failed: {error}");
                 }
@@ -1189,7 +1191,7 @@ fn crash_rewritten_contact_with_empty_user_parses() {
     replay("proxy_rewrite-empty-contact-user.bin");
 }
 
-/// Fixed: split_list (src/sip/header.rs) let a '"' inside <…> hide the commas after it;
+/// Fixed: split_list (now src/sip/lex.rs) let a '"' inside <…> hide the commas after it;
 /// once the URI was rewritten they split off Contacts never rewritten.
 #[test]
 fn crash_quote_inside_angle_brackets_keeps_contact_count() {

@@ -16,13 +16,16 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use roundabout::cli::Action;
 use roundabout::config::Config;
+use roundabout::proxy::action::{NextHop, RequestAction, ResponseAction};
 use roundabout::proxy::flood::{OverloadGuard, SourceLimiter};
-use roundabout::proxy::router::{NextHop, RequestAction, ResponseAction, Router};
+use roundabout::proxy::rewrite::Rewriter;
+use roundabout::proxy::router::Router;
+use roundabout::proxy::token::TokenKey;
 use roundabout::proxy::transaction::{needs_transaction, Transactions};
 use roundabout::proxy::{token, Proxy};
 use roundabout::sip::codec::{self, Frame};
-use roundabout::sip::{reply, HeaderName, Message, NameAddr, Uri};
-use roundabout::transport::{FlowKey, Handler, Inbound, Transport, Transports};
+use roundabout::sip::{reply, HeaderName, Message, NameAddr, Transport, Uri};
+use roundabout::transport::{FlowKey, Handler, Inbound, Transports};
 
 /// Trusted servers: one by FQDN (the names the seeds use), one with a route-list, one IPv6;
 /// `127.0.0.2` is also the default SIP server, so requests to Roundabout itself are routed.
@@ -74,6 +77,19 @@ pub fn router() -> &'static Router {
             ],
         )
     })
+}
+
+/// The rewriter of [`router`].
+#[must_use]
+pub fn rewriter() -> &'static Rewriter {
+    static REWRITER: OnceLock<Rewriter> = OnceLock::new();
+    REWRITER.get_or_init(|| router().rewriter())
+}
+
+/// The contact token key of [`config`], to read back what the rewriter wrote.
+fn token_key() -> &'static TokenKey {
+    static KEY: OnceLock<TokenKey> = OnceLock::new();
+    KEY.get_or_init(|| TokenKey::new(&config(&[]).token_key))
 }
 
 /// Reads every value the proxy can read lazily from a parsed message. Only panics matter.
@@ -239,13 +255,19 @@ pub fn proxy_rewrite(data: &[u8]) {
     };
     touch_everything(&msg);
     if msg.is_request() {
-        check_forwarded_request(router(), &msg, &source, egress);
+        check_forwarded_request(router(), rewriter(), &msg, &source, egress);
     } else {
-        check_forwarded_response(router(), &msg, &source);
+        check_forwarded_response(router(), rewriter(), &msg, &source);
     }
 }
 
-fn check_forwarded_request(router: &Router, msg: &Message, source: &FlowKey, egress: Transport) {
+fn check_forwarded_request(
+    router: &Router,
+    rewriter: &Rewriter,
+    msg: &Message,
+    source: &FlowKey,
+    egress: Transport,
+) {
     if msg.validate_request().is_err() {
         return;
     }
@@ -261,7 +283,7 @@ fn check_forwarded_request(router: &Router, msg: &Message, source: &FlowKey, egr
         remote,
     };
     let stateful = needs_transaction(msg.method(), source.transport, egress);
-    let Ok((out, _branch)) = router.rewrite_request(msg, source, None, &forward, &dest, stateful)
+    let Ok((out, _branch)) = rewriter.rewrite_request(msg, source, None, &forward, &dest, stateful)
     else {
         return;
     };
@@ -299,8 +321,7 @@ fn check_forwarded_request(router: &Router, msg: &Message, source: &FlowKey, egr
         let token = uri
             .param_value(token::PARAM)
             .expect("rewritten Contact without a token");
-        let decoded = router
-            .tokens
+        let decoded = token_key()
             .decode(token)
             .expect("our own token does not decode");
         let old_uri = msg.slice(old.uri);
@@ -312,12 +333,12 @@ fn check_forwarded_request(router: &Router, msg: &Message, source: &FlowKey, egr
     }
 }
 
-fn check_forwarded_response(router: &Router, msg: &Message, source: &FlowKey) {
+fn check_forwarded_response(router: &Router, rewriter: &Rewriter, msg: &Message, source: &FlowKey) {
     // Only a response whose branch verifies for `source` gets this far (rarely, from fuzzing).
     let ResponseAction::Forward(dest) = router.route_response(msg, source) else {
         return;
     };
-    let Ok((out, _registrations)) = router.rewrite_response(msg, source, None, &dest.flow) else {
+    let Ok((out, _registrations)) = rewriter.rewrite_response(msg, source, None, &dest.flow) else {
         return;
     };
     let sent = Message::parse(out.to_contiguous())

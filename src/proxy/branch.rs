@@ -16,7 +16,9 @@ use std::net::IpAddr;
 use ring::hmac;
 use siphasher::sip::SipHasher24;
 
-use crate::transport::{FlowKey, Transport};
+use crate::sip::text::hex_digits;
+use crate::sip::{Message, ParseError, Transport};
+use crate::transport::FlowKey;
 
 /// Every branch Roundabout writes starts with this (RFC 3261 magic cookie + our mark), so a
 /// response's top Via can be recognised as ours. The MAC follows as 16 lower-case hex digits.
@@ -48,6 +50,23 @@ pub struct PreviousHop<'a> {
     /// `received` and `rport`: where the request came from and the response goes back to.
     pub ip: IpAddr,
     pub port: u16,
+}
+
+impl<'m> PreviousHop<'m> {
+    /// The hop `msg` came from over `source`, as the Via Roundabout stamps records it.
+    ///
+    /// # Errors
+    /// The request has no readable top Via.
+    pub fn of_request(msg: &'m Message, source: &FlowKey) -> Result<PreviousHop<'m>, ParseError> {
+        let buf = msg.bytes();
+        let top = msg.top_via()?;
+        Ok(PreviousHop {
+            transport: Transport::from_token(&buf[top.transport.range()]),
+            branch: top.branch(buf).unwrap_or_default(),
+            ip: source.remote.ip(),
+            port: source.remote.port(),
+        })
+    }
 }
 
 /// What a branch is computed over: one forwarded request and its next hop.
@@ -116,30 +135,29 @@ enum Domain {
     ServerTransaction = 3,
 }
 
+/// A SipHash key of its own derived from the token key for `purpose`, so the token key is
+/// never used with two algorithms and each use of SipHash has its own key.
+pub(super) fn sip_key(token_key: &[u8; 32], purpose: &[u8]) -> (u64, u64) {
+    let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, token_key), purpose);
+    let half = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&derived.as_ref()[at..at + 8]);
+        u64::from_le_bytes(bytes)
+    };
+    (half(0), half(8))
+}
+
 impl BranchKey {
     #[must_use]
     pub fn new(token_key: &[u8; 32]) -> BranchKey {
-        // A key of its own for SipHash, so the token key is never used with two algorithms.
-        let derived = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, token_key),
-            b"roundabout via branch v1",
-        );
-        let half = |range: std::ops::Range<usize>| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&derived.as_ref()[range]);
-            u64::from_le_bytes(bytes)
-        };
-        BranchKey {
-            k0: half(0..8),
-            k1: half(8..16),
-        }
+        let (k0, k1) = sip_key(token_key, b"roundabout via branch v1");
+        BranchKey { k0, k1 }
     }
 
     /// The MAC of `fixed` (which gets the lengths of the variable fields) and `variable`. The
     /// fixed-size values go to the hasher in one write: a write per small value costs more in
     /// the hasher's buffering than the hashing itself.
-    fn mac(&self, domain: Domain, mut fixed: Fixed, variable: &[&[u8]]) -> u64 {
-        fixed.put(&[domain as u8]);
+    fn mac(&self, mut fixed: Fixed, variable: &[&[u8]]) -> u64 {
         for field in variable {
             fixed.put(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_le_bytes());
         }
@@ -155,7 +173,9 @@ impl BranchKey {
     #[must_use]
     pub fn branch(&self, input: &BranchInput<'_>) -> Branch {
         let previous = &input.previous;
-        let mut fixed = Fixed::default();
+        let mut fixed = Fixed::new(Domain::Branch);
+        // The stateful bit is an input too: flipping it in a response breaks the MAC.
+        fixed.put(&[u8::from(input.stateful)]);
         fixed.put(&[previous.transport.map_or(u8::MAX, |t| t as u8)]);
         fixed.address(previous.ip, previous.port);
         fixed.put(&input.cseq.to_le_bytes());
@@ -168,7 +188,7 @@ impl BranchKey {
         }
         // ACK (of a non-2xx) and CANCEL share the branch of the INVITE they belong to.
         let variable = [previous.branch, input.call_id, method_class(input.method)];
-        let mac = self.mac(Domain::Branch, fixed, &variable) & !STATEFUL_BIT;
+        let mac = self.mac(fixed, &variable) & !STATEFUL_BIT;
         Branch(if input.stateful {
             mac | STATEFUL_BIT
         } else {
@@ -180,11 +200,11 @@ impl BranchKey {
     /// request, so the ACK that follows can be recognised without state (RFC 3261 §17.2.1).
     #[must_use]
     pub fn to_tag(&self, call_id: &[u8], cseq: u32) -> u32 {
-        let mut fixed = Fixed::default();
+        let mut fixed = Fixed::new(Domain::ToTag);
         fixed.put(&cseq.to_le_bytes());
         // 32 bits tell Roundabout's answers apart within one Call-ID, and a short tag keeps
         // small answers under the size of their request (see the handler's `amplifies`).
-        (self.mac(Domain::ToTag, fixed, &[call_id]) >> 32) as u32
+        (self.mac(fixed, &[call_id]) >> 32) as u32
     }
 
     /// Whether `tag` is one `to_tag` made for this Call-ID and CSeq number.
@@ -193,16 +213,13 @@ impl BranchKey {
         let Some(hex) = tag.strip_prefix(TO_TAG_PREFIX.as_bytes()) else {
             return false;
         };
-        let mut expected = [0u8; 8];
-        write_hex_u32(&mut expected, self.to_tag(call_id, cseq));
-        hex == expected
+        hex == hex_digits::<8>(u64::from(self.to_tag(call_id, cseq)))
     }
 
     /// The To tag text for an answer.
     #[must_use]
     pub fn to_tag_text(&self, call_id: &[u8], cseq: u32) -> String {
-        let mut digits = [0u8; 8];
-        write_hex_u32(&mut digits, self.to_tag(call_id, cseq));
+        let digits = hex_digits::<8>(u64::from(self.to_tag(call_id, cseq)));
         let mut tag = String::with_capacity(TO_TAG_PREFIX.len() + digits.len());
         tag.push_str(TO_TAG_PREFIX);
         tag.extend(digits.iter().map(|&d| char::from(d)));
@@ -214,34 +231,31 @@ impl BranchKey {
     /// non-2xx finds its INVITE whatever its routing would say now.
     #[must_use]
     pub fn server_transaction(&self, previous: &PreviousHop<'_>, call_id: &[u8], cseq: u32) -> u64 {
-        let mut fixed = Fixed::default();
+        let mut fixed = Fixed::new(Domain::ServerTransaction);
         fixed.address(previous.ip, previous.port);
         fixed.put(&cseq.to_le_bytes());
-        self.mac(
-            Domain::ServerTransaction,
-            fixed,
-            &[previous.branch, call_id],
-        )
+        self.mac(fixed, &[previous.branch, call_id])
     }
 }
 
-/// The fixed-size part of a MAC's input: at most two addresses with their ports, a few
-/// one-byte codes, a CSeq number, a domain and three lengths (58 bytes).
+/// The fixed-size part of a MAC's input: first the domain, so that no input of one kind is
+/// the input of another, then at most two addresses with their ports, a few one-byte codes, a
+/// CSeq number and three lengths (58 bytes).
 struct Fixed {
     bytes: [u8; 64],
     len: usize,
 }
 
-impl Default for Fixed {
-    fn default() -> Fixed {
-        Fixed {
+impl Fixed {
+    fn new(domain: Domain) -> Fixed {
+        let mut fixed = Fixed {
             bytes: [0; 64],
             len: 0,
-        }
+        };
+        fixed.put(&[domain as u8]);
+        fixed
     }
-}
 
-impl Fixed {
     fn put(&mut self, bytes: &[u8]) {
         self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
         self.len += bytes.len();
@@ -271,13 +285,6 @@ fn method_class(method: &[u8]) -> &[u8] {
     match method {
         b"ACK" | b"CANCEL" => b"INVITE",
         other => other,
-    }
-}
-
-fn write_hex_u32(out: &mut [u8; 8], n: u32) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, digit) in out.iter_mut().enumerate() {
-        *digit = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
     }
 }
 
@@ -339,7 +346,11 @@ mod tests {
         let without = key.branch(&input(b"z9hG4bK1", b"MESSAGE", server()));
         assert!(with.is_stateful());
         assert!(!without.is_stateful());
-        assert_eq!(with.0 & !1, without.0 & !1);
+        assert_ne!(
+            with.0 & !1,
+            without.0 & !1,
+            "the bit is authenticated: flipping it does not give the other branch"
+        );
         let text = format!("{BRANCH_PREFIX}{:016x}", with.0);
         assert_eq!(Branch::parse(text.as_bytes()), Some(with));
         for bad in [
@@ -371,5 +382,40 @@ mod tests {
         let mut mapped = plain;
         mapped.previous.ip = "::ffff:192.0.2.1".parse().unwrap();
         assert_eq!(key.branch(&plain), key.branch(&mapped));
+    }
+
+    /// The domain comes first: a To tag input crafted to be the bytes of a branch input (a
+    /// Call-ID and CSeq of the sender's choosing) is not, so a To tag tells nothing of a
+    /// branch. With the domain after the fixed fields, this crafted pair collided.
+    #[test]
+    fn a_to_tag_input_is_never_a_branch_input() {
+        let key = BranchKey::new(&[9; 32]);
+        let (ip, port, cseq) = ([198u8, 51, 2, 77], 1u16, 256u32);
+        let (b, m): (&[u8], &[u8]) = (b"z9hG4bK-abcdefghijkl", b"REGISTER");
+        let n = usize::from(ip[3]) + 256 * usize::from(port);
+        let cid = vec![b'c'; n - 17 - b.len() - m.len()];
+        let branch = key.branch(&BranchInput {
+            previous: PreviousHop {
+                transport: Some(Transport::Udp),
+                branch: b,
+                ip: IpAddr::from(ip),
+                port,
+            },
+            call_id: &cid,
+            cseq,
+            method: m,
+            responder: Responder::TrustedServer,
+            stateful: false,
+        });
+        let tag_cseq = u32::from_le_bytes([Transport::Udp as u8, 4, ip[0], ip[1]]);
+        let mut tag_call_id = cseq.to_le_bytes()[1..].to_vec();
+        tag_call_id.extend_from_slice(&[0, Domain::Branch as u8]);
+        for field in [b, &cid[..], m] {
+            tag_call_id.extend_from_slice(&u32::try_from(field.len()).unwrap().to_le_bytes());
+        }
+        for field in [b, &cid[..], m] {
+            tag_call_id.extend_from_slice(field);
+        }
+        assert_ne!(key.to_tag(&tag_call_id, tag_cseq), (branch.0 >> 32) as u32);
     }
 }

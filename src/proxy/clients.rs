@@ -381,7 +381,7 @@ fn slot(tick: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::Transport;
+    use crate::sip::Transport;
 
     fn flow(port: u16) -> FlowKey {
         FlowKey {

@@ -13,19 +13,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::sip::text::put_decimal;
-use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError};
-use crate::transport::{
-    ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport,
-};
+use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError, Transport};
+use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 use crate::warn_limited;
 
+use super::action::{Forward, Lookup, NextHop, RequestAction, ResponseAction};
 use super::clients::{ClientCache, CACHE_FULL_RETRY_AFTER};
 use super::flood::{OverloadGuard, SourceLimiter};
-use super::rewrite::Registration;
-use super::router::{
-    proxy_require, Forward, Lookup, NextHop, RequestAction, ResponseAction, Router, SelfNames,
-    Status,
-};
+use super::rewrite::{Registration, Rewriter};
+use super::router::{proxy_require, Router, SelfNames};
+use super::status::Status;
 use super::transaction::{self, Key, Kind, ResponseMatch, Send, Start, Transactions};
 
 /// Host names being resolved at once; beyond this, requests to unknown names get 503.
@@ -39,6 +36,7 @@ pub struct Proxy {
 
 struct Inner {
     router: Router,
+    rewriter: Rewriter,
     outbound: Arc<dyn Outbound>,
     limiter: SourceLimiter,
     overload: OverloadGuard,
@@ -60,6 +58,7 @@ impl Proxy {
     ) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
+                rewriter: router.rewriter(),
                 router,
                 outbound,
                 limiter,
@@ -85,7 +84,7 @@ impl Proxy {
 
     #[must_use]
     pub fn clients(&self) -> &ClientCache {
-        &self.inner.router.clients
+        self.inner.router.clients()
     }
 
     #[must_use]
@@ -148,11 +147,11 @@ impl Proxy {
         upstream: Destination,
         status: Status,
     ) {
-        let Ok(request) = Message::parse(request.to_contiguous()) else {
+        let Ok(request) = Message::parse_own(request.to_contiguous()) else {
             return;
         };
         let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
-        if let Ok(response) = Message::parse(answer.to_contiguous()) {
+        if let Ok(response) = Message::parse_own(answer.to_contiguous()) {
             debug!(to = %upstream.flow, code = status.code, "answered for the next hop");
             let _ = self.forward_response(&response, &from, None, &upstream);
         }
@@ -267,7 +266,7 @@ impl Proxy {
             transaction::needs_transaction(method, source.transport, dest.flow.transport);
         let (out, branch) = match self
             .inner
-            .router
+            .rewriter
             .rewrite_request(msg, source, connection, forward, &dest.flow, stateful)
         {
             Ok(rewritten) => rewritten,
@@ -296,14 +295,6 @@ impl Proxy {
         };
         match self.inner.outbound.send(dest, out) {
             Ok(()) => debug!(from = %source, to = %dest.flow, "request forwarded"),
-            Err(SendError::NoFlow) if method == Some(Method::Cancel) => {
-                debug!(from = %source, to = %dest.flow, "CANCEL for no open flow answered 481");
-                self.reply(
-                    msg,
-                    source,
-                    Status::new(481, "Call/Transaction Does Not Exist"),
-                );
-            }
             Err(SendError::NoFlow) => match &forward.fallback {
                 Some(fallback) => self.send_request(
                     msg,
@@ -314,6 +305,14 @@ impl Proxy {
                     },
                     fallback,
                 ),
+                None if method == Some(Method::Cancel) => {
+                    debug!(from = %source, to = %dest.flow, "CANCEL for no open flow answered 481");
+                    self.reply(
+                        msg,
+                        source,
+                        Status::new(481, "Call/Transaction Does Not Exist"),
+                    );
+                }
                 None => {
                     debug!(from = %source, to = %dest.flow, "flow gone");
                     self.reply(msg, source, Status::TEMPORARILY_UNAVAILABLE);
@@ -355,6 +354,11 @@ impl Proxy {
             Start::Started => {}
             Start::Retransmission => {
                 debug!(flow = %source, "retransmission absorbed: its transaction retransmits");
+                return;
+            }
+            Start::CancelledAlready => {
+                debug!(flow = %source, "CANCEL answered: Roundabout cancelled the INVITE already");
+                self.reply(msg, source, Status::OK);
                 return;
             }
             Start::Full => {
@@ -410,10 +414,7 @@ impl Proxy {
                 .unwrap_or_default();
             drop(permit);
             let router = &proxy.inner.router;
-            if resolved
-                .iter()
-                .any(|addr| router.identity.is_own_address(*addr))
-            {
+            if resolved.iter().any(|addr| router.is_own_address(*addr)) {
                 debug!(%host, port, "host name resolves to Roundabout itself");
                 let now = Instant::now();
                 let action = router.route_as_self(&msg, &source, now, &lookup, &mut self_names);
@@ -520,7 +521,7 @@ impl Proxy {
     ) -> Result<(), SendError> {
         let rewritten = self
             .inner
-            .router
+            .rewriter
             .rewrite_response(msg, source, connection, &dest.flow);
         let (out, registrations) = match rewritten {
             Ok(rewritten) => rewritten,
@@ -605,7 +606,7 @@ impl Proxy {
     fn amplifies(&self, request: &Bytes, source: &FlowKey, out: &crate::sip::Encoded) -> bool {
         source.transport == Transport::Udp
             && out.len() > request.len()
-            && !self.inner.router.servers.is_server_address(source)
+            && !self.inner.router.is_server_address(source)
     }
 
     fn malformed(&self, data: &Bytes, source: FlowKey, error: ParseError) {
@@ -633,8 +634,7 @@ impl Proxy {
         let cseq = request.cseq().map_or(0, |c| c.number);
         self.inner
             .router
-            .branches
-            .to_tag_text(request.call_id().unwrap_or_default(), cseq)
+            .to_tag(request.call_id().unwrap_or_default(), cseq)
     }
 }
 
@@ -657,7 +657,7 @@ impl Handler for Proxy {
         } = inbound;
         // One clock read per message serves the flood limits and the client cache.
         let now = Instant::now();
-        if !self.inner.router.servers.is_server_address(&flow)
+        if !self.inner.router.is_server_address(&flow)
             && !self.inner.limiter.allow(flow.remote.ip(), now)
         {
             // Dropped before parsing: a flood costs as little as possible and gets no answer.
@@ -671,11 +671,22 @@ impl Handler for Proxy {
         }
     }
 
+    fn connection_closed(&self, flow: FlowKey, connection: ConnectionId) {
+        let transactions = &self.inner.transactions;
+        if !transactions.is_empty() {
+            let sends = transactions.upstream_closed(connection, tokio::time::Instant::now());
+            if !sends.is_empty() {
+                debug!(%flow, "connection closed: its pending INVITEs are cancelled");
+            }
+            self.execute(sends);
+        }
+    }
+
     /// RFC 3261 §16.9: a request that could not be sent is answered as if the next hop had
     /// sent 503. The 503 is built from the request as forwarded (our Via on top) and then takes
     /// the path of any response, back to the sender.
     fn undelivered(&self, msg: Encoded, flow: FlowKey) {
-        let Ok(request) = Message::parse(msg.to_contiguous()) else {
+        let Ok(request) = Message::parse_own(msg.to_contiguous()) else {
             return;
         };
         if !request.is_request() || request.method() == Some(Method::Ack) {
@@ -683,7 +694,7 @@ impl Handler for Proxy {
         }
         let status = Status::SERVICE_UNAVAILABLE;
         let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
-        if let Ok(response) = Message::parse(answer.to_contiguous()) {
+        if let Ok(response) = Message::parse_own(answer.to_contiguous()) {
             debug!(to = %flow, "request not delivered: answered 503");
             self.response(response, flow, None);
         }

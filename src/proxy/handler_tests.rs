@@ -14,10 +14,8 @@ use super::tests::{config, flow};
 use super::transaction::Transactions;
 use super::Proxy;
 use crate::config::{SipTimers, TransactionLimits};
-use crate::sip::{reply, Encoded, Message};
-use crate::transport::{
-    ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError, Transport,
-};
+use crate::sip::{reply, Encoded, Message, Transport};
+use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 
 /// What the proxy sent, when, and to whom.
 #[derive(Default)]
@@ -138,7 +136,8 @@ fn request(method: &str, n: u32, extra: &str) -> String {
 
 /// What the UDP server answers to a request as it arrived there.
 fn answer(forwarded: &str, code: u16, reason: &str) -> String {
-    let msg = Message::parse(Bytes::from(forwarded.to_owned())).unwrap();
+    // A UAS takes more header lines than Roundabout's cap (see the header-limit test).
+    let msg = Message::parse_own(Bytes::from(forwarded.to_owned())).unwrap();
     let out = reply::response(&msg, code, reason, "uas");
     String::from_utf8(out.to_contiguous().to_vec()).unwrap()
 }
@@ -406,4 +405,94 @@ async fn the_ack_of_our_own_answer_is_absorbed() {
     // The ACK of a 2xx from the trunk (its tag) is a request like any other: routed.
     h.receive(phone, &ack.replace(&tag, "trunk-tag"));
     assert_eq!(tried(), 1);
+}
+
+/// An INVITE with as many header lines as the parser takes: forwarded, it has one more (the
+/// Via Roundabout pushed). Its transaction must still be able to cancel it at Timer C and answer
+/// 408, not leak.
+#[tokio::test(start_paused = true)]
+async fn a_request_at_the_header_limit_is_still_cancelled_and_answered() {
+    let h = Harness::default();
+    let pad: String = (0..249).map(|i| format!("\r\nX-Pad-{i}: x")).collect();
+    let invite = request("INVITE", 40, &pad);
+    assert!(Message::parse(Bytes::from(invite.clone())).is_ok());
+    h.receive(browser(), &invite);
+    let sent = h.sent.take();
+    let forwarded = &sent
+        .iter()
+        .find(|(_, to, _)| *to == udp_server())
+        .unwrap()
+        .2;
+    assert!(
+        Message::parse(Bytes::from(forwarded.clone())).is_err(),
+        "over the limit once forwarded"
+    );
+    h.receive(udp_server(), &answer(forwarded, 180, "Ringing"));
+    assert_eq!(h.sent.take().len(), 1, "the 180 goes upstream");
+    h.run_until(ms(181_000)).await;
+    let sent = h.sent.take();
+    assert!(
+        sent.iter()
+            .any(|(_, to, text)| *to == udp_server() && text.starts_with("CANCEL ")),
+        "Timer C cancels it: {sent:#?}"
+    );
+    h.run_until(ms(214_000)).await;
+    let sent = h.sent.take();
+    assert!(
+        sent.iter()
+            .any(|(_, to, text)| *to == browser()
+                && start_line(text) == "SIP/2.0 408 Request Timeout")
+    );
+    assert!(h.proxy.transactions().is_empty());
+}
+
+/// The caller's connection closes while its INVITE rings: Roundabout cancels it downstream at
+/// once; a CANCEL the caller still sends for it is answered 200 and not sent again.
+#[tokio::test(start_paused = true)]
+async fn a_closed_caller_connection_cancels_its_ringing_invite() {
+    let h = Harness::default();
+    h.receive(browser(), &request("INVITE", 41, ""));
+    let forwarded = h
+        .sent
+        .take()
+        .into_iter()
+        .find(|(_, to, _)| *to == udp_server())
+        .unwrap()
+        .2;
+    h.receive(udp_server(), &answer(&forwarded, 180, "Ringing"));
+    h.sent.take();
+    h.proxy.connection_closed(browser(), ConnectionId(1));
+    let sent = h.sent.take();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert!(sent[0].2.starts_with("CANCEL "));
+    // The INVITE ends (a 2xx that crossed the CANCEL); the caller's own CANCEL comes late.
+    h.receive(udp_server(), &answer(&forwarded, 200, "OK"));
+    h.sent.take();
+    let cancel = request("CANCEL", 41, "").replace("z9hG4bK-CANCEL-41", "z9hG4bK-INVITE-41");
+    h.receive(browser(), &cancel);
+    let sent = h.sent.take();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].1, browser());
+    assert_eq!(start_line(&sent[0].2), "SIP/2.0 200 OK");
+}
+
+/// RFC 3261 §16.7 step 10: a 2xx after a non-2xx (from a forking next hop) goes upstream.
+#[tokio::test(start_paused = true)]
+async fn a_2xx_after_a_non_2xx_goes_upstream() {
+    let h = Harness::default();
+    h.receive(browser(), &request("INVITE", 42, ""));
+    let forwarded = h
+        .sent
+        .take()
+        .into_iter()
+        .find(|(_, to, _)| *to == udp_server())
+        .unwrap()
+        .2;
+    h.receive(udp_server(), &answer(&forwarded, 486, "Busy Here"));
+    h.sent.take();
+    h.receive(udp_server(), &answer(&forwarded, 200, "OK"));
+    let sent = h.sent.take();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].1.remote, browser().remote);
+    assert_eq!(start_line(&sent[0].2), "SIP/2.0 200 OK");
 }

@@ -1,12 +1,15 @@
 //! The proxy: takes every inbound message, asks the router where it goes, rewrites and sends;
 //! keeps a transaction where a request leaves a reliable transport for UDP.
 
+pub mod action;
 pub mod branch;
 pub mod clients;
 pub mod flood;
 mod handler;
+mod identity;
 pub mod rewrite;
 pub mod router;
+pub mod status;
 pub mod token;
 pub mod transaction;
 mod trusted;

@@ -3,16 +3,19 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::config::RouteHop;
+use crate::config::{RouteHop, TrustedServers};
 use crate::sip::text::{put_decimal, put_hex_u64, put_host_ip};
-use crate::sip::{Editor, Encoded, HeaderName, Message, Method, NameAddr, ParseError, Span, Uri};
-use crate::transport::{ConnectionId, FlowKey, Transport};
+use crate::sip::{
+    Editor, Encoded, HeaderName, Message, Method, NameAddr, ParseError, Span, Transport, Uri,
+};
+use crate::transport::{ConnectionId, FlowKey};
 
-use super::branch::{Branch, BranchInput, BRANCH_PREFIX};
-use super::router::{Forward, Identity, NewRequestUri, Router};
-use super::token;
+use super::action::{Forward, NewRequestUri};
+use super::branch::{Branch, BranchInput, BranchKey, PreviousHop};
+use super::identity::{Identity, OwnText};
+use super::token::{self, TokenKey};
 
 /// Default registration lifetime when neither the Contact nor the response says (RFC 3261 §10.2.1.1).
 const DEFAULT_EXPIRES: u32 = 3600;
@@ -28,53 +31,33 @@ pub struct Registration {
     pub expires: Duration,
 }
 
-/// What Roundabout writes about itself, prepared once per egress transport: its Via up to the
-/// branch value, and its Contact URI from the host up to the token value.
+/// Carries out the router's decisions on a message: what Roundabout writes about itself, the
+/// keys its tokens and branches are made with, and the trusted servers (which Contacts it may
+/// dial back, who may answer). Made by [`Router::rewriter`](super::router::Router::rewriter),
+/// so both use the same identity, keys and table.
 #[derive(Clone, Debug)]
-pub struct OwnText {
-    via: [Bytes; Transport::ALL.len()],
-    contact: [Bytes; Transport::ALL.len()],
+pub struct Rewriter {
+    own: OwnText,
+    servers: TrustedServers,
+    tokens: TokenKey,
+    branches: BranchKey,
 }
 
-impl OwnText {
-    #[must_use]
-    pub fn new(identity: &Identity) -> OwnText {
-        let per_transport = |write: &dyn Fn(&mut BytesMut, Transport)| {
-            Transport::ALL.map(|transport| {
-                let mut out = BytesMut::new();
-                write(&mut out, transport);
-                out.freeze()
-            })
-        };
-        OwnText {
-            via: per_transport(&|o, transport| {
-                o.extend_from_slice(b"SIP/2.0/");
-                o.extend_from_slice(transport.via_token().as_bytes());
-                o.extend_from_slice(b" ");
-                put_host_ip(o, identity.ip);
-                o.extend_from_slice(b":");
-                put_decimal(o, u32::from(identity.port(transport)));
-                o.extend_from_slice(b";branch=");
-                o.extend_from_slice(BRANCH_PREFIX.as_bytes());
-            }),
-            contact: per_transport(&|o, transport| {
-                match (&identity.fqdn, identity.contact_uses_fqdn) {
-                    (Some(fqdn), true) => o.extend_from_slice(fqdn.as_bytes()),
-                    _ => put_host_ip(o, identity.ip),
-                }
-                o.extend_from_slice(b":");
-                put_decimal(o, u32::from(identity.port(transport)));
-                o.extend_from_slice(b";transport=");
-                o.extend_from_slice(transport.as_str().as_bytes());
-                o.extend_from_slice(b";");
-                o.extend_from_slice(token::PARAM.as_bytes());
-                o.extend_from_slice(b"=");
-            }),
+impl Rewriter {
+    pub(super) fn new(
+        identity: &Identity,
+        servers: TrustedServers,
+        tokens: TokenKey,
+        branches: BranchKey,
+    ) -> Rewriter {
+        Rewriter {
+            own: OwnText::new(identity),
+            servers,
+            tokens,
+            branches,
         }
     }
-}
 
-impl Router {
     /// The request as it leaves for `dest` (RFC 3261 §16.6), and the branch of the Via pushed
     /// on it; `stateful` marks the branch of a request forwarded with a transaction.
     pub fn rewrite_request(
@@ -100,41 +83,38 @@ impl Router {
             Some(NewRequestUri::Replace(uri)) => {
                 ed.set_request_uri(|o| o.extend_from_slice(uri))?
             }
-            Some(NewRequestUri::ServerHost(index)) => {
-                let server = &self.servers.servers[*index];
+            Some(NewRequestUri::ServerHost { host, port }) => {
                 let span = msg.request_uri().ok_or(ParseError::BadStartLine)?;
                 let uri = Uri::parse(buf, span)?;
                 // Host and port become the server's; user and parameters stay.
                 ed.replace_with(Span::new(uri.host.start(), uri.params.start()), |o| {
-                    o.extend_from_slice(server.uri_host().as_bytes());
+                    o.extend_from_slice(host.as_bytes());
                     o.extend_from_slice(b":");
-                    put_decimal(o, u32::from(server.port));
+                    put_decimal(o, u32::from(*port));
                 });
             }
         }
-        if let Some(index) = forward.push_routes {
-            for hop in &self.servers.servers[index].routes {
-                ed.insert_header(HeaderName::Route, "Route", |o| {
-                    o.extend_from_slice(b"<sip:");
-                    match hop {
-                        RouteHop::Ip(ip) => put_host_ip(o, *ip),
-                        RouteHop::Name(name) => o.extend_from_slice(name.as_bytes()),
-                    }
-                    o.extend_from_slice(b";lr>");
-                });
-            }
+        for hop in &forward.push_routes {
+            ed.insert_header(HeaderName::Route, "Route", |o| {
+                o.extend_from_slice(b"<sip:");
+                match hop {
+                    RouteHop::Ip(ip) => put_host_ip(o, *ip),
+                    RouteHop::Name(name) => o.extend_from_slice(name.as_bytes()),
+                }
+                o.extend_from_slice(b";lr>");
+            });
         }
         let cseq = msg.cseq()?;
         let branch = self.branches.branch(&BranchInput {
-            previous: Router::previous_hop(msg, source)?,
+            previous: PreviousHop::of_request(msg, source)?,
             call_id: msg.call_id()?,
             cseq: cseq.number,
             method: cseq.method,
-            responder: self.responder(dest),
+            responder: self.servers.responder(dest),
             stateful,
         });
         ed.push_via(|o| {
-            o.extend_from_slice(&self.own.via[egress as usize]);
+            o.extend_from_slice(self.own.via(egress));
             put_hex_u64(o, branch.0);
         });
         self.rewrite_contacts(&mut ed, source, connection, egress)?;
@@ -202,7 +182,7 @@ impl Router {
                     o.extend_from_slice(user);
                     o.extend_from_slice(b"@");
                 }
-                o.extend_from_slice(&self.own.contact[egress as usize]);
+                o.extend_from_slice(self.own.contact(egress));
                 failed = self
                     .tokens
                     .encode_into(o, *source, connection, may_connect, original)

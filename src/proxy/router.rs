@@ -8,119 +8,16 @@ use std::time::Instant;
 
 use crate::config::{ClientRanges, Config, TrustedServer, TrustedServers};
 use crate::sip::uri::parse_host_ip;
-use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Uri, Via};
-use crate::transport::{Destination, FlowKey, Transport};
+use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Transport, Uri, Via};
+use crate::transport::{Destination, FlowKey};
 
+use super::action::{Forward, Lookup, NewRequestUri, NextHop, RequestAction, ResponseAction};
 use super::branch::{Branch, BranchInput, BranchKey, PreviousHop, Responder, BRANCH_PREFIX};
 use super::clients::{ClientCache, ClientLookup};
-use super::rewrite::OwnText;
+use super::identity::Identity;
+use super::rewrite::Rewriter;
+use super::status::Status;
 use super::token::{self, ContactToken, TokenKey};
-
-/// A final response the proxy sends itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-impl Status {
-    pub const TRYING: Status = Status::new(100, "Trying");
-    pub const OK: Status = Status::new(200, "OK");
-    pub const REQUEST_TIMEOUT: Status = Status::new(408, "Request Timeout");
-    pub const BAD_REQUEST: Status = Status::new(400, "Bad Request");
-    pub const BAD_EXTENSION: Status = Status::new(420, "Bad Extension");
-    pub const FORBIDDEN: Status = Status::new(403, "Forbidden");
-    pub const NOT_FOUND: Status = Status::new(404, "Not Found");
-    pub const TEMPORARILY_UNAVAILABLE: Status = Status::new(480, "Temporarily Unavailable");
-    pub const LOOP_DETECTED: Status = Status::new(482, "Loop Detected");
-    pub const TOO_MANY_HOPS: Status = Status::new(483, "Too Many Hops");
-    pub const SERVER_ERROR: Status = Status::new(500, "Server Internal Error");
-    pub const SERVICE_UNAVAILABLE: Status = Status::new(503, "Service Unavailable");
-    /// A REGISTER the client cache could not keep (answered with a Retry-After).
-    pub const CLIENT_CACHE_FULL: Status =
-        Status::new(503, "Service Unavailable (client cache full)");
-
-    #[must_use]
-    pub const fn new(code: u16, reason: &'static str) -> Status {
-        Status { code, reason }
-    }
-}
-
-/// Roundabout's own addresses: what it writes into Via and Contact and recognises in URIs.
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub ip: IpAddr,
-    pub fqdn: Option<String>,
-    pub bind_ip: IpAddr,
-    /// Bound port per listening transport.
-    pub ports: Vec<(Transport, u16)>,
-    /// `-contact-header-fqdn`.
-    pub contact_uses_fqdn: bool,
-    /// The addresses of this host's interfaces, read at start: with a wildcard `-bind-ip` the
-    /// listeners take what is sent to any of them.
-    pub host_ips: Vec<IpAddr>,
-}
-
-impl Identity {
-    /// Whether a URI host names Roundabout: `-local-ip`, `-local-fqdn`, or an address its
-    /// listeners take (see [`Identity::is_own_ip`]).
-    #[must_use]
-    pub fn names_host(&self, host: &[u8]) -> bool {
-        match parse_host_ip(host) {
-            Some(ip) => self.is_own_ip(ip),
-            None => self
-                .fqdn
-                .as_ref()
-                .is_some_and(|f| f.as_bytes().eq_ignore_ascii_case(host)),
-        }
-    }
-
-    /// Whether what is sent to `ip` reaches Roundabout's listeners (at a port they listen on):
-    /// `-local-ip`, `-bind-ip`, and with a wildcard `-bind-ip` every loopback address and every
-    /// address of the host's interfaces, of IPv4 only for `0.0.0.0` (an IPv6 wildcard socket
-    /// takes IPv4 too, as its listeners do not set `IPV6_V6ONLY`).
-    #[must_use]
-    pub fn is_own_ip(&self, ip: IpAddr) -> bool {
-        let local = || ip.is_loopback() || self.host_ips.contains(&ip);
-        ip == self.ip
-            || match self.bind_ip {
-                IpAddr::V4(any) if any.is_unspecified() => ip.is_ipv4() && local(),
-                IpAddr::V6(any) if any.is_unspecified() => local(),
-                bound => ip == bound,
-            }
-    }
-
-    /// Whether a SIP URI names Roundabout: its host and a port it listens on (the scheme's
-    /// default when the URI has none), so a server sharing Roundabout's IP is not mistaken for it.
-    #[must_use]
-    pub fn is_self(&self, uri: &Uri) -> bool {
-        let port = uri.port.unwrap_or(match uri.scheme {
-            Scheme::Sips => 5061,
-            _ => 5060,
-        });
-        uri.is_sip() && self.names_host(uri.host()) && self.listens_on(port)
-    }
-
-    /// Whether an address a host name resolved to is one of Roundabout's listening addresses:
-    /// sending there would send to itself.
-    #[must_use]
-    pub fn is_own_address(&self, addr: SocketAddr) -> bool {
-        self.is_own_ip(addr.ip().to_canonical()) && self.listens_on(addr.port())
-    }
-
-    fn listens_on(&self, port: u16) -> bool {
-        self.ports.iter().any(|(_, p)| *p == port)
-    }
-
-    /// The port advertised for a transport: the bound one, else the transport's default.
-    #[must_use]
-    pub fn port(&self, transport: Transport) -> u16 {
-        self.ports
-            .iter()
-            .find(|(t, _)| *t == transport)
-            .map_or(transport.default_port(), |(_, p)| *p)
-    }
-}
 
 /// Host names a request may find to name Roundabout before it is answered 482: more than a
 /// request naming Roundabout by a name and its next hop by another needs, few enough that no
@@ -132,76 +29,22 @@ pub const MAX_SELF_NAMES: usize = 4;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SelfNames(Vec<(String, u16)>);
 
-/// How the Request-URI changes on the way out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NewRequestUri {
-    /// Restored from a contact token or a client binding.
-    Replace(Vec<u8>),
-    /// `-default-sip-server`: host and port become the server's (index into the table).
-    ServerHost(usize),
-}
-
-/// Where a forwarded request goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NextHop {
-    Flow(Destination),
-    /// A host name that is not a trusted server (only without `-strict-host`).
-    Resolve(Lookup),
-}
-
-/// A host name to resolve, and how to reach what it resolves to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lookup {
-    pub host: String,
-    pub port: u16,
-    pub transport: Transport,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Forward {
-    pub next: NextHop,
-    /// Used when `next` is a stream flow that is gone and may not be dialled again.
-    pub fallback: Option<Destination>,
-    pub request_uri: Option<NewRequestUri>,
-    /// How many Routes on top name Roundabout (RFC 3261 §16.4): they are removed.
-    pub pop_routes: usize,
-    /// Push this trusted server's route-list as Route headers.
-    pub push_routes: Option<usize>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RequestAction {
-    Forward(Forward),
-    Reply(Status),
-    Drop(&'static str),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ResponseAction {
-    Forward(Destination),
-    /// Not for Roundabout, or nowhere to go.
-    Drop(&'static str),
-    /// Claims to answer a request of Roundabout's but does not: a forged or misdirected
-    /// response, counted and warned about.
-    Forged(&'static str),
-}
-
-/// The routing tables and switches; immutable after start.
+/// The routing tables and switches, fixed at start, and the client cache, which the 2xx
+/// answers to REGISTER change while Roundabout runs.
 #[derive(Clone, Debug)]
 pub struct Router {
-    pub identity: Identity,
-    pub servers: TrustedServers,
+    identity: Identity,
+    servers: TrustedServers,
     client_ranges: ClientRanges,
     strict_host: bool,
     strict_client: bool,
     ack_ruri: bool,
     default_network: Transport,
     default_sip_server: Option<usize>,
-    pub tokens: TokenKey,
+    tokens: TokenKey,
     /// Authenticates Roundabout's Via branches and To tags.
-    pub branches: BranchKey,
-    pub clients: Arc<ClientCache>,
-    pub(super) own: OwnText,
+    branches: BranchKey,
+    clients: Arc<ClientCache>,
 }
 
 impl Router {
@@ -238,7 +81,6 @@ impl Router {
             host_ips: Vec::new(),
         };
         Router {
-            own: OwnText::new(&identity),
             identity,
             servers: trusted_servers.clone(),
             client_ranges: trusted_clients.clone(),
@@ -259,6 +101,45 @@ impl Router {
     pub fn with_host_addresses(mut self, host_ips: Vec<IpAddr>) -> Router {
         self.identity.host_ips = host_ips;
         self
+    }
+
+    /// The rewriter that carries out this router's decisions: the same identity, keys and
+    /// trusted servers, so the branches it mints verify here and its tokens decode here.
+    #[must_use]
+    pub fn rewriter(&self) -> Rewriter {
+        Rewriter::new(
+            &self.identity,
+            self.servers.clone(),
+            self.tokens.clone(),
+            self.branches.clone(),
+        )
+    }
+
+    /// The cache of registered clients that rule 5 looks in and REGISTER answers fill.
+    #[must_use]
+    pub fn clients(&self) -> &ClientCache {
+        &self.clients
+    }
+
+    /// Whether `flow` is a trusted server's own address and transport: a flow Roundabout may
+    /// dial again, exempt from the per-source rate limit.
+    #[must_use]
+    pub fn is_server_address(&self, flow: &FlowKey) -> bool {
+        self.servers.is_server_address(flow)
+    }
+
+    /// Whether an address a host name resolved to is one of Roundabout's listening addresses
+    /// (see [`Identity::is_own_address`]).
+    #[must_use]
+    pub fn is_own_address(&self, addr: SocketAddr) -> bool {
+        self.identity.is_own_address(addr)
+    }
+
+    /// The To tag of Roundabout's own answers to the request with this Call-ID and CSeq
+    /// number, the one [`Router::answered_by_us`] recognises in its ACK.
+    #[must_use]
+    pub fn to_tag(&self, call_id: &[u8], cseq: u32) -> String {
+        self.branches.to_tag_text(call_id, cseq)
     }
 
     /// Decides what happens to a request that parsed and validated.
@@ -427,7 +308,7 @@ impl Router {
             fallback,
             request_uri: Some(NewRequestUri::Replace(token.original_uri)),
             pop_routes,
-            push_routes: None,
+            push_routes: Vec::new(),
         })
     }
 
@@ -446,20 +327,23 @@ impl Router {
                 fallback: None,
                 request_uri: Some(NewRequestUri::Replace(binding.contact.to_vec())),
                 pop_routes,
-                push_routes: None,
+                push_routes: Vec::new(),
             }),
             ClientLookup::Expired => RequestAction::Reply(Status::TEMPORARILY_UNAVAILABLE),
-            ClientLookup::Unknown => match self.default_sip_server {
-                Some(index) => {
-                    let server = &self.servers.servers[index];
-                    RequestAction::Forward(Forward {
-                        next: NextHop::Flow(server_destination(server)),
-                        fallback: None,
-                        request_uri: Some(NewRequestUri::ServerHost(index)),
-                        pop_routes,
-                        push_routes: None,
-                    })
-                }
+            ClientLookup::Unknown => match self
+                .default_sip_server
+                .and_then(|index| self.servers.servers.get(index))
+            {
+                Some(server) => RequestAction::Forward(Forward {
+                    next: NextHop::Flow(server_destination(server)),
+                    fallback: None,
+                    request_uri: Some(NewRequestUri::ServerHost {
+                        host: server.uri_host(),
+                        port: server.port,
+                    }),
+                    pop_routes,
+                    push_routes: Vec::new(),
+                }),
                 None => RequestAction::Reply(Status::NOT_FOUND),
             },
         }
@@ -467,14 +351,14 @@ impl Router {
 
     /// Rules 6 and 7 for an R-URI, a To URI or a Route URI.
     fn to_uri_host(&self, uri: &Uri, pop_routes: usize) -> RequestAction {
-        if let Some((index, server)) = self.servers.find(uri.host(), uri.port) {
+        if let Some((_, server)) = self.servers.find(uri.host(), uri.port) {
             let Some(first_hop) = server.routes.first() else {
                 return RequestAction::Forward(Forward {
                     next: NextHop::Flow(server_destination(server)),
                     fallback: None,
                     request_uri: None,
                     pop_routes,
-                    push_routes: None,
+                    push_routes: Vec::new(),
                 });
             };
             let Some((ip, hop_server)) = self.servers.hop_address(first_hop) else {
@@ -494,7 +378,7 @@ impl Router {
                 fallback: None,
                 request_uri: None,
                 pop_routes,
-                push_routes: Some(index),
+                push_routes: server.routes.clone(),
             });
         }
         if self.strict_host {
@@ -523,7 +407,7 @@ impl Router {
             fallback: None,
             request_uri: None,
             pop_routes,
-            push_routes: None,
+            push_routes: Vec::new(),
         })
     }
 
@@ -561,7 +445,7 @@ impl Router {
         let port = next
             .param(buf, "rport")
             .and_then(|p| p.value)
-            .and_then(|v| crate::sip::header::parse_u32(&buf[v.range()]))
+            .and_then(|v| crate::sip::lex::parse_u32(&buf[v.range()]))
             .and_then(|p| u16::try_from(p).ok());
         let (Some(ip), Some(port)) = (ip, port) else {
             return ResponseAction::Forged("no received/rport below Roundabout's Via");
@@ -601,15 +485,11 @@ impl Router {
         })
     }
 
-    /// Who may answer a request sent to `flow` (and, for a response, who sent it): a trusted
-    /// server's address stands for every trusted server, any other address for itself.
+    /// Who may answer a request sent to `flow` (and, for a response, who sent it); see
+    /// [`TrustedServers::responder`].
     #[must_use]
     pub fn responder(&self, flow: &FlowKey) -> Responder {
-        if self.servers.is_server_ip(flow.remote.ip()) {
-            Responder::TrustedServer
-        } else {
-            Responder::Exactly(*flow)
-        }
+        self.servers.responder(flow)
     }
 
     /// Roundabout's branch in the top Via of a response, unverified.
@@ -623,25 +503,10 @@ impl Router {
         Branch::parse(top.branch(buf)?)
     }
 
-    /// The hop a request came from, as the Via Roundabout stamps records it.
-    pub fn previous_hop<'m>(
-        msg: &'m Message,
-        source: &FlowKey,
-    ) -> Result<PreviousHop<'m>, ParseError> {
-        let buf = msg.bytes();
-        let top = msg.top_via()?;
-        Ok(PreviousHop {
-            transport: Transport::from_token(&buf[top.transport.range()]),
-            branch: top.branch(buf).unwrap_or_default(),
-            ip: source.remote.ip(),
-            port: source.remote.port(),
-        })
-    }
-
     /// The server-transaction identity of a request (RFC 3261 §17.2.3).
     #[must_use]
     pub fn server_transaction(&self, msg: &Message, source: &FlowKey) -> Option<u64> {
-        let previous = Router::previous_hop(msg, source).ok()?;
+        let previous = PreviousHop::of_request(msg, source).ok()?;
         let cseq = msg.cseq().ok()?;
         Some(
             self.branches

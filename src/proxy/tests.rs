@@ -4,11 +4,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::action::{Forward, Lookup, NextHop, RequestAction, ResponseAction};
 use super::clients::ClientCache;
-use super::router::{Lookup, NextHop, RequestAction, ResponseAction, Router, Status};
+use super::router::Router;
+use super::status::Status;
 use crate::config::{ClientRanges, Config, Limits, Ports, RouteHop, TrustedServer, TrustedServers};
-use crate::sip::{Encoded, Message};
-use crate::transport::{Destination, FlowKey, Transport};
+use crate::sip::{Encoded, Message, Transport};
+use crate::transport::{Destination, FlowKey};
 
 const US: &str = "198.51.100.1";
 
@@ -148,7 +150,7 @@ fn rewrite(
     r: &Router,
     msg: &Message,
     source: &FlowKey,
-    f: &super::router::Forward,
+    f: &Forward,
     egress: Transport,
 ) -> Result<Encoded, crate::sip::ParseError> {
     let remote = match &f.next {
@@ -159,7 +161,8 @@ fn rewrite(
         transport: egress,
         remote,
     };
-    r.rewrite_request(msg, source, None, f, &dest, false)
+    r.rewriter()
+        .rewrite_request(msg, source, None, f, &dest, false)
         .map(|(out, _)| out)
 }
 
@@ -437,11 +440,7 @@ fn own_addresses_by_bind_address() {
         let r = router_with(|c| c.bind_ip = bind.parse().unwrap())
             .with_host_addresses(host_ips.iter().map(|ip| ip.parse().unwrap()).collect());
         let addr: std::net::SocketAddr = addr.parse().unwrap();
-        assert_eq!(
-            r.identity.is_own_address(addr),
-            ours,
-            "{addr} with -bind-ip {bind}"
-        );
+        assert_eq!(r.is_own_address(addr), ours, "{addr} with -bind-ip {bind}");
         // The same address as an R-URI host: Roundabout itself (rule 5, no binding: 404) or
         // forwarded there, never both.
         let ruri = format!("sip:bob@{addr}");
@@ -504,7 +503,7 @@ fn every_route_naming_roundabout_on_top_is_popped() {
 #[test]
 fn names_resolving_to_roundabout_are_roundabout() {
     let r = router_with(|_| {});
-    r.clients
+    r.clients()
         .bind(
             b"alice",
             client(),
@@ -543,12 +542,12 @@ fn names_resolving_to_roundabout_are_roundabout() {
             "sip:bob@alias.example.net:5070",
             "Route: <sip:alias.example.net;lr>\r\n",
             &[lookup("alias.example.net", 5060)],
-            RequestAction::Forward(super::router::Forward {
+            RequestAction::Forward(Forward {
                 next: NextHop::Resolve(lookup("alias.example.net", 5070)),
                 fallback: None,
                 request_uri: None,
                 pop_routes: 1,
-                push_routes: None,
+                push_routes: Vec::new(),
             }),
         ),
         // A Route naming us by another name goes; the R-URI decides.
@@ -612,7 +611,7 @@ fn route_list_pushes_routes_and_goes_to_the_first_hop() {
     let RequestAction::Forward(f) = action else {
         unreachable!()
     };
-    assert_eq!(f.push_routes, Some(1));
+    assert_eq!(f.push_routes, config().trusted_servers.servers[1].routes);
     let out = wire(&rewrite(&r, &msg, &client(), &f, Transport::Wss).unwrap());
     assert!(
         out.contains("Route: <sip:203.0.113.150;lr>\r\nRoute: <sip:edge.example.com;lr>\r\n"),
@@ -774,6 +773,7 @@ fn token_flow_of_a_browser_is_not_dialled_back() {
     )))
     .unwrap();
     let (out, _) = r
+        .rewriter()
         .rewrite_response(&resp, &server_flow, None, &client())
         .unwrap();
     let out = wire(&out);
@@ -830,7 +830,7 @@ fn requests_to_roundabout_use_the_client_cache_then_the_default_server() {
     let r = router_with(|_| {});
     let now = Instant::now();
     let ws_client = client();
-    r.clients
+    r.clients()
         .bind(
             b"1000",
             ws_client,
@@ -958,6 +958,7 @@ fn answered(
         panic!()
     };
     let (out, _) = r
+        .rewriter()
         .rewrite_request(&invite, &source, None, &f, &dest, false)
         .unwrap();
     let forwarded = Message::parse(out.to_contiguous()).unwrap();
@@ -1119,6 +1120,7 @@ fn register_2xx_restores_the_client_contact_and_reports_the_binding() {
     )))
     .unwrap();
     let (out, regs) = r
+        .rewriter()
         .rewrite_response(
             &ok,
             &flow(Transport::Tcp, "203.0.113.20:5060"),
@@ -1171,7 +1173,10 @@ fn register_2xx_binds_only_the_client_it_goes_to_and_reports_unregistration() {
     let both = ok(&format!(
         "Contact: <{theirs}>;expires=500\r\nContact: <{mine}>;expires=300\r\n"
     ));
-    let (out, regs) = r.rewrite_response(&both, &server, None, &client()).unwrap();
+    let (out, regs) = r
+        .rewriter()
+        .rewrite_response(&both, &server, None, &client())
+        .unwrap();
     let out = wire(&out);
     assert!(
         out.contains("Contact: <sip:xyz@theirs.invalid;transport=ws>;expires=500\r\n"),
@@ -1188,6 +1193,7 @@ fn register_2xx_binds_only_the_client_it_goes_to_and_reports_unregistration() {
     );
     // After an un-REGISTER only the other device remains: this client's binding goes.
     let (_, regs) = r
+        .rewriter()
         .rewrite_response(
             &ok(&format!("Contact: <{theirs}>;expires=500\r\n")),
             &server,

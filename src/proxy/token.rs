@@ -17,7 +17,8 @@ use bytes::BytesMut;
 use ring::hmac;
 use siphasher::sip128::{Hasher128 as _, SipHasher24};
 
-use crate::transport::{ConnectionId, FlowKey, Transport};
+use crate::sip::Transport;
+use crate::transport::{ConnectionId, FlowKey};
 
 /// The URI parameter carrying the token.
 pub const PARAM: &str = "rbt";
@@ -67,17 +68,9 @@ pub enum TokenError {
 impl TokenKey {
     #[must_use]
     pub fn new(secret: &[u8; 32]) -> TokenKey {
-        let hmac = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        // SipHash gets a key of its own, so the token key is never used with two algorithms.
-        let derived = hmac::sign(&hmac, b"roundabout contact token v2");
-        let half = |at: usize| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&derived.as_ref()[at..at + 8]);
-            u64::from_le_bytes(bytes)
-        };
         TokenKey {
-            sip: (half(0), half(8)),
-            hmac,
+            sip: super::branch::sip_key(secret, b"roundabout contact token v2"),
+            hmac: hmac::Key::new(hmac::HMAC_SHA256, secret),
         }
     }
 

@@ -4,6 +4,9 @@ use std::net::IpAddr;
 
 use crate::config::{ClientRanges, RouteHop, TrustedServer, TrustedServers};
 use crate::sip::uri::parse_host_ip;
+use crate::transport::FlowKey;
+
+use super::branch::Responder;
 
 impl TrustedServers {
     /// The server an R-URI, Route or To host names: by IP or any of its FQDNs. Where several
@@ -43,10 +46,21 @@ impl TrustedServers {
     /// The server listening exactly at `ip:port` with `transport`, i.e. a flow Roundabout may
     /// dial again.
     #[must_use]
-    pub fn is_server_address(&self, flow: &crate::transport::FlowKey) -> bool {
+    pub fn is_server_address(&self, flow: &FlowKey) -> bool {
         self.servers
             .iter()
             .any(|s| s.addr() == flow.remote && s.transport == flow.transport)
+    }
+
+    /// Who may answer a request sent to `flow` (and, for a response, who sent it): a trusted
+    /// server's address stands for every trusted server, any other address for itself.
+    #[must_use]
+    pub fn responder(&self, flow: &FlowKey) -> Responder {
+        if self.is_server_ip(flow.remote.ip()) {
+            Responder::TrustedServer
+        } else {
+            Responder::Exactly(*flow)
+        }
     }
 
     /// Whether `ip` is the address of a trusted server (on any port and transport).
@@ -82,7 +96,7 @@ impl ClientRanges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::Transport;
+    use crate::sip::Transport;
 
     fn server(ip: &str, fqdns: &[&str], port: u16, transport: Transport) -> TrustedServer {
         TrustedServer {

@@ -4,7 +4,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem;
 
-use super::header::parse_u32;
+use super::lex::parse_u32;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
-use super::header::{split_list, NameAddr, Via};
+use super::header::{NameAddr, Via};
+use super::lex::split_list;
 use super::message::{HeaderName, Message};
 use super::text::{put_decimal, put_ip};
 use super::{Encoded, ParseError, Span};

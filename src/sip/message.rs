@@ -6,7 +6,8 @@ use std::cell::OnceCell;
 use bytes::Bytes;
 use memchr::memchr;
 
-use super::header::{self, CSeq, NameAddr, Via};
+use super::header::{CSeq, NameAddr, Via};
+use super::lex;
 use super::{ParseError, Span};
 
 /// Upper bound on header lines; keeps the work per message bounded whatever a peer sends.
@@ -131,6 +132,18 @@ impl Message {
     /// `Content-Length` bytes (extra bytes dropped, RFC 3261 §18.3) or, without the header, the
     /// rest of the datagram.
     pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
+        Message::parse_with::<MAX_HEADERS>(buf)
+    }
+
+    /// Parses a message Roundabout wrote itself (a request as it forwarded it, to retransmit,
+    /// ACK, CANCEL or answer for): without the cap on header lines, which would count the Via,
+    /// Max-Forwards and Routes Roundabout added against the sender, and make a request with
+    /// exactly as many lines as allowed impossible to ACK or cancel.
+    pub fn parse_own(buf: Bytes) -> Result<Message, ParseError> {
+        Message::parse_with::<{ usize::MAX }>(buf)
+    }
+
+    fn parse_with<const MAX_LINES: usize>(buf: Bytes) -> Result<Message, ParseError> {
         let bytes = &buf[..];
         let mut pos = 0;
         while bytes[pos..].starts_with(b"\r\n") || bytes[pos..].starts_with(b"\n") {
@@ -154,7 +167,7 @@ impl Message {
                 last.value = Span::new(last.value.start(), trimmed.end().max(last.value.start()));
                 last.line = Span::new(last.line.start(), next);
             } else {
-                if headers.len() == MAX_HEADERS {
+                if headers.len() == MAX_LINES {
                     return Err(ParseError::TooManyHeaders);
                 }
                 headers.push(parse_header_line(bytes, pos, end, next)?);
@@ -285,7 +298,7 @@ impl Message {
     /// Every value of a comma-separated header, in order, across all its lines (RFC 3261 §7.3.1).
     pub fn values(&self, name: HeaderName) -> impl Iterator<Item = Span> + '_ {
         self.fields(name)
-            .flat_map(move |h| header::split_list(&self.buf, h.value))
+            .flat_map(move |h| lex::split_list(&self.buf, h.value))
     }
 
     /// The Via values, top first.
@@ -311,7 +324,7 @@ impl Message {
     pub fn max_forwards(&self) -> Result<Option<u32>, ParseError> {
         match self.first(HeaderName::MaxForwards) {
             None => Ok(None),
-            Some(h) => header::parse_u32(self.slice(h.value))
+            Some(h) => lex::parse_u32(self.slice(h.value))
                 .map(Some)
                 .ok_or(ParseError::BadHeaderValue("Max-Forwards")),
         }
@@ -325,7 +338,7 @@ impl Message {
         let bad = ParseError::BadHeaderValue("Content-Length");
         let mut length = None;
         for h in self.fields(HeaderName::ContentLength) {
-            let n = header::parse_u32(self.slice(h.value)).ok_or(bad)?;
+            let n = lex::parse_u32(self.slice(h.value)).ok_or(bad)?;
             if length.is_some_and(|first| first != n) {
                 return Err(bad);
             }
@@ -389,7 +402,7 @@ impl Message {
 
     pub fn expires(&self) -> Option<u32> {
         self.first(HeaderName::Expires)
-            .and_then(|h| header::parse_u32(self.slice(h.value)))
+            .and_then(|h| lex::parse_u32(self.slice(h.value)))
     }
 
     /// Checks the headers every request needs before it is forwarded (RFC 3261 §8.1.1, §16.3
@@ -453,7 +466,7 @@ fn parse_start_line(bytes: &[u8], line: Span) -> Result<StartLine, ParseError> {
             .get(..3)
             .filter(|c| c.iter().all(u8::is_ascii_digit))
             .filter(|_| rest.len() == 3 || rest[3] == b' ')
-            .and_then(header::parse_u32)
+            .and_then(lex::parse_u32)
             .filter(|c| (100..700).contains(c))
             .ok_or(ParseError::BadStartLine)?;
         return Ok(StartLine::Response { code: code as u16 });
@@ -461,7 +474,7 @@ fn parse_start_line(bytes: &[u8], line: Span) -> Result<StartLine, ParseError> {
     let sp1 = memchr(b' ', text).ok_or(ParseError::BadStartLine)?;
     let sp2 = sp1 + 1 + memchr(b' ', &text[sp1 + 1..]).ok_or(ParseError::BadStartLine)?;
     let method = &text[..sp1];
-    if method.is_empty() || !method.iter().all(|&b| header::is_token_char(b)) {
+    if method.is_empty() || !method.iter().all(|&b| lex::is_token_char(b)) {
         return Err(ParseError::BadStartLine);
     }
     if &text[sp2 + 1..] != b"SIP/2.0" || sp2 == sp1 + 1 {
@@ -485,7 +498,7 @@ fn parse_header_line(
     // The name is a token, then optional whitespace, then the colon.
     let name_end = line
         .iter()
-        .position(|&b| !header::is_token_char(b))
+        .position(|&b| !lex::is_token_char(b))
         .ok_or(ParseError::BadHeader)?;
     let colon = name_end
         + line[name_end..]

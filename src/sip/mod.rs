@@ -4,9 +4,11 @@
 pub mod codec;
 mod edit;
 pub mod header;
+pub mod lex;
 mod message;
 pub mod reply;
 pub mod text;
+mod transport;
 pub mod uri;
 
 use std::ops::Range;
@@ -14,8 +16,10 @@ use std::ops::Range;
 use bytes::Bytes;
 
 pub use edit::Editor;
-pub use header::{CSeq, NameAddr, Param, Via};
+pub use header::{CSeq, NameAddr, Via};
+pub use lex::Param;
 pub use message::{HeaderField, HeaderName, Message, Method, StartLine};
+pub use transport::Transport;
 pub use uri::{Scheme, Uri};
 
 /// A byte range of a message buffer. `u32` offsets keep header tables small; messages are

@@ -124,7 +124,7 @@ pub fn salvage_bad_request(data: &[u8], reason: &str) -> Option<Encoded> {
     let mut words = request_line.split(|&b| b == b' ');
     let (method, uri, version) = (words.next()?, words.next()?, words.next()?);
     if method.is_empty()
-        || !method.iter().all(|&b| super::header::is_token_char(b))
+        || !method.iter().all(|&b| super::lex::is_token_char(b))
         || uri.is_empty()
         || words.next().is_some()
         || method == b"ACK"
@@ -153,7 +153,7 @@ pub fn salvage_bad_request(data: &[u8], reason: &str) -> Option<Encoded> {
             let value = Span::new(colon + 1, line.len());
             top_via = Some(
                 printable
-                    && super::header::split_list(&line, value)
+                    && super::lex::split_list(&line, value)
                         .next()
                         .is_some_and(|v| Via::parse(&line, v).is_ok()),
             );

@@ -26,12 +26,18 @@ pub fn put_decimal(out: &mut BytesMut, n: u32) {
 
 /// Appends `n` as 16 lower-case hex digits.
 pub fn put_hex_u64(out: &mut BytesMut, n: u64) {
+    out.extend_from_slice(&hex_digits::<16>(n));
+}
+
+/// The lowest `N` nibbles of `n` as lower-case hex digits, most significant first.
+#[must_use]
+pub fn hex_digits<const N: usize>(n: u64) -> [u8; N] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
+    let mut digits = [0u8; N];
     for (i, digit) in digits.iter_mut().enumerate() {
-        *digit = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+        *digit = HEX[((n >> (4 * (N - 1 - i))) & 0xf) as usize];
     }
-    out.extend_from_slice(&digits);
+    digits
 }
 
 /// Appends an address as a Via `received` value holds it: IPv6 without brackets
@@ -90,6 +96,7 @@ mod tests {
         assert_eq!(written(|o| put_hex_u64(o, u64::MAX)), "ffffffffffffffff");
         let n = 0x0123_4567_89ab_cdef;
         assert_eq!(written(|o| put_hex_u64(o, n)), format!("{n:016x}"));
+        assert_eq!(&hex_digits::<8>(0xdead_beef), b"deadbeef");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use memchr::memchr;
 
-use super::header::{self, Param};
+use super::lex::{self, Param};
 use super::{ParseError, Span};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +99,7 @@ impl<'b> Uri<'b> {
                 .map_or(before_headers.len(), |i| host_start + i)
         };
         let hostport = Span::new(base + host_start, base + hostport_len);
-        let (host, port) = header::split_host_port(buf, hostport).ok_or(ParseError::BadUri)?;
+        let (host, port) = lex::split_host_port(buf, hostport).ok_or(ParseError::BadUri)?;
         Ok(Uri {
             buf,
             span,
@@ -132,7 +132,7 @@ impl<'b> Uri<'b> {
 
     #[must_use]
     pub fn param(&self, name: &str) -> Option<Param> {
-        header::find_param(self.buf, self.params, name)
+        lex::find_param(self.buf, self.params, name)
     }
 
     #[must_use]
@@ -163,7 +163,7 @@ impl<'b> Uri<'b> {
 /// what never belongs to a URI and delimits one in a header (RFC 3261 §20.10): controls, SP,
 /// DEL, `<`, `>` and `"`. A URI holding one would be read differently once it is replaced:
 /// `>` ends the `<…>` a rewritten Contact is put in, and a `"` in an `addr-spec` opens a quoted
-/// string for `header::split_list` that hides the commas after it.
+/// string for `lex::split_list` that hides the commas after it.
 fn is_uri_char(b: u8) -> bool {
     b > b' ' && b != 0x7f && !matches!(b, b'<' | b'>' | b'"')
 }

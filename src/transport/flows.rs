@@ -150,7 +150,7 @@ mod tests {
     fn remove_only_the_same_connection() {
         let table = FlowTable::new(10, 10);
         let key = FlowKey {
-            transport: super::super::Transport::Tcp,
+            transport: crate::sip::Transport::Tcp,
             remote: "192.0.2.1:5060".parse().unwrap(),
         };
         let (tx, _rx) = queue::send_queue(

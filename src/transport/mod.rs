@@ -11,81 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use crate::sip::Encoded;
-
-/// The five SIP transports Roundabout speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-    Ws,
-    Wss,
-}
-
-impl Transport {
-    pub const ALL: [Transport; 5] = [
-        Transport::Udp,
-        Transport::Tcp,
-        Transport::Tls,
-        Transport::Ws,
-        Transport::Wss,
-    ];
-
-    /// Lower-case name, as in `;transport=` and on the command line.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-            Transport::Ws => "ws",
-            Transport::Wss => "wss",
-        }
-    }
-
-    /// Upper-case token of a Via header (`SIP/2.0/WSS`), RFC 3261 §20.42, RFC 7118 §5.
-    #[must_use]
-    pub fn via_token(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-            Transport::Tls => "TLS",
-            Transport::Ws => "WS",
-            Transport::Wss => "WSS",
-        }
-    }
-
-    /// Parses a transport token case-insensitively (`udp`, `TCP`, `Wss`, …).
-    #[must_use]
-    pub fn from_token(token: &[u8]) -> Option<Transport> {
-        Transport::ALL
-            .into_iter()
-            .find(|t| token.eq_ignore_ascii_case(t.as_str().as_bytes()))
-    }
-
-    /// Connection-oriented transports need a flow (a connection) to send on.
-    #[must_use]
-    pub fn is_stream(self) -> bool {
-        !matches!(self, Transport::Udp)
-    }
-
-    /// The default port of the transport (RFC 3261 §19.1.2; RFC 7118 leaves WS to the URI).
-    #[must_use]
-    pub fn default_port(self) -> u16 {
-        match self {
-            Transport::Udp | Transport::Tcp => 5060,
-            Transport::Tls => 5061,
-            Transport::Ws => 80,
-            Transport::Wss => 443,
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::sip::Transport;
 
 /// Identifies a flow: for UDP a remote address, for the others one connection to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -146,6 +72,9 @@ pub trait Handler: Send + Sync + 'static {
     /// A message queued for `flow` that could not be sent because the connection could not
     /// be opened (RFC 3261 §16.9: for a request, as if a 503 had come back).
     fn undelivered(&self, msg: Encoded, flow: FlowKey);
+
+    /// The connection `connection` of `flow` has closed: nothing sent to it arrives any more.
+    fn connection_closed(&self, flow: FlowKey, connection: ConnectionId);
 }
 
 mod deadline;
@@ -211,6 +140,17 @@ pub(crate) struct Shared {
     pub(crate) ws_path: Option<Arc<str>>,
     udp: Option<Arc<tokio::net::UdpSocket>>,
     local: Vec<(Transport, SocketAddr)>,
+}
+
+impl Shared {
+    /// A connection has ended: its flow leaves the table (unless a newer connection took the
+    /// key) and the handler hears of it.
+    pub(crate) fn connection_ended(&self, key: FlowKey, id: ConnectionId) {
+        self.flows.remove(&key, id);
+        if let Some(handler) = self.handler.get() {
+            handler.connection_closed(key, id);
+        }
+    }
 }
 
 /// The listeners bound from the configuration, not yet running.
@@ -426,7 +366,7 @@ impl Senders {
                     Err(error) => error,
                 },
             };
-            shared.flows.remove(&key, id);
+            shared.connection_ended(key, id);
             warn_limited!(flow = %key, error = %connected, "cannot connect");
             let mut queued = flow.rx;
             queued.close();

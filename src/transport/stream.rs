@@ -86,7 +86,7 @@ async fn serve_split<S>(
     let reason = writer
         .or_reader(read_loop(reader, (key, id), &tx, &shared, &closing))
         .await;
-    shared.flows.remove(&key, id);
+    shared.connection_ended(key, id);
     drop(tx);
     closing.cancel();
     writer.stop(shared.limits.write_timeout).await;
@@ -289,9 +289,10 @@ pub(crate) mod tests {
     use super::super::flows::FlowTable;
     use super::super::queue::{QueueError, SendBudget};
     use super::super::tls::TlsContext;
-    use super::super::{Handler, Inbound, Transport};
+    use super::super::{Handler, Inbound};
     use super::*;
     use crate::config::Limits;
+    use crate::sip::Transport;
 
     const KEY: FlowKey = FlowKey {
         transport: Transport::Tcp,
@@ -309,6 +310,8 @@ pub(crate) mod tests {
         }
 
         fn undelivered(&self, _: Encoded, _: FlowKey) {}
+
+        fn connection_closed(&self, _: FlowKey, _: ConnectionId) {}
     }
 
     /// What a served in-memory connection shares, within `limits` (the connection limits

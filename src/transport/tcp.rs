@@ -13,7 +13,8 @@ use crate::warn_limited;
 use super::deadline::WriteDeadline;
 use super::flows::Admission;
 use super::stream::ByteStream;
-use super::{stream, FlowKey, Shared, Transport};
+use super::{stream, FlowKey, Shared};
+use crate::sip::Transport;
 
 /// A flow's TCP socket, accepted or dialled, under TLS and WebSocket when the flow has them.
 pub(crate) type Connection = WriteDeadline<TcpStream>;

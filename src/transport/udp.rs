@@ -13,7 +13,8 @@ use tracing::{debug, error};
 
 use crate::warn_limited;
 
-use super::{Encoded, FlowKey, Inbound, SendError, Shared, Transport};
+use super::{Encoded, FlowKey, Inbound, SendError, Shared};
+use crate::sip::Transport;
 
 /// Socket buffers asked for (the kernel caps them at rmem_max/wmem_max): bursts of a few
 /// thousand datagrams must not be dropped while the proxy is busy.

@@ -27,7 +27,8 @@ use super::flows::Admission;
 use super::queue::QueueReceiver;
 use super::stream::{self, ByteStream, Registered, Writer};
 use super::tcp::Connection;
-use super::{ConnectionId, Encoded, FlowKey, Inbound, Shared, Transport, MAX_WRITE_BATCH};
+use super::{ConnectionId, Encoded, FlowKey, Inbound, Shared, MAX_WRITE_BATCH};
+use crate::sip::Transport;
 
 /// The WebSocket subprotocol for SIP (RFC 7118 §4.1).
 const SUBPROTOCOL: &str = "sip";
@@ -239,7 +240,7 @@ async fn serve_split<W, R>(
     let reason = writer
         .or_reader(read_loop(stream, (key, id), &control, &shared, &closing))
         .await;
-    shared.flows.remove(&key, id);
+    shared.connection_ended(key, id);
     drop((tx, control));
     closing.cancel();
     writer.stop(shared.limits.write_timeout).await;

@@ -1,0 +1,72 @@
+//! The `-trusted-client-ip` ranges: addresses and networks, each reduced to its network.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::IpNet;
+use thiserror::Error;
+
+use super::{parse_bracketed_ip, ConfigError};
+
+/// The `-trusted-client-ip` ranges, reduced to their networks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientRanges {
+    pub ranges: Vec<IpNet>,
+}
+
+/// `-trusted-client-ip` prefix for IPv6 entries while `-trusted-client-mask` keeps its default.
+const DEFAULT_CLIENT_MASK: u8 = 24;
+const DEFAULT_CLIENT_MASK_V6: u8 = 64;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ClientEntryError {
+    #[error("empty entry (a stray or trailing comma?)")]
+    Empty,
+    #[error("not an IP address or network (192.0.2.0/24, 2001:db8::/32)")]
+    NotAnAddress,
+    #[error("-trusted-client-mask {0} is longer than an IPv4 prefix (0-32)")]
+    MaskTooLong(u8),
+}
+
+/// `-trusted-client-ip` entries, each reduced to its network; duplicates after reduction are
+/// kept once. An empty list holds no ranges.
+pub(super) fn parse_client_ranges(list: &str, mask: u8) -> Result<ClientRanges, ConfigError> {
+    let mut ranges: Vec<IpNet> = Vec::new();
+    if list.is_empty() {
+        return Ok(ClientRanges { ranges });
+    }
+    for entry in list.split(',') {
+        let range =
+            parse_client_entry(entry, mask).map_err(|problem| ConfigError::TrustedClient {
+                entry: entry.to_owned(),
+                problem,
+            })?;
+        if !ranges.contains(&range) {
+            ranges.push(range);
+        }
+    }
+    Ok(ClientRanges { ranges })
+}
+
+fn parse_client_entry(entry: &str, mask: u8) -> Result<IpNet, ClientEntryError> {
+    if entry.is_empty() {
+        return Err(ClientEntryError::Empty);
+    }
+    if entry.contains('/') {
+        return entry
+            .parse::<IpNet>()
+            .map(|net| net.trunc())
+            .map_err(|_| ClientEntryError::NotAnAddress);
+    }
+    let ip = parse_bracketed_ip(entry)
+        .or_else(|| entry.parse::<Ipv6Addr>().ok().map(IpAddr::V6))
+        .ok_or(ClientEntryError::NotAnAddress)?;
+    let prefix = match ip {
+        IpAddr::V4(_) if mask > 32 => return Err(ClientEntryError::MaskTooLong(mask)),
+        IpAddr::V4(_) => mask,
+        IpAddr::V6(_) if mask == DEFAULT_CLIENT_MASK => DEFAULT_CLIENT_MASK_V6,
+        IpAddr::V6(_) => mask,
+    };
+    IpNet::new(ip, prefix)
+        .map(|net| net.trunc())
+        .map_err(|_| ClientEntryError::NotAnAddress)
+}
