@@ -531,12 +531,33 @@ impl Proxy {
             }
         };
         self.update_clients(registrations);
+        let peer = self.peer_connection(dest);
+        let dest = peer.as_ref().unwrap_or(dest);
         let sent = self.inner.outbound.send(dest, out);
         match &sent {
             Ok(()) => debug!(from = %source, to = %dest.flow, "response forwarded"),
             Err(error) => debug!(to = %dest.flow, %error, "response not sent"),
         }
         sent
+    }
+
+    /// A response goes back to the peer at the address its Via names, on the stream connection
+    /// from that address whatever stream transport the Via names: that is only the peer's claim
+    /// (WebSocket clients write WSS over plain WS). The one place this is decided; a
+    /// destination that names its connection (a transaction's upstream) keeps it.
+    fn peer_connection(&self, dest: &Destination) -> Option<Destination> {
+        if dest.connection.is_some() || !dest.flow.transport.is_stream() {
+            return None;
+        }
+        let (flow, connection) = self
+            .inner
+            .outbound
+            .connection_at(dest.flow.remote, dest.flow.transport)?;
+        Some(Destination {
+            flow,
+            connection: Some(connection),
+            ..dest.clone()
+        })
     }
 
     fn update_clients(&self, registrations: Vec<Registration>) {

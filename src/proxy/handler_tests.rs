@@ -1,6 +1,7 @@
 //! The handler with its transactions, in-process: a recording sender instead of sockets and
 //! tokio's paused clock for the timers, so every schedule is checked to the millisecond.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,11 @@ impl Outbound for Recorder {
             .unwrap()
             .push((start.elapsed(), dest.flow, text));
         Ok(())
+    }
+
+    /// The browser's is the one connection of these tests (`Harness::receive` numbers it 1).
+    fn connection_at(&self, remote: SocketAddr, _: Transport) -> Option<(FlowKey, ConnectionId)> {
+        (remote == browser().remote).then_some((browser(), ConnectionId(1)))
     }
 }
 
@@ -495,4 +501,21 @@ async fn a_2xx_after_a_non_2xx_goes_upstream() {
     assert_eq!(sent.len(), 1, "{sent:#?}");
     assert_eq!(sent[0].1.remote, browser().remote);
     assert_eq!(start_line(&sent[0].2), "SIP/2.0 200 OK");
+}
+/// A response that goes back by its Via (no transaction takes it: here the retransmission of
+/// a 2xx to INVITE) goes on the connection the browser uses, although its Via names WSS and the
+/// connection is WS.
+#[tokio::test(start_paused = true)]
+async fn a_response_by_the_via_goes_on_the_connection_the_peer_uses() {
+    let h = Harness::default();
+    h.receive(browser(), &request("INVITE", 11, ""));
+    let sent = h.sent.take();
+    let forwarded = sent.iter().find(|(_, to, _)| *to == udp_server()).unwrap();
+    let ok = answer(&forwarded.2, 200, "OK");
+    h.receive(udp_server(), &ok);
+    h.receive(udp_server(), &ok);
+    let sent = h.sent.take();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert!(sent.iter().all(|(_, to, _)| *to == browser()), "{sent:#?}");
+    assert!(h.proxy.transactions().is_empty());
 }

@@ -226,7 +226,7 @@ impl Rewriter {
             };
             let expires = contact.expires(buf).unwrap_or(default_expires);
             ed.replace(contact.uri, &token.original_uri);
-            // By address alone: a WebSocket client's Via may name WSS over plain WS.
+            // By address alone, as the response is sent (`Proxy::peer_connection`).
             if let Some(user) = user.as_ref().filter(|_| token.flow.remote == dest.remote) {
                 registrations.push(Registration {
                     user: user.clone(),

@@ -13,10 +13,10 @@ use super::{ConnectionId, FlowKey};
 
 /// The write side of a connection: a bounded queue its writer task drains.
 #[derive(Clone, Debug)]
-pub(crate) struct FlowHandle {
-    pub(crate) queue: QueueSender,
+struct FlowHandle {
+    queue: QueueSender,
     /// Tells two connections that had the same key apart (a reconnect reuses the address).
-    pub(crate) id: ConnectionId,
+    id: ConnectionId,
 }
 
 #[derive(Debug)]
@@ -56,9 +56,24 @@ impl Drop for Admission {
     }
 }
 
+/// A connection's entry in the table, from [`FlowTable::list`] until this is dropped, however
+/// the connection ends.
+#[derive(Debug)]
+pub(crate) struct Listed {
+    table: Arc<FlowTable>,
+    pub(crate) key: FlowKey,
+    pub(crate) id: ConnectionId,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.table.remove(&self.key, self.id);
+    }
+}
+
 /// Why a connection was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum LimitReached {
+pub enum LimitReached {
     #[error("connection limit ({0}) reached")]
     Total(usize),
     #[error("per-address connection limit ({0}) reached")]
@@ -96,16 +111,28 @@ impl FlowTable {
         })
     }
 
-    pub(crate) fn next_id(&self) -> ConnectionId {
+    /// Puts a new connection of `key`, written to through `queue`, in the table, in place of
+    /// any other of that key.
+    pub(crate) fn list(self: &Arc<Self>, key: FlowKey, queue: QueueSender) -> Listed {
+        let id = self.next_id();
+        self.insert(key, FlowHandle { queue, id });
+        Listed {
+            table: Arc::clone(self),
+            key,
+            id,
+        }
+    }
+
+    fn next_id(&self) -> ConnectionId {
         ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    pub(crate) fn insert(&self, key: FlowKey, handle: FlowHandle) {
+    fn insert(&self, key: FlowKey, handle: FlowHandle) {
         self.flows.insert(key, handle);
     }
 
     /// Removes the flow, unless a newer connection has taken the key meanwhile.
-    pub(crate) fn remove(&self, key: &FlowKey, id: ConnectionId) {
+    fn remove(&self, key: &FlowKey, id: ConnectionId) {
         self.flows.remove_if(key, |_, handle| handle.id == id);
     }
 
@@ -119,6 +146,11 @@ impl FlowTable {
             .get(key)
             .filter(|handle| connection.is_none_or(|id| id == handle.id))
             .map(|handle| handle.queue.clone())
+    }
+
+    /// The connection `key` names, if one is open.
+    pub(crate) fn connection(&self, key: &FlowKey) -> Option<ConnectionId> {
+        self.flows.get(key).map(|handle| handle.id)
     }
 
     #[cfg(test)]

@@ -40,7 +40,9 @@ pub struct Inbound {
     pub connection: Option<ConnectionId>,
 }
 
-/// Where an outgoing message goes.
+/// Where an outgoing message goes: exactly `flow`, never a flow of another transport to the
+/// same address (finding the connection a peer uses is the proxy's decision, with
+/// [`Outbound::connection_at`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Destination {
     pub flow: FlowKey,
@@ -62,6 +64,14 @@ pub trait Outbound: Send + Sync + 'static {
     /// The message was not taken: no flow and none may be opened, a full queue, no listener
     /// for the transport, or a socket error.
     fn send(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError>;
+
+    /// The stream connection open with the peer at `remote`, and its flow: the one of
+    /// `transport` if there is one, else one of another stream transport.
+    fn connection_at(
+        &self,
+        remote: SocketAddr,
+        transport: Transport,
+    ) -> Option<(FlowKey, ConnectionId)>;
 }
 
 /// Receives every message any listener frames. Implementations must not block: they run on
@@ -79,6 +89,7 @@ pub trait Handler: Send + Sync + 'static {
 
 mod deadline;
 mod flows;
+mod lifecycle;
 mod queue;
 mod stream;
 mod tcp;
@@ -86,6 +97,7 @@ mod tls;
 mod udp;
 mod ws;
 
+pub use flows::LimitReached;
 pub use tls::TlsError;
 
 use std::sync::OnceLock;
@@ -122,6 +134,10 @@ pub enum SendError {
     QueueFull,
     #[error("transport {0} is not available")]
     Unavailable(Transport),
+    /// A connection would have to be opened, and `-max-connections` or
+    /// `-max-connections-per-ip` does not allow another.
+    #[error(transparent)]
+    ConnectionLimit(#[from] LimitReached),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -140,17 +156,6 @@ pub(crate) struct Shared {
     pub(crate) ws_path: Option<Arc<str>>,
     udp: Option<Arc<tokio::net::UdpSocket>>,
     local: Vec<(Transport, SocketAddr)>,
-}
-
-impl Shared {
-    /// A connection has ended: its flow leaves the table (unless a newer connection took the
-    /// key) and the handler hears of it.
-    pub(crate) fn connection_ended(&self, key: FlowKey, id: ConnectionId) {
-        self.flows.remove(&key, id);
-        if let Some(handler) = self.handler.get() {
-            handler.connection_closed(key, id);
-        }
-    }
 }
 
 /// The listeners bound from the configuration, not yet running.
@@ -187,12 +192,7 @@ impl Transports {
             None => None,
         };
         let mut streams = Vec::new();
-        for transport in [
-            Transport::Tcp,
-            Transport::Tls,
-            Transport::Ws,
-            Transport::Wss,
-        ] {
+        for transport in STREAMS {
             let Some(port) = config.ports.get(transport) else {
                 continue;
             };
@@ -299,6 +299,18 @@ impl Outbound for Senders {
     fn send(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError> {
         Senders::send(self, dest, msg)
     }
+
+    fn connection_at(
+        &self,
+        remote: SocketAddr,
+        transport: Transport,
+    ) -> Option<(FlowKey, ConnectionId)> {
+        let others = STREAMS.into_iter().filter(|&t| t != transport);
+        std::iter::once(transport)
+            .chain(others)
+            .map(|transport| FlowKey { transport, remote })
+            .find_map(|key| Some((key, self.shared.flows.connection(&key)?)))
+    }
 }
 
 impl Senders {
@@ -314,25 +326,7 @@ impl Senders {
                 .ok_or(SendError::Unavailable(Transport::Udp))?;
             return udp::send(socket, key.remote, msg);
         }
-        let queue = shared.flows.queue(&key, dest.connection).or_else(|| {
-            if dest.may_connect {
-                return None;
-            }
-            // A connection the peer opened: its Via may name another stream transport than the
-            // one it really used (WebSocket clients often write WSS over plain WS), and the
-            // remote address alone already identifies the connection.
-            STREAMS
-                .into_iter()
-                .filter(|&t| t != key.transport)
-                .find_map(|transport| {
-                    let key = FlowKey {
-                        transport,
-                        remote: key.remote,
-                    };
-                    shared.flows.queue(&key, dest.connection)
-                })
-        });
-        match queue {
+        match shared.flows.queue(&key, dest.connection) {
             Some(queue) => queue.try_send(msg).map_err(|e| match e {
                 queue::QueueError::Full => SendError::QueueFull,
                 queue::QueueError::Closed => SendError::NoFlow,
@@ -346,16 +340,13 @@ impl Senders {
     fn dial(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError> {
         let shared = Arc::clone(&self.shared);
         let key = dest.flow;
-        let admission = shared
-            .flows
-            .admit(key.remote.ip())
-            .map_err(|limit| SendError::Io(std::io::Error::other(limit.to_string())))?;
-        let flow = stream::Registered::new(key, &shared);
+        let admission = shared.flows.admit(key.remote.ip())?;
+        let flow = lifecycle::Registered::new(key, &shared);
         let _ = flow.tx.try_send(msg);
         let name = dest.server_name.clone();
         let tracker = shared.tracker.clone();
         tracker.spawn(async move {
-            let (id, name) = (flow.id, name.as_deref());
+            let name = name.as_deref();
             let connected = match key.transport {
                 Transport::Ws | Transport::Wss => match ws::connect(key, name, &shared).await {
                     Ok(socket) => return ws::serve(socket, flow, shared, admission).await,
@@ -366,10 +357,8 @@ impl Senders {
                     Err(error) => error,
                 },
             };
-            shared.connection_ended(key, id);
+            let mut queued = flow.unserved();
             warn_limited!(flow = %key, error = %connected, "cannot connect");
-            let mut queued = flow.rx;
-            queued.close();
             if let Some(handler) = shared.handler.get() {
                 while let Some(msg) = queued.try_recv() {
                     handler.undelivered(msg, key);
@@ -395,5 +384,72 @@ impl Senders {
             .iter()
             .find(|(t, _)| *t == transport)
             .map(|(_, addr)| *addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream::tests::{limits, shared};
+    use super::*;
+
+    fn senders() -> (Arc<Shared>, Senders) {
+        let (shared, _) = shared(limits());
+        let senders = Senders {
+            shared: Arc::clone(&shared),
+        };
+        (shared, senders)
+    }
+
+    fn to(transport: Transport, remote: &str, may_connect: bool) -> Destination {
+        Destination {
+            flow: FlowKey {
+                transport,
+                remote: remote.parse().unwrap(),
+            },
+            connection: None,
+            server_name: None,
+            may_connect,
+        }
+    }
+
+    #[test]
+    fn a_flow_goes_on_its_own_transport_and_is_found_by_address() {
+        let (shared, senders) = senders();
+        let ws = to(Transport::Ws, "192.0.2.7:50000", false);
+        let flow = lifecycle::Registered::new(ws.flow, &shared);
+        let wss = to(Transport::Wss, "192.0.2.7:50000", false);
+        assert!(matches!(
+            senders.send(&wss, Encoded::default()),
+            Err(SendError::NoFlow)
+        ));
+        let (key, connection) = senders
+            .connection_at(wss.flow.remote, Transport::Wss)
+            .unwrap();
+        assert_eq!(key, ws.flow);
+        let found = Destination {
+            flow: key,
+            connection: Some(connection),
+            ..wss
+        };
+        assert!(senders.send(&found, Encoded::default()).is_ok());
+        drop(flow);
+        assert!(senders
+            .connection_at(ws.flow.remote, Transport::Ws)
+            .is_none());
+    }
+
+    #[test]
+    fn a_dial_over_the_per_address_limit_is_refused_as_such() {
+        let (shared, senders) = senders();
+        let dest = to(Transport::Tcp, "192.0.2.7:5060", true);
+        let _held = shared.flows.admit(dest.flow.remote.ip()).unwrap();
+        let refused = senders.send(&dest, Encoded::default());
+        assert!(
+            matches!(
+                refused,
+                Err(SendError::ConnectionLimit(LimitReached::PerAddress(1)))
+            ),
+            "{refused:?}"
+        );
     }
 }

@@ -4,19 +4,18 @@
 use std::future::Future;
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::sip::codec::{self, Frame};
 use crate::warn_limited;
 
-use super::flows::{Admission, FlowHandle};
-use super::queue::{send_queue, QueueLimits, QueueReceiver, QueueSender};
+use super::flows::Admission;
+use super::lifecycle::{self, Registered};
+use super::queue::{QueueReceiver, QueueSender};
 use super::{ConnectionId, Encoded, FlowKey, Shared, MAX_WRITE_BATCH};
 
 /// Bytes read per call; the buffer grows only as far as one message needs.
@@ -25,34 +24,6 @@ const READ_CHUNK: usize = 4096;
 /// A connected byte stream: plain TCP or TLS over it.
 pub(crate) trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
-
-/// A flow registered in the table before its connection is up, so that messages sent
-/// meanwhile queue behind the first instead of dialling again.
-pub(crate) struct Registered {
-    pub(crate) key: FlowKey,
-    pub(crate) id: ConnectionId,
-    pub(crate) tx: QueueSender,
-    pub(crate) rx: QueueReceiver,
-}
-
-impl Registered {
-    pub(crate) fn new(key: FlowKey, shared: &Shared) -> Registered {
-        let limits = QueueLimits {
-            messages: shared.limits.send_queue,
-            bytes: shared.limits.send_queue_bytes,
-        };
-        let (tx, rx) = send_queue(limits, Arc::clone(&shared.send_budget));
-        let id = shared.flows.next_id();
-        shared.flows.insert(
-            key,
-            FlowHandle {
-                queue: tx.clone(),
-                id,
-            },
-        );
-        Registered { key, id, tx, rx }
-    }
-}
 
 /// Serves a registered flow's connection until it closes, idles out or shutdown. The stream is
 /// split before the serving future exists, so that future, which lives as long as the flow, keeps
@@ -67,74 +38,14 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (reader, writer) = tokio::io::split(stream);
-    serve_split(reader, writer, flow, shared, admission)
-}
-
-async fn serve_split<S>(
-    reader: ReadHalf<S>,
-    writer: WriteHalf<S>,
-    flow: Registered,
-    shared: Arc<Shared>,
-    admission: Admission,
-) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let Registered { key, id, tx, rx } = flow;
-    debug!(flow = %key, "connection open");
-    let closing = shared.shutdown.child_token();
-    let mut writer = Writer::spawn(write_loop(writer, rx, key, closing.clone()));
-    let reason = writer
-        .or_reader(read_loop(reader, (key, id), &tx, &shared, &closing))
-        .await;
-    shared.connection_ended(key, id);
-    drop(tx);
-    closing.cancel();
-    writer.stop(shared.limits.write_timeout).await;
-    drop(admission);
-    debug!(flow = %key, reason, "connection closed");
-}
-
-/// A connection's writer, on a task of its own: the reader, which decides when the connection
-/// ends, must never wait for the peer to read.
-pub(crate) struct Writer(Option<JoinHandle<&'static str>>);
-
-impl Writer {
-    /// Starts `writing`, which gives why it stopped.
-    pub(crate) fn spawn<F>(writing: F) -> Writer
-    where
-        F: Future<Output = &'static str> + Send + 'static,
-    {
-        Writer(Some(tokio::spawn(writing)))
-    }
-
-    /// Runs `reader` until it ends, or the writer does first (the peer stopped reading, or a
-    /// write failed); why the connection ends.
-    pub(crate) async fn or_reader(
-        &mut self,
-        reader: impl Future<Output = &'static str>,
-    ) -> &'static str {
-        let Some(task) = &mut self.0 else {
-            return reader.await;
-        };
-        let written = tokio::select! {
-            biased;
-            reason = reader => return reason,
-            written = task => written,
-        };
-        // A finished task must not be awaited again.
-        self.0 = None;
-        written.unwrap_or("writer failed")
-    }
-
-    /// Lets the writer send what is still queued for at most `limit`, then stops it (which
-    /// frees the queue).
-    pub(crate) async fn stop(self, limit: Duration) {
-        let Some(mut task) = self.0 else { return };
-        if tokio::time::timeout(limit, &mut task).await.is_err() {
-            task.abort();
-            debug!("writer stopped: still writing at -write-timeout");
-        }
-    }
+    let pong = flow.tx.clone();
+    lifecycle::serve(
+        flow,
+        shared,
+        admission,
+        |queue, key, closing| write_loop(writer, queue, key, closing),
+        |flow, shared, closing| read_loop(reader, flow, pong, shared, closing),
+    )
 }
 
 /// Why the writer stopped on `error`, logged: a peer that stopped taking data is worth a
@@ -152,9 +63,9 @@ pub(crate) fn write_failed(key: FlowKey, error: &std::io::Error) -> &'static str
 async fn read_loop<R: AsyncRead>(
     reader: R,
     (key, id): (FlowKey, ConnectionId),
-    pong: &QueueSender,
-    shared: &Shared,
-    closing: &CancellationToken,
+    pong: QueueSender,
+    shared: Arc<Shared>,
+    closing: CancellationToken,
 ) -> &'static str {
     tokio::pin!(reader);
     let limits = &shared.limits;
@@ -317,6 +228,12 @@ pub(crate) mod tests {
     /// What a served in-memory connection shares, within `limits` (the connection limits
     /// included), and the messages its handler is handed.
     pub(crate) fn shared(limits: Limits) -> (Arc<Shared>, mpsc::UnboundedReceiver<Bytes>) {
+        let (handled, inbound) = mpsc::unbounded_channel();
+        (handled_by(limits, Arc::new(Collect(handled))), inbound)
+    }
+
+    /// What a served in-memory connection shares, its messages handed to `handler`.
+    fn handled_by(limits: Limits, handler: Arc<dyn Handler>) -> Arc<Shared> {
         let shared = Arc::new(Shared {
             limits,
             flows: Arc::new(FlowTable::new(
@@ -332,9 +249,8 @@ pub(crate) mod tests {
             udp: None,
             local: Vec::new(),
         });
-        let (handled, inbound) = mpsc::unbounded_channel();
-        let _ = shared.handler.set(Arc::new(Collect(handled)));
-        (shared, inbound)
+        let _ = shared.handler.set(handler);
+        shared
     }
 
     /// Queues messages for `key` until the writer, whose peer reads nothing, must be stuck:
@@ -390,6 +306,39 @@ pub(crate) mod tests {
         let queue = flow.tx.clone();
         let served = tokio::spawn(serve(stream, flow, Arc::clone(shared), admission));
         (queue, served)
+    }
+
+    /// A handler with a bug: it panics on the listener's task.
+    struct Panics;
+
+    impl Handler for Panics {
+        fn handle(&self, _: Inbound) {
+            panic!("the handler failed");
+        }
+
+        fn undelivered(&self, _: Encoded, _: FlowKey) {}
+
+        fn connection_closed(&self, _: FlowKey, _: ConnectionId) {}
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_reader_still_takes_the_connection_down() {
+        let shared = handled_by(limits(), Arc::new(Panics));
+        let (ours, mut theirs) = tokio::io::duplex(PIPE);
+        let (queue, served) = start(ours, &shared);
+        theirs
+            .write_all(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let panicked = timeout(Duration::from_secs(60), served).await.unwrap();
+        assert!(panicked.unwrap_err().is_panic());
+        // The writer was aborted, not waited for: the socket closes once the runtime drops it.
+        let mut rest = Vec::new();
+        timeout(Duration::from_secs(5), theirs.read_to_end(&mut rest))
+            .await
+            .expect("the writer outlived its connection")
+            .unwrap();
+        gone(&shared, &KEY, &queue);
     }
 
     #[tokio::test(start_paused = true)]

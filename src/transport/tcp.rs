@@ -1,5 +1,6 @@
 //! TCP: the accept loop and dialling out. Each connection becomes a flow served by `stream`.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use crate::warn_limited;
 
 use super::deadline::WriteDeadline;
 use super::flows::Admission;
+use super::lifecycle::{self, Registered};
 use super::stream::ByteStream;
 use super::{stream, FlowKey, Shared};
 use crate::sip::Transport;
@@ -40,7 +42,7 @@ pub(crate) async fn accept<F, Fut>(
     upgrade: F,
 ) where
     F: Fn(Connection, FlowKey, Arc<Shared>, Admission) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
         let accepted = tokio::select! {
@@ -89,36 +91,31 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 }
 
 /// Serves an accepted plain TCP connection.
-pub(crate) async fn serve_plain(
+pub(crate) fn serve_plain(
     socket: Connection,
     key: FlowKey,
     shared: Arc<Shared>,
     admission: Admission,
-) {
-    let flow = stream::Registered::new(key, &shared);
-    stream::serve(socket, flow, shared, admission).await;
+) -> impl Future<Output = ()> + Send {
+    let flow = Registered::new(key, &shared);
+    stream::serve(socket, flow, shared, admission)
 }
 
 /// Serves an accepted TLS connection once its handshake completes within the handshake timeout.
-pub(crate) async fn serve_tls(
+pub(crate) fn serve_tls(
     socket: Connection,
     key: FlowKey,
     shared: Arc<Shared>,
     admission: Admission,
-) {
-    let limit = shared.limits.handshake_timeout;
-    // Boxed, so that the handshake state is freed once it is done instead of sizing this task,
-    // which serves the flow for as long as it lives (see `ws::serve_secure`).
-    let served = match Box::pin(shared.tls.accept(socket, key, limit)).await {
-        Some(tls) => stream::serve(
-            tls,
-            stream::Registered::new(key, &shared),
-            shared,
-            admission,
-        ),
-        None => return,
+) -> impl Future<Output = ()> + Send {
+    let handshake = {
+        let shared = Arc::clone(&shared);
+        async move {
+            let limit = shared.limits.handshake_timeout;
+            shared.tls.accept(socket, key, limit).await
+        }
     };
-    served.await;
+    lifecycle::after_handshake(handshake, key, shared, admission, stream::serve)
 }
 
 /// Connects to `key.remote` within the handshake timeout, with TLS on top for TLS and WSS
@@ -138,7 +135,8 @@ pub(crate) async fn connect(
             _ => Box::new(socket),
         })
     };
-    // Boxed for the same reason as in `serve_tls`: the dialling task goes on to serve the flow.
+    // Boxed for the same reason as an accepted handshake (`lifecycle::after_handshake`): the
+    // dialling task goes on to serve the flow.
     tokio::time::timeout(shared.limits.handshake_timeout, Box::pin(connecting))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?

@@ -24,8 +24,9 @@ use tracing::debug;
 use crate::warn_limited;
 
 use super::flows::Admission;
+use super::lifecycle::{self, Registered};
 use super::queue::QueueReceiver;
-use super::stream::{self, ByteStream, Registered, Writer};
+use super::stream::{self, ByteStream};
 use super::tcp::Connection;
 use super::{ConnectionId, Encoded, FlowKey, Inbound, Shared, MAX_WRITE_BATCH};
 use crate::sip::Transport;
@@ -51,43 +52,36 @@ fn config(shared: &Shared) -> WebSocketConfig {
         .max_frame_size(Some(max))
 }
 
-// The handshakes below run in a boxed future, freed before the flow is served. A task is as
-// large as the largest state of its future for as long as it lives: awaited inline, the TLS and
-// WebSocket handshake state (about 12 KiB) would stay allocated for every idle browser. For the
-// same reason the stream goes into `serve` in a `let` of its own: a value still in scope at an
-// `.await` keeps its space in the future even after it was moved out (1.5 KiB per WSS flow).
-
 /// Serves an accepted WS connection: handshake, then frames.
-pub(crate) async fn serve_plain(
+pub(crate) fn serve_plain(
     socket: Connection,
     key: FlowKey,
     shared: Arc<Shared>,
     admission: Admission,
-) {
-    let served = match Box::pin(accept(socket, key, &shared)).await {
-        Some(ws) => serve(ws, Registered::new(key, &shared), shared, admission),
-        None => return,
+) -> impl Future<Output = ()> + Send {
+    let handshake = {
+        let shared = Arc::clone(&shared);
+        async move { accept(socket, key, &shared).await }
     };
-    served.await;
+    lifecycle::after_handshake(handshake, key, shared, admission, serve)
 }
 
 /// Serves an accepted WSS connection: TLS handshake, WebSocket handshake, then frames.
-pub(crate) async fn serve_secure(
+pub(crate) fn serve_secure(
     socket: Connection,
     key: FlowKey,
     shared: Arc<Shared>,
     admission: Admission,
-) {
-    let limit = shared.limits.handshake_timeout;
-    let handshakes = Box::pin(async {
-        let tls = shared.tls.accept(socket, key, limit).await?;
-        accept(tls, key, &shared).await
-    });
-    let served = match handshakes.await {
-        Some(ws) => serve(ws, Registered::new(key, &shared), shared, admission),
-        None => return,
+) -> impl Future<Output = ()> + Send {
+    let handshakes = {
+        let shared = Arc::clone(&shared);
+        async move {
+            let limit = shared.limits.handshake_timeout;
+            let tls = shared.tls.accept(socket, key, limit).await?;
+            accept(tls, key, &shared).await
+        }
     };
-    served.await;
+    lifecycle::after_handshake(handshakes, key, shared, admission, serve)
 }
 
 /// The server side of the WebSocket handshake, within the handshake timeout. A refusal or a
@@ -168,7 +162,8 @@ pub(crate) async fn connect(
     name: Option<&str>,
     shared: &Shared,
 ) -> std::io::Result<WebSocketStream<Box<dyn ByteStream>>> {
-    // Boxed like the accepted handshakes: the dialling task goes on to serve the flow.
+    // Boxed like an accepted handshake (`lifecycle::after_handshake`): the dialling task goes
+    // on to serve the flow.
     Box::pin(open(key, name, shared)).await
 }
 
@@ -219,41 +214,24 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sink, stream) = ws.split();
-    serve_split(sink, stream, flow, shared, admission)
-}
-
-async fn serve_split<W, R>(
-    sink: W,
-    stream: R,
-    flow: Registered,
-    shared: Arc<Shared>,
-    admission: Admission,
-) where
-    W: futures_util::Sink<Message, Error = WsError> + Unpin + Send + 'static,
-    R: futures_util::Stream<Item = Result<Message, WsError>> + Unpin + Send,
-{
-    let Registered { key, id, tx, rx } = flow;
-    debug!(flow = %key, "WebSocket open");
-    let closing = shared.shutdown.child_token();
     let (control, control_rx) = control_slot();
-    let mut writer = Writer::spawn(write_loop(sink, rx, control_rx, key, closing.clone()));
-    let reason = writer
-        .or_reader(read_loop(stream, (key, id), &control, &shared, &closing))
-        .await;
-    shared.connection_ended(key, id);
-    drop((tx, control));
-    closing.cancel();
-    writer.stop(shared.limits.write_timeout).await;
-    drop(admission);
-    debug!(flow = %key, reason, "WebSocket closed");
+    lifecycle::serve(
+        flow,
+        shared,
+        admission,
+        |queue, key, closing| write_loop(sink, queue, control_rx, key, closing),
+        |flow, shared, closing| read_loop(stream, flow, control, shared, closing),
+    )
 }
 
+/// Frames messages for the handler until the flow ends; `control` goes with it, which lets
+/// the writer finish.
 async fn read_loop<R>(
     mut stream: R,
     (key, id): (FlowKey, ConnectionId),
-    control: &ControlSender,
-    shared: &Shared,
-    closing: &CancellationToken,
+    control: ControlSender,
+    shared: Arc<Shared>,
+    closing: CancellationToken,
 ) -> &'static str
 where
     R: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
