@@ -552,6 +552,40 @@ fn ws_round_trip(ws: &mut Ws, method: &str, n: usize, body: &str) {
     assert!(vias[0].contains(&format!("client{n}.invalid")), "{answer}");
 }
 
+/// The next frame on `ws` that is not a WebSocket ping or pong.
+fn ws_next_frame(ws: &mut Ws) -> Message {
+    let deadline = Instant::now() + STEP;
+    while Instant::now() < deadline {
+        match ws.read().unwrap() {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            frame => return frame,
+        }
+    }
+    panic!("no frame within {STEP:?}");
+}
+
+#[test]
+fn a_double_crlf_frame_is_answered_with_a_single_crlf() {
+    let mut server = UdpServer::start("127.0.0.2");
+    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", server.addr.port());
+    let rb = Roundabout::start(&["-strict-host", "-trusted-server", &trusted]);
+    let mut ws = ws_connect(rb.addr("ws"), Some("sip")).unwrap();
+
+    // RFC 5626 §3.5.1 as SIP.js sends it: a text frame of CRLFCRLF gets a text frame of CRLF.
+    ws.send(Message::text("\r\n\r\n")).unwrap();
+    assert_eq!(ws_next_frame(&mut ws), Message::text("\r\n"));
+    // In a binary frame, the answer is binary.
+    ws.send(Message::binary(b"\r\n\r\n".to_vec())).unwrap();
+    assert_eq!(ws_next_frame(&mut ws), Message::binary(b"\r\n".to_vec()));
+    // A lone CRLF is someone's pong: no answer, so the next frame is the 200 to a request.
+    ws.send(Message::text("\r\n")).unwrap();
+    ws_round_trip(&mut ws, "OPTIONS", 1, "");
+    // The keep-alives never reached the server; the request did, once.
+    drop(ws);
+    let seen = server.all();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+}
+
 #[test]
 fn refused_handshake_and_oversized_frame_leave_other_flows_alone() {
     let mut server = UdpServer::start("127.0.0.2");

@@ -288,16 +288,25 @@ where
         };
         heard = Instant::now();
         ping_outstanding = false;
-        let data = match frame {
-            Message::Text(text) => Bytes::from(text),
-            Message::Binary(data) => data,
+        let (data, text) = match frame {
+            Message::Text(text) => (Bytes::from(text), true),
+            Message::Binary(data) => (data, false),
             Message::Close(_) => return "closed by peer",
             // tungstenite answers pings itself; pongs only prove the peer is alive.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
         used = heard;
         if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
-            // A CRLF keep-alive inside a frame: nothing to hand on.
+            // RFC 5626 §3.5.1 over a WebSocket: browsers cannot send WebSocket pings, so SIP.js
+            // and JsSIP-based phones send a double CRLF, answered with a single CRLF in a frame
+            // of the same kind; a lone CRLF (a pong, or padding) gets nothing.
+            if data.windows(4).any(|w| w == b"\r\n\r\n") {
+                control.send(if text {
+                    Message::text("\r\n")
+                } else {
+                    Message::binary(Bytes::from_static(b"\r\n"))
+                });
+            }
             continue;
         }
         if let Some(handler) = shared.handler.get() {
@@ -410,10 +419,11 @@ fn sip_frame(msg: Encoded) -> Message {
     }
 }
 
-/// The one control frame the reader has for the writer: a ping on silence, or a close. A tokio
-/// mpsc channel would allocate a block of 32 messages (about 2 KiB) per connection up front; one
-/// slot is all the reader needs, since after a ping it hears from the peer or gives up, and
-/// after a close it stops. Pongs are not sent through it: tungstenite queues them itself.
+/// The one control frame the reader has for the writer: a ping on silence, the CRLF answer to a
+/// keep-alive, or a close. A tokio mpsc channel would allocate a block of 32 messages (about
+/// 2 KiB) per connection up front; one slot is all the reader needs, since after a ping it hears
+/// from the peer or gives up, a keep-alive is answered before the next one comes, and after a
+/// close it stops. WebSocket pongs are not sent through it: tungstenite queues them itself.
 #[derive(Default)]
 struct Control {
     slot: Mutex<ControlSlot>,
