@@ -72,6 +72,7 @@ fn router(egress: Transport) -> Router {
         tls: None,
         tls_ca: None,
         ws_path: None,
+        proxy_protocol_from: Vec::new(),
         token_key: [9; 32],
         limits: Limits {
             max_message: 65_536,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it: installs the real peers the tests drive (SIPp,
-# Kamailio with its TLS and WebSocket modules, Node for JsSIP, systemd-analyze),
+# Kamailio with its TLS and WebSocket modules, Node for JsSIP, HAProxy, systemd-analyze),
 # then format and lint checks, every test, and a build of the benchmarks.
 # Under CI=true a peer that cannot be installed fails the run; the tests themselves also refuse
 # to skip under CI=true.
@@ -22,6 +22,7 @@ needs=(
     systemd-analyze=systemd
     node=nodejs
     npm=npm
+    haproxy=haproxy
 )
 missing=()
 for need in "${needs[@]}"; do

@@ -64,6 +64,7 @@ fn help_lists_every_flag() {
         "trusted-server",
         "trusted-client-ip",
         "trusted-client-mask",
+        "proxy-protocol-from",
         "default-sip-server",
         "default-network",
         "udp-port",
@@ -294,6 +295,10 @@ fn usage_errors_exit_64() {
         (
             &["-trusted-client-ip", "192.0.2.0/40"],
             r#"-trusted-client-ip entry "192.0.2.0/40""#,
+        ),
+        (
+            &["-proxy-protocol-from", "10.0.0.0/8,lb.example"],
+            r#"-proxy-protocol-from entry "lb.example": not an IP address or network"#,
         ),
         (
             &["-default-sip-server", "192.0.2.1"],

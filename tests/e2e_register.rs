@@ -188,23 +188,8 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 /// JsSIP registering `sip:alice@registrar.test` through Roundabout at `url`, answering calls.
 fn spawn_jssip(url: &str, ca: Option<&TestCa>, extra: &[&str]) -> (NodeScript, String) {
-    let mut args = vec![
-        "--ws",
-        url,
-        "--uri",
-        "sip:alice@registrar.test",
-        "--registrar",
-        "sip:registrar.test",
-        "--answer-invites",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    let ca_path = ca.map(|ca| ca.cert.display().to_string());
-    let envs: Vec<(&str, &str)> = ca_path
-        .iter()
-        .map(|p| ("NODE_EXTRA_CA_CERTS", p.as_str()))
-        .collect();
-    let mut jssip = NodeScript::spawn("jssip_client.js", &args, &envs);
+    let args = [&["--answer-invites", "1"][..], extra].concat();
+    let mut jssip = node::jssip_alice(url, ca.map(|ca| ca.cert.as_path()), &args);
     let contact = jssip.wait_for("started", STEP).str("contact").to_string();
     (jssip, contact)
 }

@@ -10,9 +10,6 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -23,119 +20,11 @@ use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 
 use common::certs::TestCa;
 use common::node::{self, Json, NodeScript};
+use common::udp_server::UdpServer;
 use common::{free_port, header, require, uri_of, vias, Roundabout, Sipp, UdpPeer};
 
 /// What any single step may take; every test stays well under a minute.
 const STEP: Duration = Duration::from_secs(10);
-
-/// A UDP SIP server on its own thread: answers every request with 200 (Via, From, To with a
-/// tag, Call-ID and CSeq copied; a REGISTER's Contacts echoed with an expiry) and hands each
-/// request it received to the test.
-struct UdpServer {
-    addr: SocketAddr,
-    requests: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl UdpServer {
-    fn start(ip: &str) -> UdpServer {
-        let peer = UdpPeer::bind(ip);
-        let addr = peer.addr();
-        peer.socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, requests) = mpsc::channel();
-        let stopped = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65_536];
-            while !stopped.load(Ordering::Relaxed) {
-                let Ok((n, from)) = peer.socket.recv_from(&mut buf) else {
-                    continue;
-                };
-                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if msg.starts_with("SIP/2.0 ") {
-                    continue;
-                }
-                if let Some(ok) = answer_200(&msg) {
-                    peer.send(from, &ok);
-                }
-                let _ = tx.send(msg);
-            }
-        });
-        UdpServer {
-            addr,
-            requests,
-            seen: Vec::new(),
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The next request with `method` (requests of other methods are kept in `seen`).
-    fn wait_request(&mut self, method: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let prefix = format!("{method} ");
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.requests.recv_timeout(left) {
-                Ok(msg) => {
-                    self.seen.push(msg.clone());
-                    if msg.starts_with(&prefix) {
-                        return msg;
-                    }
-                }
-                Err(_) => panic!(
-                    "no {method} reached the UDP server within {timeout:?}; it saw {:#?}",
-                    self.seen
-                ),
-            }
-        }
-    }
-
-    /// Every request received so far.
-    fn all(&mut self) -> &[String] {
-        while let Ok(msg) = self.requests.try_recv() {
-            self.seen.push(msg);
-        }
-        &self.seen
-    }
-}
-
-impl Drop for UdpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The 200 OK for a request, as a registrar or a plain UAS would send it.
-fn answer_200(request: &str) -> Option<String> {
-    let head = request.split("\r\n\r\n").next()?;
-    let mut lines = head.split("\r\n");
-    let register = lines.next()?.starts_with("REGISTER ");
-    let mut out = String::from("SIP/2.0 200 OK\r\n");
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        match name.trim().to_ascii_lowercase().as_str() {
-            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => out.push_str(line),
-            "to" | "t" if value.contains(";tag=") => out.push_str(line),
-            "to" | "t" => out.push_str(&format!("{line};tag=udpserver")),
-            "contact" | "m" if register && value.contains("expires=") => out.push_str(line),
-            "contact" | "m" if register => out.push_str(&format!("{line};expires=600")),
-            _ => continue,
-        }
-        out.push_str("\r\n");
-    }
-    out.push_str("Server: roundabout-e2e udp server\r\nContent-Length: 0\r\n\r\n");
-    Some(out)
-}
 
 /// A SIPp UAC on UDP sends `calls` MESSAGEs to `ruri` through Roundabout's UDP listener; each
 /// must get its 200.
@@ -221,14 +110,7 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
     let udp_port = rb.port("udp");
     let url = format!("{transport}://127.0.0.1:{}", rb.port(transport));
 
-    let ca_path = ca.cert.display().to_string();
-    let mut client_args = vec![
-        "--ws",
-        &url,
-        "--uri",
-        "sip:alice@registrar.test",
-        "--registrar",
-        "sip:registrar.test",
+    let mut extra = vec![
         "--message-to",
         "sip:bob@registrar.test",
         "--message-body",
@@ -237,13 +119,9 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
         "sip:registrar.test",
     ];
     if let Some(user) = contact_user {
-        client_args.extend(["--contact-user", user]);
+        extra.extend(["--contact-user", user]);
     }
-    let mut jssip = NodeScript::spawn(
-        "jssip_client.js",
-        &client_args,
-        &[("NODE_EXTRA_CA_CERTS", &ca_path)],
-    );
+    let mut jssip = node::jssip_alice(&url, Some(&ca.cert), &extra);
     let contact = jssip.wait_for("started", STEP).str("contact").to_string();
     let user = contact
         .strip_prefix("sip:")

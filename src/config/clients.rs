@@ -30,24 +30,47 @@ pub enum ClientEntryError {
 /// `-trusted-client-ip` entries, each reduced to its network; duplicates after reduction are
 /// kept once. An empty list holds no ranges.
 pub(super) fn parse_client_ranges(list: &str, mask: u8) -> Result<ClientRanges, ConfigError> {
+    let ranges = parse_networks(list, |ip| match ip {
+        IpAddr::V4(_) if mask > 32 => Err(ClientEntryError::MaskTooLong(mask)),
+        IpAddr::V4(_) => Ok(mask),
+        IpAddr::V6(_) if mask == DEFAULT_CLIENT_MASK => Ok(DEFAULT_CLIENT_MASK_V6),
+        IpAddr::V6(_) => Ok(mask),
+    })
+    .map_err(|(entry, problem)| ConfigError::TrustedClient { entry, problem })?;
+    Ok(ClientRanges { ranges })
+}
+
+/// `-proxy-protocol-from` entries: an address without a `/prefix` is that one host.
+pub(super) fn parse_balancers(list: &str) -> Result<Vec<IpNet>, ConfigError> {
+    parse_networks(list, |ip| Ok(if ip.is_ipv4() { 32 } else { 128 }))
+        .map_err(|(entry, problem)| ConfigError::ProxyProtocolFrom { entry, problem })
+}
+
+/// A comma-separated list of addresses and networks, each reduced to its network, an address
+/// without a prefix getting `prefix_of` its family; duplicates are kept once. On error, the
+/// entry and what is wrong with it.
+fn parse_networks(
+    list: &str,
+    prefix_of: impl Fn(IpAddr) -> Result<u8, ClientEntryError>,
+) -> Result<Vec<IpNet>, (String, ClientEntryError)> {
     let mut ranges: Vec<IpNet> = Vec::new();
     if list.is_empty() {
-        return Ok(ClientRanges { ranges });
+        return Ok(ranges);
     }
     for entry in list.split(',') {
         let range =
-            parse_client_entry(entry, mask).map_err(|problem| ConfigError::TrustedClient {
-                entry: entry.to_owned(),
-                problem,
-            })?;
+            parse_network(entry, &prefix_of).map_err(|problem| (entry.to_owned(), problem))?;
         if !ranges.contains(&range) {
             ranges.push(range);
         }
     }
-    Ok(ClientRanges { ranges })
+    Ok(ranges)
 }
 
-fn parse_client_entry(entry: &str, mask: u8) -> Result<IpNet, ClientEntryError> {
+fn parse_network(
+    entry: &str,
+    prefix_of: impl Fn(IpAddr) -> Result<u8, ClientEntryError>,
+) -> Result<IpNet, ClientEntryError> {
     if entry.is_empty() {
         return Err(ClientEntryError::Empty);
     }
@@ -60,13 +83,7 @@ fn parse_client_entry(entry: &str, mask: u8) -> Result<IpNet, ClientEntryError> 
     let ip = parse_bracketed_ip(entry)
         .or_else(|| entry.parse::<Ipv6Addr>().ok().map(IpAddr::V6))
         .ok_or(ClientEntryError::NotAnAddress)?;
-    let prefix = match ip {
-        IpAddr::V4(_) if mask > 32 => return Err(ClientEntryError::MaskTooLong(mask)),
-        IpAddr::V4(_) => mask,
-        IpAddr::V6(_) if mask == DEFAULT_CLIENT_MASK => DEFAULT_CLIENT_MASK_V6,
-        IpAddr::V6(_) => mask,
-    };
-    IpNet::new(ip, prefix)
+    IpNet::new(ip, prefix_of(ip)?)
         .map(|net| net.trunc())
         .map_err(|_| ClientEntryError::NotAnAddress)
 }

@@ -20,6 +20,7 @@ impl Config {
             contact_header_fqdn,
             trusted_servers,
             trusted_clients,
+            proxy_protocol_from,
             default_sip_server,
             default_network,
             ports,
@@ -119,6 +120,9 @@ impl Config {
         }
         if trusted_clients.ranges.is_empty() {
             lines.push("trusted-client-ranges none".to_owned());
+        }
+        for balancer in proxy_protocol_from {
+            lines.push(format!("proxy-protocol-from {balancer}"));
         }
         lines
     }

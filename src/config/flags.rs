@@ -138,6 +138,15 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u8).range(0..=128))]
     pub trusted_client_mask: u8,
 
+    /// Load balancers whose TCP, TLS, WS and WSS connections start with a PROXY protocol header
+    /// (v1 or v2), comma-separated addresses or networks (`10.0.0.0/24,192.0.2.7`) [default: none]
+    ///
+    /// The address in the header is the connection's remote address everywhere (Via received,
+    /// limits, -trusted-client-ip, the client cache, logs). A connection from a listed address
+    /// without a header, or from any other address with one, is closed.
+    #[arg(long, env = "ROUNDABOUT_PROXY_PROTOCOL_FROM", value_name = "LIST")]
+    pub proxy_protocol_from: Option<String>,
+
     /// Where requests for Roundabout itself go when no client matches; must be the IP address of
     /// a -trusted-server [default: none]
     #[arg(long, env = "ROUNDABOUT_DEFAULT_SIP_SERVER", value_name = "IP")]

@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use thiserror::Error;
 
 use crate::sip::Transport;
@@ -43,6 +44,9 @@ pub struct Config {
     pub contact_header_fqdn: bool,
     pub trusted_servers: TrustedServers,
     pub trusted_clients: ClientRanges,
+    /// `-proxy-protocol-from`: the load balancers whose connections start with a PROXY
+    /// protocol header; empty turns the PROXY protocol off.
+    pub proxy_protocol_from: Vec<IpNet>,
     /// `-default-sip-server`: index into `trusted_servers`.
     pub default_sip_server: Option<usize>,
     /// `-default-network`: transport for untrusted R-URI hosts without `;transport=`.
@@ -220,6 +224,11 @@ pub enum ConfigError {
         entry: String,
         problem: ClientEntryError,
     },
+    #[error("-proxy-protocol-from entry \"{entry}\": {problem}")]
+    ProxyProtocolFrom {
+        entry: String,
+        problem: ClientEntryError,
+    },
     #[error("-local-fqdn \"{0}\" is not a host name")]
     LocalFqdn(String),
     #[error("-contact-header-fqdn needs -local-fqdn")]
@@ -278,6 +287,7 @@ impl Config {
             trusted_server,
             trusted_client_ip,
             trusted_client_mask,
+            proxy_protocol_from,
             default_sip_server,
             default_network,
             udp_port,
@@ -335,6 +345,8 @@ impl Config {
             trusted_client_ip.as_deref().unwrap_or_default(),
             *trusted_client_mask,
         )?;
+        let proxy_protocol_from =
+            clients::parse_balancers(proxy_protocol_from.as_deref().unwrap_or_default())?;
         let default_sip_server = match *default_sip_server {
             Some(ip) => Some(
                 trusted_servers
@@ -423,6 +435,7 @@ impl Config {
             contact_header_fqdn: *contact_header_fqdn,
             trusted_servers,
             trusted_clients,
+            proxy_protocol_from,
             default_sip_server,
             default_network: *default_network,
             ports,

@@ -242,6 +242,28 @@ fn lenient_mode_skips_malformed_datasets() {
 }
 
 #[test]
+fn balancers_are_hosts_unless_given_a_prefix() {
+    let cases: &[(&str, &[&str])] = &[
+        ("10.0.0.7", &["10.0.0.7/32"]),
+        (
+            "10.0.0.7/24,2001:db8::1",
+            &["10.0.0.0/24", "2001:db8::1/128"],
+        ),
+        ("[2001:db8::1],2001:db8::1", &["2001:db8::1/128"]),
+        ("", &[]),
+    ];
+    for (list, expected) in cases {
+        let balancers: Vec<String> = config(&["-proxy-protocol-from", list])
+            .proxy_protocol_from
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(balancers, *expected, "{list}");
+    }
+    assert!(config(&[]).proxy_protocol_from.is_empty());
+}
+
+#[test]
 fn client_ranges() {
     let cases: &[(&[&str], &[&str])] = &[
         (&["-trusted-client-ip", "192.0.2.35"], &["192.0.2.0/24"]),

@@ -69,6 +69,7 @@ impl Router {
             tls_ca: _,
             drain_timeout: _,
             ws_path: _,
+            proxy_protocol_from: _,
             sip_timers: _,
             transaction_limits: _,
         } = config;

@@ -85,6 +85,7 @@ pub(super) fn config() -> Config {
         tls: None,
         tls_ca: None,
         ws_path: None,
+        proxy_protocol_from: Vec::new(),
         token_key: [3; 32],
         limits: limits(),
         sip_timers: crate::config::SipTimers::RFC_3261,

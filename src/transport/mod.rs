@@ -90,6 +90,7 @@ pub trait Handler: Send + Sync + 'static {
 mod deadline;
 mod flows;
 mod lifecycle;
+mod proxy_header;
 mod queue;
 mod stream;
 mod tcp;
@@ -154,6 +155,9 @@ pub(crate) struct Shared {
     pub(crate) tls: tls::TlsContext,
     /// `-ws-path`: the only request path WS and WSS handshakes may use (`None`: any).
     pub(crate) ws_path: Option<Arc<str>>,
+    /// `-proxy-protocol-from`: where connections start with a PROXY protocol header (none: the
+    /// accept loop never looks).
+    pub(crate) balancers: Vec<ipnet::IpNet>,
     udp: Option<Arc<tokio::net::UdpSocket>>,
     local: Vec<(Transport, SocketAddr)>,
 }
@@ -219,6 +223,7 @@ impl Transports {
                 tracker: TaskTracker::new(),
                 tls,
                 ws_path: config.ws_path.as_deref().map(Arc::from),
+                balancers: config.proxy_protocol_from.clone(),
                 udp,
                 local,
             }),

@@ -246,6 +246,7 @@ pub(crate) mod tests {
             tracker: TaskTracker::new(),
             tls: TlsContext::load(None, None).unwrap(),
             ws_path: None,
+            balancers: Vec::new(),
             udp: None,
             local: Vec::new(),
         });

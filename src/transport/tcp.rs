@@ -15,7 +15,7 @@ use super::deadline::WriteDeadline;
 use super::flows::Admission;
 use super::lifecycle::{self, Registered};
 use super::stream::ByteStream;
-use super::{stream, FlowKey, Shared};
+use super::{proxy_header, stream, FlowKey, Shared};
 use crate::sip::Transport;
 
 /// A flow's TCP socket, accepted or dialled, under TLS and WebSocket when the flow has them.
@@ -41,7 +41,7 @@ pub(crate) async fn accept<F, Fut>(
     shared: Arc<Shared>,
     upgrade: F,
 ) where
-    F: Fn(Connection, FlowKey, Arc<Shared>, Admission) -> Fut,
+    F: Fn(Connection, FlowKey, Arc<Shared>, Admission) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -59,19 +59,76 @@ pub(crate) async fn accept<F, Fut>(
                 continue;
             }
         };
-        let admission = match shared.flows.admit(remote.ip()) {
-            Ok(admission) => admission,
-            Err(limit) => {
-                warn_limited!(%transport, %remote, %limit, "connection refused");
+        if shared.balancers.is_empty() {
+            let Some(admission) = admit(&shared, transport, remote) else {
                 continue;
-            }
-        };
-        let key = FlowKey { transport, remote };
-        let socket = prepare(socket, key, shared.limits.write_timeout);
-        shared
-            .tracker
-            .spawn(upgrade(socket, key, Arc::clone(&shared), admission));
+            };
+            let key = FlowKey { transport, remote };
+            let socket = prepare(socket, key, shared.limits.write_timeout);
+            shared
+                .tracker
+                .spawn(upgrade(socket, key, Arc::clone(&shared), admission));
+        } else {
+            let upgrade = upgrade.clone();
+            let shared = Arc::clone(&shared);
+            shared.tracker.clone().spawn(async move {
+                // Boxed, so that the header's buffers are freed before the flow is served
+                // (see `lifecycle::after_handshake`).
+                let Some((socket, remote, admission)) =
+                    Box::pin(behind_balancer(socket, transport, remote, &shared)).await
+                else {
+                    return;
+                };
+                let key = FlowKey { transport, remote };
+                let socket = prepare(socket, key, shared.limits.write_timeout);
+                upgrade(socket, key, Arc::clone(&shared), admission).await;
+            });
+        }
     }
+}
+
+/// A connection slot for a connection from `remote`, if the limits allow it.
+fn admit(shared: &Arc<Shared>, transport: Transport, remote: SocketAddr) -> Option<Admission> {
+    match shared.flows.admit(remote.ip()) {
+        Ok(admission) => Some(admission),
+        Err(limit) => {
+            warn_limited!(%transport, %remote, %limit, "connection refused");
+            None
+        }
+    }
+}
+
+/// With `-proxy-protocol-from`: the client a connection carries, and its slot. A balancer's
+/// connection is admitted as its client once the header is read (the per-address limit is the
+/// client's); anyone else's is admitted as itself before its first bytes are looked at, and
+/// refused if they are a PROXY header.
+async fn behind_balancer(
+    mut socket: TcpStream,
+    transport: Transport,
+    remote: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Option<(TcpStream, SocketAddr, Admission)> {
+    let limit = shared.limits.handshake_timeout;
+    let outcome = if proxy_header::is_balancer(&shared.balancers, remote.ip()) {
+        match proxy_header::read_client(&mut socket, remote, limit).await {
+            Ok(client) => {
+                debug!(%transport, balancer = %remote, %client, "PROXY protocol header");
+                let admission = admit(shared, transport, client)?;
+                return Some((socket, client, admission));
+            }
+            Err(refused) => refused,
+        }
+    } else {
+        let admission = admit(shared, transport, remote)?;
+        match proxy_header::refuse_header(&socket, limit).await {
+            Ok(()) => return Some((socket, remote, admission)),
+            Err(refused) => refused,
+        }
+    };
+    // Every refusal at debug; the warning is rate-limited and may leave some out.
+    debug!(%transport, %remote, reason = %outcome, "PROXY protocol refusal");
+    warn_limited!(%transport, %remote, reason = %outcome, "connection refused");
+    None
 }
 
 /// Readies a flow's socket: no Nagle delay, and writes bounded by `-write-timeout` both here and

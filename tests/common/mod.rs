@@ -16,11 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod certs;
+pub mod haproxy;
 pub mod kamailio;
 pub mod lossy;
 pub mod node;
 pub mod process;
 pub mod text;
+pub mod udp_server;
 
 #[allow(unused_imports)] // as for dead code: each test binary uses a different subset
 pub use text::{first, header, ok_for, ok_to_invite, uri_of, vias};

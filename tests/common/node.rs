@@ -157,6 +157,27 @@ enum Line {
 }
 
 /// A running Node script of `tests/node`, killed (by its PID) on drop.
+/// JsSIP (`jssip_client.js`) as `sip:alice@registrar.test` on the WebSocket at `url`,
+/// registering at `sip:registrar.test`, trusting the CA certificate `ca` (for WSS), with
+/// `extra` options.
+pub fn jssip_alice(url: &str, ca: Option<&Path>, extra: &[&str]) -> NodeScript {
+    let mut args = vec![
+        "--ws",
+        url,
+        "--uri",
+        "sip:alice@registrar.test",
+        "--registrar",
+        "sip:registrar.test",
+    ];
+    args.extend_from_slice(extra);
+    let ca = ca.map(|ca| ca.display().to_string());
+    let envs: Vec<(&str, &str)> = ca
+        .iter()
+        .map(|ca| ("NODE_EXTRA_CA_CERTS", ca.as_str()))
+        .collect();
+    NodeScript::spawn("jssip_client.js", &args, &envs)
+}
+
 pub struct NodeScript {
     name: String,
     child: Child,
