@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 
 use bytes::{Bytes, BytesMut};
 
+use super::header::HeaderName;
 use super::header::Via;
-use super::message::{HeaderName, Message};
+use super::message::Message;
 use super::{Encoded, Span};
 
 /// The header lines a response copies from its request.
