@@ -8,6 +8,7 @@ use memchr::memchr;
 
 use super::header::{CSeq, HeaderName, NameAddr, Via};
 use super::lex;
+use super::lines::{self, HeaderLines, LogicalLine};
 use super::{ParseError, Span};
 
 /// Upper bound on header lines; keeps the work per message bounded whatever a peer sends.
@@ -98,36 +99,24 @@ impl Message {
 
     fn parse_with<const MAX_LINES: usize>(buf: Bytes) -> Result<Message, ParseError> {
         let bytes = &buf[..];
-        let mut pos = 0;
-        while bytes[pos..].starts_with(b"\r\n") || bytes[pos..].starts_with(b"\n") {
-            pos += if bytes[pos] == b'\r' { 2 } else { 1 };
-        }
-        let (start_end, next) = line_end(bytes, pos).ok_or(ParseError::Truncated)?;
+        let pos = lines::skip_leading_line_ends(bytes);
+        let (start_end, next) = lines::line_end(bytes, pos).ok_or(ParseError::Truncated)?;
         let start_line = Span::new(pos, next);
         let start = parse_start_line(bytes, Span::new(pos, start_end))?;
-        pos = next;
 
         let mut headers: Vec<HeaderField> = Vec::with_capacity(16);
-        let head_end = loop {
-            let (end, next) = line_end(bytes, pos).ok_or(ParseError::Truncated)?;
-            if end == pos {
-                break pos;
+        let mut lines = HeaderLines::new(bytes, next);
+        for line in lines.by_ref() {
+            // RFC 3261 §7.3.1: a continuation line continues a header; before any it is an error.
+            if line.is_orphan_continuation(bytes) {
+                return Err(ParseError::BadHeader);
             }
-            if bytes[pos] == b' ' || bytes[pos] == b'\t' {
-                // RFC 3261 §7.3.1 line folding: the line continues the previous header's value.
-                let last = headers.last_mut().ok_or(ParseError::BadHeader)?;
-                let trimmed = trim_end(bytes, Span::new(last.value.start(), end));
-                last.value = Span::new(last.value.start(), trimmed.end().max(last.value.start()));
-                last.line = Span::new(last.line.start(), next);
-            } else {
-                if headers.len() == MAX_LINES {
-                    return Err(ParseError::TooManyHeaders);
-                }
-                headers.push(parse_header_line(bytes, pos, end, next)?);
+            if headers.len() == MAX_LINES {
+                return Err(ParseError::TooManyHeaders);
             }
-            pos = next;
-        };
-        let (_, body_start) = line_end(bytes, head_end).ok_or(ParseError::Truncated)?;
+            headers.push(parse_header_line(bytes, line)?);
+        }
+        let (head_end, body_start) = lines.head_end().ok_or(ParseError::Truncated)?;
 
         let mut message = Message {
             buf,
@@ -395,17 +384,6 @@ impl Message {
     }
 }
 
-/// Finds the end of the line starting at `from`: (offset of CR or LF, offset after the line end).
-fn line_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
-    let lf = from + memchr(b'\n', bytes.get(from..)?)?;
-    let end = if lf > from && bytes[lf - 1] == b'\r' {
-        lf - 1
-    } else {
-        lf
-    };
-    Some((end, lf + 1))
-}
-
 fn trim_end(bytes: &[u8], span: Span) -> Span {
     let mut end = span.end();
     while end > span.start() && matches!(bytes[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
@@ -443,34 +421,32 @@ fn parse_start_line(bytes: &[u8], line: Span) -> Result<StartLine, ParseError> {
     })
 }
 
-fn parse_header_line(
-    bytes: &[u8],
-    start: usize,
-    end: usize,
-    next: usize,
-) -> Result<HeaderField, ParseError> {
-    let line = &bytes[start..end];
+/// A header line: a token name, optional whitespace, the colon, the value (trimmed, across its
+/// continuation lines).
+fn parse_header_line(bytes: &[u8], line: LogicalLine) -> Result<HeaderField, ParseError> {
+    let (start, end) = (line.start, line.first_end);
+    let text = &bytes[start..end];
     // The name is a token, then optional whitespace, then the colon.
-    let name_end = line
+    let name_end = text
         .iter()
         .position(|&b| !lex::is_token_char(b))
         .ok_or(ParseError::BadHeader)?;
     let colon = name_end
-        + line[name_end..]
+        + text[name_end..]
             .iter()
             .position(|&b| !matches!(b, b' ' | b'\t'))
             .ok_or(ParseError::BadHeader)?;
-    if name_end == 0 || line[colon] != b':' {
+    if name_end == 0 || text[colon] != b':' {
         return Err(ParseError::BadHeader);
     }
-    let name = &line[..name_end];
+    let name = &text[..name_end];
     let mut value_start = start + colon + 1;
     while value_start < end && matches!(bytes[value_start], b' ' | b'\t') {
         value_start += 1;
     }
     Ok(HeaderField {
         name: HeaderName::classify(name),
-        value: trim_end(bytes, Span::new(value_start, end)),
-        line: Span::new(start, next),
+        value: trim_end(bytes, Span::new(value_start, line.end)),
+        line: Span::new(start, line.next),
     })
 }

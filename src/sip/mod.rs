@@ -5,6 +5,7 @@ pub mod codec;
 mod edit;
 pub mod header;
 pub mod lex;
+mod lines;
 mod message;
 pub mod reply;
 pub mod text;
