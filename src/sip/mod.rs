@@ -4,6 +4,7 @@
 pub mod codec;
 mod edit;
 pub mod header;
+pub mod host;
 pub mod lex;
 mod lines;
 mod message;
