@@ -107,10 +107,8 @@ impl Message {
         let mut headers: Vec<HeaderField> = Vec::with_capacity(16);
         let mut lines = HeaderLines::new(bytes, next);
         for line in lines.by_ref() {
-            // RFC 3261 §7.3.1: a continuation line continues a header; before any it is an error.
-            if line.is_orphan_continuation(bytes) {
-                return Err(ParseError::BadHeader);
-            }
+            // A continuation line before any header (RFC 3261 §7.3.1) is no header line either:
+            // it starts with white space, not a name, and `parse_header_line` refuses it.
             if headers.len() == MAX_LINES {
                 return Err(ParseError::TooManyHeaders);
             }
