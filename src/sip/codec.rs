@@ -95,6 +95,7 @@ fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::Message;
     use proptest::prelude::*;
 
     const A: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nl: 3\r\n\r\nabc";
@@ -188,6 +189,29 @@ mod tests {
                 }
             }
             prop_assert_eq!(got, vec![Frame::Message(Bytes::from_static(A)), Frame::Message(Bytes::from_static(B))]);
+        }
+
+        /// The framer and the parser read the same lines (`lines`): when the parser finds a
+        /// Content-Length in a framed message, it is the length the framer cut at.
+        #[test]
+        fn framer_and_parser_agree_on_the_length(
+            lines in proptest::collection::vec(proptest::sample::select(vec![
+                "l: 3\r\n", "Content-Length: 3\r\n", "content-length :\r\n 3\r\n",
+                "l: 1\r\n", "L:\r\n\t1\r\n", "l: 1\r\n 2\r\n", "Subject: x\r\n",
+                " l: 9\r\n", "\tfolded\r\n", "Content-Length\r\n : 3\r\n", "broken\r\n",
+                "\n", "X: y\n",
+            ]), 0..6),
+        ) {
+            let message = format!("OPTIONS sip:a@b SIP/2.0\r\n{}\r\nabcdef", lines.concat());
+            let mut buf = BytesMut::from(message.as_bytes());
+            if let Ok(Some(Frame::Message(framed))) = frame(&mut buf, 1000) {
+                let body_start = memmem::find(&framed, b"\r\n\r\n").unwrap_or_default() + 4;
+                if let Ok(parsed) = Message::parse(framed.clone()) {
+                    if parsed.has_content_length() && parsed.body_start() == body_start {
+                        prop_assert_eq!(parsed.body_start() + parsed.body().len(), framed.len());
+                    }
+                }
+            }
         }
 
         #[test]
