@@ -14,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use thiserror::Error;
 
+use crate::sip::host::is_host_name;
 use crate::sip::Transport;
 
 mod clients;
@@ -498,25 +499,6 @@ fn parse_port_digits(text: &str) -> Option<u16> {
     } else {
         None
     }
-}
-
-/// A DNS host name: labels of letters, digits and inner hyphens (RFC 1123 §2.1), and a last
-/// label that is not all digits so a mistyped IPv4 address is not taken for a name (RFC 3696 §2).
-fn is_host_name(text: &str) -> bool {
-    let valid_label = |label: &str| {
-        (1..=63).contains(&label.len())
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    text.len() <= 253
-        && text.split('.').all(valid_label)
-        && !text
-            .rsplit('.')
-            .next()
-            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]

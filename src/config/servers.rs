@@ -6,7 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use thiserror::Error;
 
-use super::{is_host_name, parse_bracketed_ip, parse_port_digits, ConfigError};
+use super::{parse_bracketed_ip, parse_port_digits, ConfigError};
+use crate::sip::host::is_host_name;
 use crate::sip::Transport;
 
 /// One `-trusted-server` dataset: `ip-address:fqdn-list:port:network-protocol:route-list`.

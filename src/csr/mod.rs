@@ -13,6 +13,7 @@
 //! common name. The PEM CSR goes to `--out` (only once it is fully built, through a temporary file
 //! renamed into place) or stdout; a summary of what was requested goes to stderr.
 
+use std::borrow::Cow;
 use std::fs;
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -20,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, DnValue, KeyPair, SanType};
 use rustls_pki_types::PrivatePkcs8KeyDer;
+
+use crate::sip::host::{self, HostNameError};
 
 mod key;
 
@@ -262,44 +265,20 @@ fn classify_san(entry: &str) -> Result<SanType, &'static str> {
 }
 
 /// RFC 5280 section 4.2.1.6 wants DNS names in the RFC 1034 "preferred name syntax" (as relaxed
-/// by RFC 1123 to allow leading digits), with internationalised names as A-labels (`xn--`); a
-/// single `*` leftmost label is the usual wildcard.
+/// by RFC 1123 to allow leading digits, `sip::host`'s rule for operator input), with
+/// internationalised names as A-labels (`xn--`); a single `*` leftmost label is the usual
+/// wildcard.
 fn check_dns_name(name: &str) -> Result<(), &'static str> {
     if !name.is_ascii() {
         return Err("not ASCII; write internationalised names in their xn-- form");
     }
-    if name.len() > 253 {
-        return Err("longer than 253 characters");
-    }
-    let labels: Vec<&str> = name.split('.').collect();
-    for (index, label) in labels.iter().enumerate() {
-        if *label == "*" && index == 0 && labels.len() > 2 {
-            continue;
-        }
-        if label.is_empty() {
-            return Err("has an empty label (a stray dot?)");
-        }
-        if label.len() > 63 {
-            return Err("has a label longer than 63 characters");
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err("is neither an IP address nor a DNS name (letters, digits, - and .)");
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err("has a label that starts or ends with -");
-        }
-    }
-    // No top-level domain is all digits, so this is a mistyped address, not a name.
-    if labels
-        .last()
-        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err("is not a valid IP address");
-    }
-    Ok(())
+    // The wildcard stands for one label, and counts as one towards the length: it is checked
+    // as a label of one letter. `*.com` (a whole top-level domain) is no wildcard.
+    let checked = match name.strip_prefix("*.") {
+        Some(rest) if rest.contains('.') => Cow::Owned(format!("x.{rest}")),
+        _ => Cow::Borrowed(name),
+    };
+    host::check_host_name(checked.as_bytes()).map_err(HostNameError::reason)
 }
 
 fn describe_san(san: &SanType) -> String {

@@ -732,17 +732,16 @@ fn starts_new_work(msg: &Message) -> bool {
 
 /// The reason phrase of a 400 says what was wrong (RFC 3261 §21.4.1).
 fn bad_request_reason(error: ParseError) -> &'static str {
+    use HeaderName::{CSeq, CallId, ContentLength, From, MaxForwards, To, Via};
     match error {
-        ParseError::MissingHeader("Via") => "Bad Request (missing Via)",
-        ParseError::MissingHeader("CSeq") | ParseError::BadHeaderValue("CSeq") => {
+        ParseError::MissingHeader(Via) => "Bad Request (missing Via)",
+        ParseError::MissingHeader(CSeq) | ParseError::BadHeaderValue(CSeq) => {
             "Bad Request (bad CSeq)"
         }
-        ParseError::MissingHeader("Call-ID") => "Bad Request (missing Call-ID)",
-        ParseError::MissingHeader("From") | ParseError::MissingHeader("To") => {
-            "Bad Request (missing From or To)"
-        }
-        ParseError::BadHeaderValue("Max-Forwards") => "Bad Request (bad Max-Forwards)",
-        ParseError::BadHeaderValue("Content-Length") | ParseError::BodyTruncated => {
+        ParseError::MissingHeader(CallId) => "Bad Request (missing Call-ID)",
+        ParseError::MissingHeader(From | To) => "Bad Request (missing From or To)",
+        ParseError::BadHeaderValue(MaxForwards) => "Bad Request (bad Max-Forwards)",
+        ParseError::BadHeaderValue(ContentLength) | ParseError::BodyTruncated => {
             "Bad Request (bad Content-Length)"
         }
         ParseError::BadUri => "Bad Request (bad URI)",

@@ -189,7 +189,7 @@ impl Rewriter {
                     .is_err();
             });
             if failed {
-                return Err(ParseError::BadHeaderValue("Contact"));
+                return Err(ParseError::BadHeaderValue(HeaderName::Contact));
             }
         }
         Ok(())

@@ -4,7 +4,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use memchr::memmem;
 
+use super::header::HeaderName;
 use super::lex::parse_u32;
+use super::lines::{self, HeaderLines};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -49,7 +51,7 @@ pub fn frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError
         };
     };
     let body_start = head_end + 4;
-    let length = content_length(&buf[..head_end])?.ok_or(FrameError::MissingContentLength)?;
+    let length = content_length(&buf[..body_start])?.ok_or(FrameError::MissingContentLength)?;
     let total = body_start + length;
     if total > max {
         return Err(FrameError::TooLarge(max));
@@ -61,43 +63,27 @@ pub fn frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError
     Ok(Some(Frame::Message(buf.split_to(total).freeze())))
 }
 
-/// Reads `Content-Length` (or compact `l`) from a head, tolerating case, spacing and folding.
-/// As `Message::content_length` decides: the same value repeated is one length, different
-/// values are a framing error (RFC 3261 §7.3.1: Content-Length is not a list; RFC 4475
-/// §3.3.9: over a stream the connection is closed), never the first one picked.
+/// Reads `Content-Length` (or compact `l`) from a head (up to and including its blank line),
+/// whose lines are read as `Message::parse` reads them (`lines`). As `Message::content_length`
+/// decides: the same value repeated is one length, different values are a framing error
+/// (RFC 3261 §7.3.1: Content-Length is not a list; RFC 4475 §3.3.9: over a stream the
+/// connection is closed), never the first one picked. Other lines are not checked here: that
+/// is the parser's work.
 fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
-    let is_folded = |l: &&[u8]| l.first().is_some_and(|b| matches!(b, b' ' | b'\t'));
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        // Leading line ends (RFC 3261 §7.5) and the start line hold no header.
-        .skip_while(|l| l.is_empty() || *l == b"\r")
-        .skip(1)
-        .peekable();
+    let Some((_, after_start_line)) = lines::line_end(head, lines::skip_leading_line_ends(head))
+    else {
+        return Ok(None);
+    };
     let mut found = None;
-    while let Some(line) = lines.next() {
-        if is_folded(&line) {
-            // RFC 3261 §7.3.1: the continuation of some other header's value, not a header.
+    for line in HeaderLines::new(head, after_start_line) {
+        if line.is_orphan_continuation(head) {
             continue;
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some((HeaderName::ContentLength, colon)) = line.name(head) else {
             continue;
         };
-        let name = line[..colon].trim_ascii();
-        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
-            continue;
-        }
-        let value = line[colon + 1..].trim_ascii();
-        let length = if lines.peek().is_some_and(is_folded) {
-            // Rare: the value continues on folded lines; join them (RFC 3261 §7.3.1).
-            let mut joined = value.to_vec();
-            while let Some(next) = lines.next_if(is_folded) {
-                joined.extend_from_slice(next.trim_ascii());
-            }
-            parse_u32(&joined)
-        } else {
-            parse_u32(value)
-        }
-        .ok_or(FrameError::BadContentLength)?;
+        let length =
+            parse_u32(&line.joined(head, colon + 1)).ok_or(FrameError::BadContentLength)?;
         if found.is_some_and(|first| first != length) {
             return Err(FrameError::BadContentLength);
         }
@@ -109,6 +95,7 @@ fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::Message;
     use proptest::prelude::*;
 
     const A: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nl: 3\r\n\r\nabc";
@@ -202,6 +189,29 @@ mod tests {
                 }
             }
             prop_assert_eq!(got, vec![Frame::Message(Bytes::from_static(A)), Frame::Message(Bytes::from_static(B))]);
+        }
+
+        /// The framer and the parser read the same lines (`lines`): when the parser finds a
+        /// Content-Length in a framed message, it is the length the framer cut at.
+        #[test]
+        fn framer_and_parser_agree_on_the_length(
+            lines in proptest::collection::vec(proptest::sample::select(vec![
+                "l: 3\r\n", "Content-Length: 3\r\n", "content-length :\r\n 3\r\n",
+                "l: 1\r\n", "L:\r\n\t1\r\n", "l: 1\r\n 2\r\n", "Subject: x\r\n",
+                " l: 9\r\n", "\tfolded\r\n", "Content-Length\r\n : 3\r\n", "broken\r\n",
+                "\n", "X: y\n",
+            ]), 0..6),
+        ) {
+            let message = format!("OPTIONS sip:a@b SIP/2.0\r\n{}\r\nabcdef", lines.concat());
+            let mut buf = BytesMut::from(message.as_bytes());
+            if let Ok(Some(Frame::Message(framed))) = frame(&mut buf, 1000) {
+                let body_start = memmem::find(&framed, b"\r\n\r\n").unwrap_or_default() + 4;
+                if let Ok(parsed) = Message::parse(framed.clone()) {
+                    if parsed.has_content_length() && parsed.body_start() == body_start {
+                        prop_assert_eq!(parsed.body_start() + parsed.body().len(), framed.len());
+                    }
+                }
+            }
         }
 
         #[test]

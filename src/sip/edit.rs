@@ -5,9 +5,10 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
+use super::header::HeaderName;
 use super::header::{NameAddr, Via};
 use super::lex::split_list;
-use super::message::{HeaderName, Message};
+use super::message::Message;
 use super::text::{put_decimal, put_ip};
 use super::{Encoded, ParseError, Span};
 
@@ -93,7 +94,7 @@ impl<'m> Editor<'m> {
     /// Removes the top Via value: its whole line, or just it when the line holds more values.
     pub fn pop_via(&mut self) -> Result<(), ParseError> {
         self.msg.top_via()?;
-        self.pop_values(HeaderName::Via, "Via", 1)
+        self.pop_values(HeaderName::Via, 1)
     }
 
     /// Records where a request came from in its top Via (RFC 3261 §18.2.1, RFC 3581 §4): sets
@@ -171,19 +172,14 @@ impl<'m> Editor<'m> {
 
     /// Removes the first `count` Route values (RFC 3261 §16.4: each names this proxy).
     pub fn pop_routes(&mut self, count: usize) -> Result<(), ParseError> {
-        self.pop_values(HeaderName::Route, "Route", count)
+        self.pop_values(HeaderName::Route, count)
     }
 
     /// Removes the first `count` values of a list header (RFC 3261 §7.3.1): each line whose
     /// values all go, and on the line where one stays, everything up to it. Lines with no value
     /// (`Via:`) are skipped, as `Message::values` skips them, so no line other than the ones
     /// that hold the values goes.
-    fn pop_values(
-        &mut self,
-        name: HeaderName,
-        what: &'static str,
-        count: usize,
-    ) -> Result<(), ParseError> {
+    fn pop_values(&mut self, name: HeaderName, count: usize) -> Result<(), ParseError> {
         let buf = self.msg.bytes();
         let mut left = count;
         for field in self.msg.fields(name) {
@@ -205,7 +201,7 @@ impl<'m> Editor<'m> {
             left = 0;
         }
         if left > 0 {
-            return Err(ParseError::MissingHeader(what));
+            return Err(ParseError::MissingHeader(name));
         }
         Ok(())
     }

@@ -7,6 +7,73 @@ use super::lex::{
 use super::uri::Uri;
 use super::{ParseError, Span};
 
+/// The headers the proxy reads or edits, recognised by full and compact name (RFC 3261 §7.3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderName {
+    Via,
+    From,
+    To,
+    CallId,
+    CSeq,
+    Contact,
+    MaxForwards,
+    ContentLength,
+    Route,
+    RecordRoute,
+    Expires,
+    Other,
+}
+
+impl HeaderName {
+    pub(super) fn classify(name: &[u8]) -> HeaderName {
+        let is = |full: &str| name.eq_ignore_ascii_case(full.as_bytes());
+        // By length first: most header lines of a call are ones the proxy does not read.
+        match name.len() {
+            1 => match name[0].to_ascii_lowercase() {
+                b'v' => HeaderName::Via,
+                b'f' => HeaderName::From,
+                b't' => HeaderName::To,
+                b'i' => HeaderName::CallId,
+                b'm' => HeaderName::Contact,
+                b'l' => HeaderName::ContentLength,
+                _ => HeaderName::Other,
+            },
+            2 if is("to") => HeaderName::To,
+            3 if is("via") => HeaderName::Via,
+            4 if is("from") => HeaderName::From,
+            4 if is("cseq") => HeaderName::CSeq,
+            5 if is("route") => HeaderName::Route,
+            7 if is("call-id") => HeaderName::CallId,
+            7 if is("contact") => HeaderName::Contact,
+            7 if is("expires") => HeaderName::Expires,
+            12 if is("max-forwards") => HeaderName::MaxForwards,
+            12 if is("record-route") => HeaderName::RecordRoute,
+            14 if is("content-length") => HeaderName::ContentLength,
+            _ => HeaderName::Other,
+        }
+    }
+}
+
+/// The name as RFC 3261 §20 writes it, for error messages.
+impl std::fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeaderName::Via => "Via",
+            HeaderName::From => "From",
+            HeaderName::To => "To",
+            HeaderName::CallId => "Call-ID",
+            HeaderName::CSeq => "CSeq",
+            HeaderName::Contact => "Contact",
+            HeaderName::MaxForwards => "Max-Forwards",
+            HeaderName::ContentLength => "Content-Length",
+            HeaderName::Route => "Route",
+            HeaderName::RecordRoute => "Record-Route",
+            HeaderName::Expires => "Expires",
+            HeaderName::Other => "other",
+        })
+    }
+}
+
 /// One Via value: `SIP/2.0/UDP host:port;branch=…` (RFC 3261 §20.42).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Via {
@@ -35,7 +102,7 @@ fn read_via_param(name: &[u8]) -> Option<usize> {
 
 impl Via {
     pub fn parse(buf: &[u8], span: Span) -> Result<Via, ParseError> {
-        let bad = ParseError::BadHeaderValue("Via");
+        let bad = ParseError::BadHeaderValue(HeaderName::Via);
         let end = span.end();
         let mut pos = span.start();
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport, LWS allowed.
@@ -129,8 +196,9 @@ pub struct NameAddr {
 }
 
 impl NameAddr {
-    pub fn parse(buf: &[u8], span: Span) -> Result<NameAddr, ParseError> {
-        let bad = ParseError::BadHeaderValue("name-addr");
+    /// Reads the value of a `header` (From, To, Contact, Route…), which names it in the error.
+    pub fn parse(buf: &[u8], span: Span, header: HeaderName) -> Result<NameAddr, ParseError> {
+        let bad = ParseError::BadHeaderValue(header);
         let end = span.end();
         let mut pos = span.start();
         while pos < end && is_lws(buf[pos]) {
@@ -213,7 +281,7 @@ impl<'b> CSeq<'b> {
 
     /// The number and where the method is, so a message can keep them without a borrow.
     pub(super) fn parse_spans(buf: &[u8], span: Span) -> Result<(u32, Span), ParseError> {
-        let bad = ParseError::BadHeaderValue("CSeq");
+        let bad = ParseError::BadHeaderValue(HeaderName::CSeq);
         let text = &buf[span.range()];
         let split = text.iter().position(|&b| is_lws(b)).ok_or(bad)?;
         let number = parse_u32(&text[..split]).ok_or(bad)?;
@@ -259,7 +327,7 @@ mod tests {
         let values = texts(v.as_bytes(), split_list(v.as_bytes(), whole(v)));
         assert_eq!(values, [r#"<s:x">"#, "<sip:evil@h>"]);
         for value in split_list(v.as_bytes(), whole(v)) {
-            let na = NameAddr::parse(v.as_bytes(), value).unwrap();
+            let na = NameAddr::parse(v.as_bytes(), value, HeaderName::Contact).unwrap();
             assert!(na.span.end() <= value.end());
         }
         let v = r#"<sip:a@b;x="1,2>, "Bob, Jr" <sip:c@d>;p="<,>",sip:e@f"#;
@@ -319,7 +387,7 @@ mod tests {
     #[test]
     fn name_addr_forms() {
         let v = r#""A <b>" <sip:alice@example.com;transport=tcp>;tag=88"#;
-        let na = NameAddr::parse(v.as_bytes(), whole(v)).unwrap();
+        let na = NameAddr::parse(v.as_bytes(), whole(v), HeaderName::To).unwrap();
         let b = v.as_bytes();
         assert_eq!(&b[na.uri.range()], b"sip:alice@example.com;transport=tcp");
         assert!(na.bracketed);
@@ -330,13 +398,13 @@ mod tests {
             Some(&b"88"[..])
         );
         let v = "sip:bob@example.com;expires=60";
-        let na = NameAddr::parse(v.as_bytes(), whole(v)).unwrap();
+        let na = NameAddr::parse(v.as_bytes(), whole(v), HeaderName::To).unwrap();
         assert_eq!(&v.as_bytes()[na.uri.range()], b"sip:bob@example.com");
         assert!(!na.bracketed);
         assert!(na.param(v.as_bytes(), "expires").is_some());
         for bad in ["<sip:a@b", "\"unterminated <sip:a@b>", "<>"] {
             assert!(
-                NameAddr::parse(bad.as_bytes(), whole(bad)).is_err(),
+                NameAddr::parse(bad.as_bytes(), whole(bad), HeaderName::To).is_err(),
                 "{bad}"
             );
         }

@@ -5,6 +5,7 @@
 
 use memchr::{memchr, memchr2, memchr3};
 
+use super::host::is_wire_host;
 use super::Span;
 
 /// RFC 3261 §25.1 `token` characters, as a table: this runs for every byte of every header name.
@@ -199,7 +200,7 @@ pub fn split_host_port(buf: &[u8], span: Span) -> Option<(Span, Option<u16>)> {
         text.iter().position(|&b| b == b':').unwrap_or(text.len())
     };
     let host = Span::new(span.start(), span.start() + host_len);
-    if host.is_empty() || !is_valid_host(&buf[host.range()]) {
+    if host.is_empty() || !is_wire_host(&buf[host.range()]) {
         return None;
     }
     let rest = &text[host_len..];
@@ -213,21 +214,4 @@ pub fn split_host_port(buf: &[u8], span: Span) -> Option<(Span, Option<u16>)> {
         _ => return None,
     };
     Some((host, port))
-}
-
-/// A host name, an IPv4 address or a bracketed IPv6 reference (RFC 3261 §25.1 `host`).
-#[must_use]
-pub fn is_valid_host(host: &[u8]) -> bool {
-    match host {
-        [b'[', inner @ .., b']'] => std::str::from_utf8(inner)
-            .ok()
-            .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
-            .is_some(),
-        _ => {
-            !host.is_empty()
-                && host
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        }
-    }
 }

@@ -6,59 +6,13 @@ use std::cell::OnceCell;
 use bytes::Bytes;
 use memchr::memchr;
 
-use super::header::{CSeq, NameAddr, Via};
+use super::header::{CSeq, HeaderName, NameAddr, Via};
 use super::lex;
+use super::lines::{self, HeaderLines, LogicalLine};
 use super::{ParseError, Span};
 
 /// Upper bound on header lines; keeps the work per message bounded whatever a peer sends.
 const MAX_HEADERS: usize = 256;
-
-/// The headers the proxy reads or edits, recognised by full and compact name (RFC 3261 §7.3.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HeaderName {
-    Via,
-    From,
-    To,
-    CallId,
-    CSeq,
-    Contact,
-    MaxForwards,
-    ContentLength,
-    Route,
-    RecordRoute,
-    Expires,
-    Other,
-}
-
-impl HeaderName {
-    pub(super) fn classify(name: &[u8]) -> HeaderName {
-        let is = |full: &str| name.eq_ignore_ascii_case(full.as_bytes());
-        // By length first: most header lines of a call are ones the proxy does not read.
-        match name.len() {
-            1 => match name[0].to_ascii_lowercase() {
-                b'v' => HeaderName::Via,
-                b'f' => HeaderName::From,
-                b't' => HeaderName::To,
-                b'i' => HeaderName::CallId,
-                b'm' => HeaderName::Contact,
-                b'l' => HeaderName::ContentLength,
-                _ => HeaderName::Other,
-            },
-            2 if is("to") => HeaderName::To,
-            3 if is("via") => HeaderName::Via,
-            4 if is("from") => HeaderName::From,
-            4 if is("cseq") => HeaderName::CSeq,
-            5 if is("route") => HeaderName::Route,
-            7 if is("call-id") => HeaderName::CallId,
-            7 if is("contact") => HeaderName::Contact,
-            7 if is("expires") => HeaderName::Expires,
-            12 if is("max-forwards") => HeaderName::MaxForwards,
-            12 if is("record-route") => HeaderName::RecordRoute,
-            14 if is("content-length") => HeaderName::ContentLength,
-            _ => HeaderName::Other,
-        }
-    }
-}
 
 /// A header line: its name, its (trimmed) value and the whole line including the line end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,36 +99,22 @@ impl Message {
 
     fn parse_with<const MAX_LINES: usize>(buf: Bytes) -> Result<Message, ParseError> {
         let bytes = &buf[..];
-        let mut pos = 0;
-        while bytes[pos..].starts_with(b"\r\n") || bytes[pos..].starts_with(b"\n") {
-            pos += if bytes[pos] == b'\r' { 2 } else { 1 };
-        }
-        let (start_end, next) = line_end(bytes, pos).ok_or(ParseError::Truncated)?;
+        let pos = lines::skip_leading_line_ends(bytes);
+        let (start_end, next) = lines::line_end(bytes, pos).ok_or(ParseError::Truncated)?;
         let start_line = Span::new(pos, next);
         let start = parse_start_line(bytes, Span::new(pos, start_end))?;
-        pos = next;
 
         let mut headers: Vec<HeaderField> = Vec::with_capacity(16);
-        let head_end = loop {
-            let (end, next) = line_end(bytes, pos).ok_or(ParseError::Truncated)?;
-            if end == pos {
-                break pos;
+        let mut lines = HeaderLines::new(bytes, next);
+        for line in lines.by_ref() {
+            // A continuation line before any header (RFC 3261 §7.3.1) is no header line either:
+            // it starts with white space, not a name, and `parse_header_line` refuses it.
+            if headers.len() == MAX_LINES {
+                return Err(ParseError::TooManyHeaders);
             }
-            if bytes[pos] == b' ' || bytes[pos] == b'\t' {
-                // RFC 3261 §7.3.1 line folding: the line continues the previous header's value.
-                let last = headers.last_mut().ok_or(ParseError::BadHeader)?;
-                let trimmed = trim_end(bytes, Span::new(last.value.start(), end));
-                last.value = Span::new(last.value.start(), trimmed.end().max(last.value.start()));
-                last.line = Span::new(last.line.start(), next);
-            } else {
-                if headers.len() == MAX_LINES {
-                    return Err(ParseError::TooManyHeaders);
-                }
-                headers.push(parse_header_line(bytes, pos, end, next)?);
-            }
-            pos = next;
-        };
-        let (_, body_start) = line_end(bytes, head_end).ok_or(ParseError::Truncated)?;
+            headers.push(parse_header_line(bytes, line)?);
+        }
+        let (head_end, body_start) = lines.head_end().ok_or(ParseError::Truncated)?;
 
         let mut message = Message {
             buf,
@@ -308,9 +248,11 @@ impl Message {
     }
 
     pub fn top_via(&self) -> Result<Via, ParseError> {
-        *self
-            .top_via
-            .get_or_init(|| self.vias().next().ok_or(ParseError::MissingHeader("Via"))?)
+        *self.top_via.get_or_init(|| {
+            self.vias()
+                .next()
+                .ok_or(ParseError::MissingHeader(HeaderName::Via))?
+        })
     }
 
     /// The Via values below the top one, in order. The top one is skipped unread: it is
@@ -326,7 +268,7 @@ impl Message {
             None => Ok(None),
             Some(h) => lex::parse_u32(self.slice(h.value))
                 .map(Some)
-                .ok_or(ParseError::BadHeaderValue("Max-Forwards")),
+                .ok_or(ParseError::BadHeaderValue(HeaderName::MaxForwards)),
         }
     }
 
@@ -335,7 +277,7 @@ impl Message {
     /// malformed (RFC 4475 §3.3.9). Repeats of the same value are tolerated, as HTTP does
     /// (RFC 9110 §8.6), and the framer (`codec`) decides the same way.
     pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
-        let bad = ParseError::BadHeaderValue("Content-Length");
+        let bad = ParseError::BadHeaderValue(HeaderName::ContentLength);
         let mut length = None;
         for h in self.fields(HeaderName::ContentLength) {
             let n = lex::parse_u32(self.slice(h.value)).ok_or(bad)?;
@@ -351,7 +293,7 @@ impl Message {
         let (number, method) = (*self.cseq.get_or_init(|| {
             let h = self
                 .first(HeaderName::CSeq)
-                .ok_or(ParseError::MissingHeader("CSeq"))?;
+                .ok_or(ParseError::MissingHeader(HeaderName::CSeq))?;
             CSeq::parse_spans(&self.buf, h.value)
         }))?;
         Ok(CSeq {
@@ -364,28 +306,28 @@ impl Message {
         self.first(HeaderName::CallId)
             .map(|h| self.slice(h.value))
             .filter(|v| !v.is_empty())
-            .ok_or(ParseError::MissingHeader("Call-ID"))
+            .ok_or(ParseError::MissingHeader(HeaderName::CallId))
     }
 
     pub fn to(&self) -> Result<NameAddr, ParseError> {
         let h = self
             .first(HeaderName::To)
-            .ok_or(ParseError::MissingHeader("To"))?;
-        NameAddr::parse(&self.buf, h.value)
+            .ok_or(ParseError::MissingHeader(HeaderName::To))?;
+        NameAddr::parse(&self.buf, h.value, HeaderName::To)
     }
 
     pub fn from(&self) -> Result<NameAddr, ParseError> {
         let h = self
             .first(HeaderName::From)
-            .ok_or(ParseError::MissingHeader("From"))?;
-        NameAddr::parse(&self.buf, h.value)
+            .ok_or(ParseError::MissingHeader(HeaderName::From))?;
+        NameAddr::parse(&self.buf, h.value, HeaderName::From)
     }
 
     /// Contact values, except the `*` of a REGISTER that removes every binding.
     pub fn contacts(&self) -> impl Iterator<Item = Result<NameAddr, ParseError>> + '_ {
         self.values(HeaderName::Contact)
             .filter(move |span| self.slice(*span) != b"*")
-            .map(move |span| NameAddr::parse(&self.buf, span))
+            .map(move |span| NameAddr::parse(&self.buf, span, HeaderName::Contact))
     }
 
     /// `Contact: *` (RFC 3261 §10.2.2).
@@ -397,7 +339,7 @@ impl Message {
 
     pub fn routes(&self) -> impl Iterator<Item = Result<NameAddr, ParseError>> + '_ {
         self.values(HeaderName::Route)
-            .map(move |span| NameAddr::parse(&self.buf, span))
+            .map(move |span| NameAddr::parse(&self.buf, span, HeaderName::Route))
     }
 
     pub fn expires(&self) -> Option<u32> {
@@ -413,42 +355,31 @@ impl Message {
         // one further down is as fatal as a broken top one. Each names SIP/2.0 (§8.1.1.7).
         for via in std::iter::once(self.top_via()).chain(self.lower_vias()) {
             if !via?.is_sip_2_0(&self.buf) {
-                return Err(ParseError::BadHeaderValue("Via"));
+                return Err(ParseError::BadHeaderValue(HeaderName::Via));
             }
         }
         self.call_id()?;
-        self.at_most_one(HeaderName::CallId, "Call-ID")?;
+        self.at_most_one(HeaderName::CallId)?;
         let cseq = self.cseq()?;
-        self.at_most_one(HeaderName::CSeq, "CSeq")?;
+        self.at_most_one(HeaderName::CSeq)?;
         if cseq.method != self.method_token() {
-            return Err(ParseError::BadHeaderValue("CSeq"));
+            return Err(ParseError::BadHeaderValue(HeaderName::CSeq));
         }
         self.from()?;
-        self.at_most_one(HeaderName::From, "From")?;
+        self.at_most_one(HeaderName::From)?;
         self.to()?;
-        self.at_most_one(HeaderName::To, "To")?;
+        self.at_most_one(HeaderName::To)?;
         self.max_forwards()?;
-        self.at_most_one(HeaderName::MaxForwards, "Max-Forwards")?;
+        self.at_most_one(HeaderName::MaxForwards)?;
         Ok(())
     }
 
-    fn at_most_one(&self, name: HeaderName, what: &'static str) -> Result<(), ParseError> {
+    fn at_most_one(&self, name: HeaderName) -> Result<(), ParseError> {
         match self.fields(name).nth(1) {
-            Some(_) => Err(ParseError::RepeatedHeader(what)),
+            Some(_) => Err(ParseError::RepeatedHeader(name)),
             None => Ok(()),
         }
     }
-}
-
-/// Finds the end of the line starting at `from`: (offset of CR or LF, offset after the line end).
-fn line_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
-    let lf = from + memchr(b'\n', bytes.get(from..)?)?;
-    let end = if lf > from && bytes[lf - 1] == b'\r' {
-        lf - 1
-    } else {
-        lf
-    };
-    Some((end, lf + 1))
 }
 
 fn trim_end(bytes: &[u8], span: Span) -> Span {
@@ -488,34 +419,32 @@ fn parse_start_line(bytes: &[u8], line: Span) -> Result<StartLine, ParseError> {
     })
 }
 
-fn parse_header_line(
-    bytes: &[u8],
-    start: usize,
-    end: usize,
-    next: usize,
-) -> Result<HeaderField, ParseError> {
-    let line = &bytes[start..end];
+/// A header line: a token name, optional whitespace, the colon, the value (trimmed, across its
+/// continuation lines).
+fn parse_header_line(bytes: &[u8], line: LogicalLine) -> Result<HeaderField, ParseError> {
+    let (start, end) = (line.start, line.first_end);
+    let text = &bytes[start..end];
     // The name is a token, then optional whitespace, then the colon.
-    let name_end = line
+    let name_end = text
         .iter()
         .position(|&b| !lex::is_token_char(b))
         .ok_or(ParseError::BadHeader)?;
     let colon = name_end
-        + line[name_end..]
+        + text[name_end..]
             .iter()
             .position(|&b| !matches!(b, b' ' | b'\t'))
             .ok_or(ParseError::BadHeader)?;
-    if name_end == 0 || line[colon] != b':' {
+    if name_end == 0 || text[colon] != b':' {
         return Err(ParseError::BadHeader);
     }
-    let name = &line[..name_end];
+    let name = &text[..name_end];
     let mut value_start = start + colon + 1;
     while value_start < end && matches!(bytes[value_start], b' ' | b'\t') {
         value_start += 1;
     }
     Ok(HeaderField {
         name: HeaderName::classify(name),
-        value: trim_end(bytes, Span::new(value_start, end)),
-        line: Span::new(start, next),
+        value: trim_end(bytes, Span::new(value_start, line.end)),
+        line: Span::new(start, line.next),
     })
 }

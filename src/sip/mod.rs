@@ -4,7 +4,9 @@
 pub mod codec;
 mod edit;
 pub mod header;
+pub mod host;
 pub mod lex;
+mod lines;
 mod message;
 pub mod reply;
 pub mod text;
@@ -16,9 +18,9 @@ use std::ops::Range;
 use bytes::Bytes;
 
 pub use edit::Editor;
-pub use header::{CSeq, NameAddr, Via};
+pub use header::{CSeq, HeaderName, NameAddr, Via};
 pub use lex::Param;
-pub use message::{HeaderField, HeaderName, Message, Method, StartLine};
+pub use message::{HeaderField, Message, Method, StartLine};
 pub use transport::Transport;
 pub use uri::{Scheme, Uri};
 
@@ -75,12 +77,12 @@ pub enum ParseError {
     #[error("too many header lines")]
     TooManyHeaders,
     #[error("missing {0} header")]
-    MissingHeader(&'static str),
+    MissingHeader(HeaderName),
     #[error("malformed {0} header")]
-    BadHeaderValue(&'static str),
+    BadHeaderValue(HeaderName),
     /// A header that is not a list appears on more than one line (RFC 3261 §7.3.1).
     #[error("more than one {0} header")]
-    RepeatedHeader(&'static str),
+    RepeatedHeader(HeaderName),
     #[error("malformed URI")]
     BadUri,
 }

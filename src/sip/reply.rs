@@ -5,8 +5,10 @@ use std::fmt::Write as _;
 
 use bytes::{Bytes, BytesMut};
 
+use super::header::HeaderName;
 use super::header::Via;
-use super::message::{HeaderName, Message};
+use super::lines::{self, HeaderLines};
+use super::message::Message;
 use super::{Encoded, Span};
 
 /// The header lines a response copies from its request.
@@ -110,17 +112,16 @@ fn in_transaction_request(request: &Message, method: &str, to: Option<&[u8]>) ->
 /// caller drops it). The answer is a `400` with `reason`, or a `505 Version Not Supported` when
 /// the request line names a SIP version other than 2.0 (RFC 3261 §21.5.6, RFC 4475 §3.1.2.16).
 ///
-/// Header lines are read as `Message::parse` reads them: folded continuation lines are joined
-/// to their header (RFC 3261 §7.3.1). The top Via value must parse, else nobody could match the
-/// answer (RFC 3261 §18.1.2) and it is not sent; what is sent parses as a response.
+/// Header lines are read as `Message::parse` reads them (`lines`), up to the end of `data` if no
+/// blank line comes first: folded continuation lines are joined to their header by one SP
+/// (RFC 3261 §7.3.1); a line without a colon on its first line is not copied. The top Via value
+/// must parse, else nobody could match the answer (RFC 3261 §18.1.2) and it is not sent; what
+/// is sent parses as a response.
 #[must_use]
 pub fn salvage_bad_request(data: &[u8], reason: &str) -> Option<Encoded> {
-    let mut lines = data
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        // RFC 3261 §7.5: CRLFs before the start line are ignored.
-        .skip_while(|l| l.is_empty());
-    let request_line = lines.next()?;
+    let start = lines::skip_leading_line_ends(data);
+    let (request_line_end, after_request_line) = lines::line_end(data, start)?;
+    let request_line = &data[start..request_line_end];
     let mut words = request_line.split(|&b| b == b' ');
     let (method, uri, version) = (words.next()?, words.next()?, words.next()?);
     if method.is_empty()
@@ -141,10 +142,18 @@ pub fn salvage_bad_request(data: &[u8], reason: &str) -> Option<Encoded> {
     let mut out = BytesMut::with_capacity(256);
     let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
     let mut top_via = None;
-    for (name, colon, line) in logical_lines(lines) {
+    for header in HeaderLines::to_end_of(data, after_request_line) {
+        if header.is_orphan_continuation(data) {
+            continue;
+        }
+        let Some((name, colon)) = header.name(data) else {
+            continue;
+        };
         if !is_copied(name) {
             continue;
         }
+        let line = header.joined(data, header.start);
+        let colon = colon - header.start;
         let printable = line
             .iter()
             .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
@@ -182,38 +191,6 @@ fn is_sip_version(text: &[u8]) -> bool {
     let digits =
         |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
     digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
-}
-
-/// The header lines of a head up to its blank line, each with its continuation lines joined by
-/// a single SP (RFC 3261 §7.3.1), as (name, offset of the colon, line). A continuation line
-/// before any header and a line without a colon are skipped.
-fn logical_lines<'d>(
-    lines: impl Iterator<Item = &'d [u8]> + 'd,
-) -> impl Iterator<Item = (HeaderName, usize, Vec<u8>)> + 'd {
-    let mut lines = lines.take_while(|l| !l.is_empty()).peekable();
-    let is_folded = |l: &&[u8]| l.first().is_some_and(|b| matches!(b, b' ' | b'\t'));
-    std::iter::from_fn(move || loop {
-        let first = lines.next()?;
-        if is_folded(&first) {
-            continue;
-        }
-        let mut line = first.to_vec();
-        while let Some(more) = lines.next_if(is_folded) {
-            let more = more.trim_ascii();
-            if !more.is_empty() {
-                line.push(b' ');
-                line.extend_from_slice(more);
-            }
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        return Some((
-            HeaderName::classify(line[..colon].trim_ascii()),
-            colon,
-            line,
-        ));
-    })
 }
 
 #[cfg(test)]
