@@ -71,6 +71,7 @@ fn router(egress: Transport) -> Router {
         },
         tls: None,
         tls_ca: None,
+        mutual_tls: roundabout::config::MutualTls::default(),
         ws_path: None,
         token_key: [9; 32],
         limits: Limits {

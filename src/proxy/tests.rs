@@ -84,6 +84,7 @@ pub(super) fn config() -> Config {
         },
         tls: None,
         tls_ca: None,
+        mutual_tls: crate::config::MutualTls::default(),
         ws_path: None,
         token_key: [3; 32],
         limits: limits(),
