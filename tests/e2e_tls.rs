@@ -49,7 +49,7 @@ const CALLS: usize = 2;
 /// R-URI (UDP to the UAS); replies follow the Via chain back over the TLS connection.
 const RELAY_BY_RURI: &str = r#"
 request_route {
-	xlog("L_NOTICE", "KREQ $rm proto=$pr src=$si:$sp sni=$tls_peer_server_name route=$hdr(Route) ruri=$ru\n");
+	xlog("L_NOTICE", "KREQ $rm proto=$pr src=$si:$sp sni=$tls_peer_server_name route=$hdr(Route) ruri=$ru client=$tls_peer_subject_cn verified=$tls_peer_verified\n");
 	force_rport();
 	loose_route();
 	forward();
@@ -82,8 +82,8 @@ fn available() -> bool {
 }
 
 /// Roundabout with `leaf` on ephemeral TLS and WSS ports, `-strict-host -ack-ruri`, the servers
-/// `trusted`, and the servers it dials verified against `ca` when given (`-tls-ca`).
-fn start_roundabout(leaf: &Leaf, ca: Option<&Path>, trusted: &str) -> Roundabout {
+/// `trusted`, the servers it dials verified against `ca` when given (`-tls-ca`), and `extra`.
+fn start_roundabout(leaf: &Leaf, ca: Option<&Path>, trusted: &str, extra: &[&str]) -> Roundabout {
     let (cert, key) = (
         leaf.cert.display().to_string(),
         leaf.key.display().to_string(),
@@ -106,6 +106,7 @@ fn start_roundabout(leaf: &Leaf, ca: Option<&Path>, trusted: &str) -> Roundabout
     if let Some(ca) = &ca {
         args.extend(["-tls-ca", ca]);
     }
+    args.extend(extra);
     Roundabout::start(&args)
 }
 
@@ -120,15 +121,26 @@ fn two_ports(ip: &str) -> (u16, u16) {
     }
 }
 
-/// Kamailio on `ip` (UDP and TLS) presenting `leaf` as `name`, relaying by R-URI.
-fn kamailio_tls_server(ip: &str, name: &str, leaf: &Leaf, ca: &Path) -> Kamailio {
+/// Kamailio on `ip` (UDP and TLS) presenting `leaf` as `name`, relaying by R-URI, verifying the
+/// servers it dials against `ca`.
+fn kamailio_tls_server(ip: &str, name: &str, leaf: &Leaf, ca: &Path) -> KamailioConfig {
     let (udp, tls) = two_ports(ip);
     KamailioConfig::new(RELAY_BY_RURI)
         .global(&format!("alias=\"{name}\""))
         .listen("udp", ip, udp)
         .listen("tls", ip, tls)
         .tls(&leaf.cert, &leaf.key, Some(ca))
-        .start()
+}
+
+/// The trusted servers of a UDP → TLS call: `kamailio` on TLS as kamailio.test, and the UAS
+/// whose route-list sends its requests there.
+fn through_kamailio(kamailio: &Kamailio, uas_ip: &str, uas_port: u16) -> String {
+    let k_tls = kamailio.addr("tls");
+    format!(
+        "{}:kamailio.test:{}:tls:,{uas_ip}::{uas_port}:udp:kamailio.test",
+        k_tls.ip(),
+        k_tls.port()
+    )
 }
 
 /// The loopback addresses of one test, so that tests running in parallel never compete for a
@@ -228,15 +240,10 @@ fn call_from_udp_to_tls_kamailio() {
     let ca = TestCa::new();
     let rb_leaf = ca.leaf("roundabout.test");
     let k_leaf = ca.leaf("kamailio.test");
-    let kamailio = kamailio_tls_server(hosts.kamailio, "kamailio.test", &k_leaf, &ca.cert);
-    let k_tls = kamailio.addr("tls");
+    let kamailio = kamailio_tls_server(hosts.kamailio, "kamailio.test", &k_leaf, &ca.cert).start();
     let uas_port = free_port(uas_ip);
-    let trusted = format!(
-        "{}:kamailio.test:{}:tls:,{uas_ip}::{uas_port}:udp:kamailio.test",
-        hosts.kamailio,
-        k_tls.port()
-    );
-    let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted);
+    let trusted = through_kamailio(&kamailio, uas_ip, uas_port);
+    let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted, &[]);
     let diagnostics = || {
         format!(
             "proxy log:\n{}\nkamailio log:\n{}",
@@ -347,7 +354,7 @@ fn call_from_tls_kamailio_to_udp() {
     let k_leaf = ca.leaf("kamailio.test");
     let uas_port = free_port(uas_ip);
     let trusted = format!("{uas_ip}::{uas_port}:udp:");
-    let rb = start_roundabout(&rb_leaf, None, &trusted);
+    let rb = start_roundabout(&rb_leaf, None, &trusted, &[]);
     let (k_udp, k_tls) = two_ports(hosts.kamailio);
     // Kamailio verifies Roundabout's certificate against the test CA.
     let kamailio = KamailioConfig::new(RELAY_TO_ROUNDABOUT)
@@ -690,6 +697,15 @@ fn round_trip(rb: &Roundabout, client: &mut TlsClient, server: &UdpPeer, n: u32)
     );
 }
 
+/// An OPTIONS for `ruri` from the UDP client at `from`; `id` makes its branch, tag and Call-ID.
+fn options_to(ruri: &str, from: SocketAddr, id: &str) -> String {
+    format!(
+        "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-{id}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:t@example.com>;tag={id}\r\nTo: <{ruri}>\r\n\
+         Call-ID: {id}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 /// RFC 5626 §3.5.1: CRLFCRLF is answered with CRLF.
 fn keep_alive(client: &mut TlsClient) {
     client.send(b"\r\n\r\n");
@@ -783,7 +799,7 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
         uac: "127.0.5.3",
         kamailio: "127.0.5.6",
     };
-    let (uas_ip, uac_ip, rogue_ip) = (hosts.uas, hosts.uac, "127.0.5.7");
+    let (uas_ip, uac_ip, rogue_ip, misnamed_ip) = (hosts.uas, hosts.uac, "127.0.5.7", "127.0.5.8");
     let ca = TestCa::new();
     let rogue_ca = TestCa::new();
     let rb_leaf = ca.leaf("roundabout.test");
@@ -792,7 +808,8 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
         "kamailio.test",
         &ca.leaf("kamailio.test"),
         &ca.cert,
-    );
+    )
+    .start();
     // A certificate from a CA Roundabout does not trust, although that CA has the same name as
     // the trusted one (so the chain is refused on its signature, not on a missing issuer).
     let rogue = kamailio_tls_server(
@@ -800,15 +817,19 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
         "rogue.test",
         &rogue_ca.leaf("rogue.test"),
         &rogue_ca.cert,
-    );
+    )
+    .start();
+    // A certificate from the trusted CA, but for another name than the trusted server's FQDN.
+    let misnamed =
+        kamailio_tls_server(misnamed_ip, "other.test", &ca.leaf("other.test"), &ca.cert).start();
     let uas_port = free_port(uas_ip);
     let trusted = format!(
-        "{rogue_ip}:rogue.test:{}:tls:,{}:kamailio.test:{}:tls:,{uas_ip}::{uas_port}:udp:kamailio.test",
+        "{rogue_ip}:rogue.test:{}:tls:,{misnamed_ip}:misnamed.test:{}:tls:,{}",
         rogue.addr("tls").port(),
-        hosts.kamailio,
-        good.addr("tls").port()
+        misnamed.addr("tls").port(),
+        through_kamailio(&good, uas_ip, uas_port),
     );
-    let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted);
+    let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted, &[]);
     let diagnostics = || {
         format!(
             "proxy log:\n{}\ngood kamailio log:\n{}\nrogue kamailio log:\n{}",
@@ -826,15 +847,7 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
         .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
     let ruri = format!("sip:x@rogue.test:{}", rogue.addr("tls").port());
-    client.send(
-        rb.addr("udp"),
-        &format!(
-            "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK-rogue\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:t@example.com>;tag=1\r\nTo: <{ruri}>\r\n\
-             Call-ID: rogue@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            addr = client.addr()
-        ),
-    );
+    client.send(rb.addr("udp"), &options_to(&ruri, client.addr(), "rogue"));
     assert!(
         rb.wait_for_log("cannot connect", Duration::from_secs(5)),
         "{}",
@@ -842,12 +855,33 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
     );
     let logs = rb.logs();
     let warning = logs.lines().find(|l| l.contains("cannot connect")).unwrap();
+    // The rogue CA has the trusted CA's name: the refusal names the issuer and the fix.
     assert!(
         warning.contains("WARN")
             && warning.contains(&format!("flow=tls:{}", rogue.addr("tls")))
-            && warning.contains("invalid peer certificate"),
+            && warning.contains(
+                "invalid peer certificate: certificate for rogue.test, 127.0.0.1 issued by \
+                 \"CN=Roundabout test CA\", neither a system root nor in -tls-ca "
+            )
+            && warning.contains(&ca.cert.display().to_string()),
         "{warning}"
     );
+    // A certificate for the wrong name (the warning is rate-limited: ask until it shows).
+    let ruri = format!("sip:x@misnamed.test:{}", misnamed.addr("tls").port());
+    let expected = "invalid peer certificate: certificate for other.test, 127.0.0.1 does not \
+                    name misnamed.test";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = 0;
+    while !rb.logs().contains(expected) {
+        assert!(Instant::now() < deadline, "{expected}\n{}", diagnostics());
+        attempt += 1;
+        client.send(
+            rb.addr("udp"),
+            &options_to(&ruri, client.addr(), &format!("misnamed-{attempt}")),
+        );
+        rb.wait_for_log(expected, Duration::from_millis(500));
+    }
+    assert!(misnamed.log_lines("KREQ ").is_empty(), "{}", diagnostics());
     if let Some(answer) = client.recv() {
         assert!(!answer.starts_with("SIP/2.0 2"), "{answer}");
     }

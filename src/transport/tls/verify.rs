@@ -84,11 +84,14 @@ impl Trust {
             };
         };
         match error {
-            CertificateError::UnknownIssuer => Refusal::UnknownIssuer {
-                names,
-                issuer: parsed.issuer().to_string(),
-                roots: Roots(side, self.ca.clone()),
-            },
+            // BadSignature: the issuer's name is among the roots, but another key signed it.
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                Refusal::UnknownIssuer {
+                    names,
+                    issuer: parsed.issuer().to_string(),
+                    roots: Roots(side, self.ca.clone()),
+                }
+            }
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 Refusal::Expired {
                     names,

@@ -359,7 +359,9 @@ fn under_optional_a_trusted_server_may_come_without_a_certificate_but_not_a_wron
     let carrier: IpAddr = "203.0.113.20".parse().unwrap();
     assert_eq!(check.check(carrier, None).unwrap(), None);
     let wrong = ca.leaf(&leaf_spec(&["other.example"], &[]));
-    assert!(check.check(carrier, Some(std::slice::from_ref(&wrong))).is_err());
+    assert!(check
+        .check(carrier, Some(std::slice::from_ref(&wrong)))
+        .is_err());
     let off = identities(VerifyClient::Off, std::slice::from_ref(&ca.cert));
     assert_eq!(off.check(carrier, Some(&[wrong])).unwrap(), None);
 }
