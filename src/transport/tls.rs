@@ -127,13 +127,7 @@ impl TlsContext {
         let server = match files {
             Some(files) => {
                 let store = Arc::new(CertStore::load(files, KeyPair::Listener)?);
-                let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-                    .with_safe_default_protocol_versions()
-                    .map_err(|source| TlsError::BadCertificate {
-                        pair: KeyPair::Listener,
-                        path: files.cert.clone(),
-                        source,
-                    })?;
+                let builder = rustls::ServerConfig::builder();
                 let builder = match (mutual.verify_client, ca) {
                     (VerifyClient::Off, _) | (_, None) => builder.with_no_client_auth(),
                     (mode, Some(path)) => {
@@ -166,12 +160,7 @@ impl TlsContext {
             None => None,
         };
         let verifier = ServerVerifier::new(Arc::clone(&trust), roots(&ca_certs), &provider);
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Ca {
-                path: ca.map(Path::to_path_buf).unwrap_or_default(),
-                reason: e.to_string(),
-            })?
+        let builder = rustls::ClientConfig::builder()
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier));
         // RFC 5922 §7.2 asks for mutual TLS between proxies; what a server does not ask for is

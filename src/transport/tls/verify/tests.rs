@@ -4,7 +4,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    SanType,
+};
 use rustls::client::danger::ServerCertVerifier as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::ClientCertVerifier as _;
@@ -76,12 +79,12 @@ impl TestCa {
     }
 
     fn leaf(&self, spec: &Spec<'_>) -> CertificateDer<'static> {
+        self.sign(&params(spec))
+    }
+
+    fn sign(&self, params: &CertificateParams) -> CertificateDer<'static> {
         let key = KeyPair::generate().unwrap();
-        params(spec)
-            .signed_by(&key, &self.issuer)
-            .unwrap()
-            .der()
-            .clone()
+        params.signed_by(&key, &self.issuer).unwrap().der().clone()
     }
 }
 
@@ -234,6 +237,18 @@ fn ca_signed_certificates_get_full_verification() {
     assert!(matches!(refused, Refusal::NotNamed { .. }), "{refused:?}");
     assert!(
         words.starts_with("certificate for sip.example.com, 10.0.0.7 does not name 10.0.0.5"),
+        "{words}"
+    );
+    let mut client_only = params(&leaf_spec(&["phone.example.com"], &[]));
+    client_only.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let phone = ca.sign(&client_only);
+    let (refused, words) = verify_server(&verifier, &phone, &dns("phone.example.com")).unwrap_err();
+    assert!(
+        matches!(refused, Refusal::WrongPurpose { .. }),
+        "{refused:?}"
+    );
+    assert!(
+        words.starts_with("certificate for phone.example.com is not for TLS servers"),
         "{words}"
     );
     let foreign = TestCa::new("Foreign CA").leaf(&leaf_spec(&["sip.example.com"], &[]));
