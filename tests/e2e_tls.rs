@@ -1158,7 +1158,7 @@ fn pinned_self_signed_kamailio_dials_in_under_required_client_certificates() {
     );
 }
 
-/// Roundabout with a TLS listener whose clients are verified against `ca` under `mode`.
+/// Roundabout with TLS and WSS listeners whose clients are verified against `ca` under `mode`.
 fn verifying_clients(leaf: &Leaf, ca: &Path, mode: &str, trusted: &str) -> Roundabout {
     let (cert, key, ca) = (
         leaf.cert.to_str().unwrap(),
@@ -1170,7 +1170,7 @@ fn verifying_clients(leaf: &Leaf, ca: &Path, mode: &str, trusted: &str) -> Round
         "-tls-port",
         "0",
         "-wss-port",
-        "off",
+        "0",
         "-tls-verify-client",
         mode,
     ]);
@@ -1180,8 +1180,8 @@ fn verifying_clients(leaf: &Leaf, ca: &Path, mode: &str, trusted: &str) -> Round
     Roundabout::start(&args)
 }
 
-/// openssl s_client without a certificate: refused under `required`, accepted under
-/// `optional`; with one from `-tls-ca`'s CA, accepted under `required`.
+/// openssl s_client without a certificate: refused under `required` (on TLS and WSS), accepted
+/// under `optional`; with one from `-tls-ca`'s CA, accepted under `required`.
 #[test]
 fn s_client_without_a_certificate_is_refused_only_when_one_is_required() {
     if !common::require("openssl") {
@@ -1218,6 +1218,17 @@ fn s_client_without_a_certificate_is_refused_only_when_one_is_required() {
                 Some(&stranger)
             ))
         },
+    );
+    // The WSS listener asks the same.
+    let wss = required.addr("wss");
+    until_logged(&required, &format!("flow=wss:{}", wss.ip()), |_| {
+        assert!(!s_client_pongs(wss, &ca.cert, None));
+    });
+    let logs = required.logs();
+    let refusal = logs.lines().find(|l| l.contains("flow=wss:")).unwrap();
+    assert!(
+        refusal.contains("TLS handshake failed") && refusal.contains("peer sent no certificates"),
+        "{refusal}"
     );
 
     let optional = verifying_clients(&rb_leaf, &ca.cert, "optional", "");
