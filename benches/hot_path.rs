@@ -71,6 +71,7 @@ fn router(egress: Transport) -> Router {
         },
         tls: None,
         tls_ca: None,
+        mutual_tls: roundabout::config::MutualTls::default(),
         ws_path: None,
         proxy_protocol_from: Vec::new(),
         token_key: [9; 32],

@@ -75,6 +75,9 @@ fn help_lists_every_flag() {
         "tls-cert",
         "tls-key",
         "tls-ca",
+        "tls-client-cert",
+        "tls-client-key",
+        "tls-verify-client",
         "bind-ip",
         "token-key",
         "state-dir",
@@ -281,6 +284,10 @@ fn malformed_dataset_stops_the_daemon_before_it_binds() {
 #[test]
 fn usage_errors_exit_64() {
     let dir = temp_dir();
+    // Readable is all validation asks of these (they are parsed after it).
+    for name in ["cert.pem", "key.pem"] {
+        std::fs::write(dir.path().join(name), name).unwrap();
+    }
     for (args, expected) in [
         (&["-no-such-flag"][..], "unexpected argument"),
         (&["-udp-port", "70000"], "--udp-port"),
@@ -303,6 +310,38 @@ fn usage_errors_exit_64() {
         (
             &["-default-sip-server", "192.0.2.1"],
             "-default-sip-server 192.0.2.1 is not",
+        ),
+        (
+            &["-tls-verify-client", "sometimes"],
+            "invalid value 'sometimes' for '--tls-verify-client <MODE>'",
+        ),
+        (
+            &["-tls-verify-client", "required"],
+            "roundabout: -tls-verify-client required needs -tls-cert and -tls-key",
+        ),
+        (
+            &[
+                "-tls-cert",
+                "cert.pem",
+                "-tls-key",
+                "key.pem",
+                "-tls-verify-client",
+                "optional",
+            ],
+            "roundabout: -tls-verify-client optional needs -tls-ca",
+        ),
+        (
+            &[
+                "-tls-client-cert",
+                "missing.pem",
+                "-tls-client-key",
+                "key.pem",
+            ],
+            "roundabout: -tls-client-cert missing.pem: ",
+        ),
+        (
+            &["-tls-client-cert", "client.pem"],
+            "roundabout: -tls-client-cert and -tls-client-key go together",
         ),
         (&["-csr", "-csr-c", "US"], "roundabout: -csr needs -csr-cn"),
         (&["csr", "--key", "key.pem"], "--cn"),

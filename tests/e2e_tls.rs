@@ -21,7 +21,15 @@
 //!
 //! Also: start-up errors for bad certificate files, SIGHUP reloading the certificate without
 //! dropping connections (checked with a rustls client), and handshakes failing on untrusted
-//! certificates in both directions while other flows keep working.
+//! certificates in both directions while other flows keep working, the refusals logged in an
+//! operator's words (foreign CA, wrong name).
+//!
+//! Trunk-grade TLS (docs/tls.md): Kamailio with a self-signed certificate pinned through
+//! `-tls-ca`, dialled by Roundabout and dialling in under `-tls-verify-client required`; Kamailio
+//! requiring a client certificate and accepting Roundabout's `-tls-cert` or `-tls-client-cert`;
+//! openssl `s_client` without a certificate refused under `required`, accepted under `optional`;
+//! and under `trusted-servers`, a trusted server's address refused without a certificate naming
+//! one of its FQDNs (a rustls client bound to that address).
 
 // Test code: a failed unwrap is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
@@ -41,7 +49,7 @@ use common::{
     first, free_port, header, ok_for, ok_to_invite, uri_of, vias, Roundabout, Sipp, UdpPeer,
 };
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 const CALLS: usize = 2;
 
@@ -49,7 +57,7 @@ const CALLS: usize = 2;
 /// R-URI (UDP to the UAS); replies follow the Via chain back over the TLS connection.
 const RELAY_BY_RURI: &str = r#"
 request_route {
-	xlog("L_NOTICE", "KREQ $rm proto=$pr src=$si:$sp sni=$tls_peer_server_name route=$hdr(Route) ruri=$ru\n");
+	xlog("L_NOTICE", "KREQ $rm proto=$pr src=$si:$sp sni=$tls_peer_server_name route=$hdr(Route) ruri=$ru client=$tls_peer_subject_cn verified=$tls_peer_verified\n");
 	force_rport();
 	loose_route();
 	forward();
@@ -82,8 +90,8 @@ fn available() -> bool {
 }
 
 /// Roundabout with `leaf` on ephemeral TLS and WSS ports, `-strict-host -ack-ruri`, the servers
-/// `trusted`, and the servers it dials verified against `ca` when given (`-tls-ca`).
-fn start_roundabout(leaf: &Leaf, ca: Option<&Path>, trusted: &str) -> Roundabout {
+/// `trusted`, the servers it dials verified against `ca` when given (`-tls-ca`), and `extra`.
+fn start_roundabout(leaf: &Leaf, ca: Option<&Path>, trusted: &str, extra: &[&str]) -> Roundabout {
     let (cert, key) = (
         leaf.cert.display().to_string(),
         leaf.key.display().to_string(),
@@ -106,6 +114,7 @@ fn start_roundabout(leaf: &Leaf, ca: Option<&Path>, trusted: &str) -> Roundabout
     if let Some(ca) = &ca {
         args.extend(["-tls-ca", ca]);
     }
+    args.extend(extra);
     Roundabout::start(&args)
 }
 
@@ -120,15 +129,26 @@ fn two_ports(ip: &str) -> (u16, u16) {
     }
 }
 
-/// Kamailio on `ip` (UDP and TLS) presenting `leaf` as `name`, relaying by R-URI.
-fn kamailio_tls_server(ip: &str, name: &str, leaf: &Leaf, ca: &Path) -> Kamailio {
+/// Kamailio on `ip` (UDP and TLS) presenting `leaf` as `name`, relaying by R-URI, verifying the
+/// servers it dials against `ca`.
+fn kamailio_tls_server(ip: &str, name: &str, leaf: &Leaf, ca: &Path) -> KamailioConfig {
     let (udp, tls) = two_ports(ip);
     KamailioConfig::new(RELAY_BY_RURI)
         .global(&format!("alias=\"{name}\""))
         .listen("udp", ip, udp)
         .listen("tls", ip, tls)
         .tls(&leaf.cert, &leaf.key, Some(ca))
-        .start()
+}
+
+/// The trusted servers of a UDP → TLS call: `kamailio` on TLS as kamailio.test, and the UAS
+/// whose route-list sends its requests there.
+fn through_kamailio(kamailio: &Kamailio, uas_ip: &str, uas_port: u16) -> String {
+    let k_tls = kamailio.addr("tls");
+    format!(
+        "{}:kamailio.test:{}:tls:,{uas_ip}::{uas_port}:udp:kamailio.test",
+        k_tls.ip(),
+        k_tls.port()
+    )
 }
 
 /// The loopback addresses of one test, so that tests running in parallel never compete for a
@@ -228,15 +248,10 @@ fn call_from_udp_to_tls_kamailio() {
     let ca = TestCa::new();
     let rb_leaf = ca.leaf("roundabout.test");
     let k_leaf = ca.leaf("kamailio.test");
-    let kamailio = kamailio_tls_server(hosts.kamailio, "kamailio.test", &k_leaf, &ca.cert);
-    let k_tls = kamailio.addr("tls");
+    let kamailio = kamailio_tls_server(hosts.kamailio, "kamailio.test", &k_leaf, &ca.cert).start();
     let uas_port = free_port(uas_ip);
-    let trusted = format!(
-        "{}:kamailio.test:{}:tls:,{uas_ip}::{uas_port}:udp:kamailio.test",
-        hosts.kamailio,
-        k_tls.port()
-    );
-    let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted);
+    let trusted = through_kamailio(&kamailio, uas_ip, uas_port);
+    let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted, &[]);
     let diagnostics = || {
         format!(
             "proxy log:\n{}\nkamailio log:\n{}",
@@ -347,7 +362,7 @@ fn call_from_tls_kamailio_to_udp() {
     let k_leaf = ca.leaf("kamailio.test");
     let uas_port = free_port(uas_ip);
     let trusted = format!("{uas_ip}::{uas_port}:udp:");
-    let rb = start_roundabout(&rb_leaf, None, &trusted);
+    let rb = start_roundabout(&rb_leaf, None, &trusted, &[]);
     let (k_udp, k_tls) = two_ports(hosts.kamailio);
     // Kamailio verifies Roundabout's certificate against the test CA.
     let kamailio = KamailioConfig::new(RELAY_TO_ROUNDABOUT)
@@ -578,6 +593,17 @@ impl TlsClient {
     /// Connects and completes the handshake, trusting only `ca`; the server is verified as
     /// 127.0.0.1 (the test leaves carry that IP SAN).
     fn connect(addr: SocketAddr, ca: &Path) -> std::io::Result<TlsClient> {
+        TlsClient::connect_as(addr, ca, None, None)
+    }
+
+    /// [`TlsClient::connect`] from the address `from` (any port) when given, presenting
+    /// `identity` as client certificate when given.
+    fn connect_as(
+        addr: SocketAddr,
+        ca: &Path,
+        from: Option<&str>,
+        identity: Option<&Leaf>,
+    ) -> std::io::Result<TlsClient> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(cert.unwrap()).unwrap();
@@ -587,9 +613,22 @@ impl TlsClient {
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        .with_root_certificates(roots);
+        let config = match identity {
+            Some(leaf) => {
+                let chain = CertificateDer::pem_file_iter(&leaf.cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                let key = PrivateKeyDer::from_pem_file(&leaf.key).unwrap();
+                config.with_client_auth_cert(chain, key).unwrap()
+            }
+            None => config.with_no_client_auth(),
+        };
+        let mut tcp = match from {
+            Some(ip) => common::tcp_from(SocketAddr::new(ip.parse().unwrap(), 0), addr, None),
+            None => TcpStream::connect_timeout(&addr, Duration::from_secs(3))?,
+        };
         tcp.set_read_timeout(Some(Duration::from_secs(3)))?;
         let mut conn = rustls::ClientConnection::new(
             Arc::new(config),
@@ -603,6 +642,16 @@ impl TlsClient {
             tls: rustls::StreamOwned::new(conn, tcp),
             buf: Vec::new(),
         })
+    }
+
+    /// Whether a CRLFCRLF keep-alive gets its CRLF back (RFC 5626 §3.5.1); false when the
+    /// server closed the connection instead.
+    fn pongs(&mut self) -> bool {
+        let mut answer = [0u8; 2];
+        self.tls.write_all(b"\r\n\r\n").is_ok()
+            && self.tls.flush().is_ok()
+            && self.tls.read_exact(&mut answer).is_ok()
+            && &answer == b"\r\n"
     }
 
     fn local_addr(&self) -> SocketAddr {
@@ -688,6 +737,69 @@ fn round_trip(rb: &Roundabout, client: &mut TlsClient, server: &UdpPeer, n: u32)
         header(&answer, "Call-ID"),
         Some(format!("reload-{n}@test").as_str())
     );
+}
+
+/// Repeats `attempt` until Roundabout has logged `needle`: its warnings are rate-limited to one
+/// a second per kind, so a refusal right after another shows only on a later attempt.
+fn until_logged(rb: &Roundabout, needle: &str, mut attempt: impl FnMut(u32)) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempts = 0;
+    while !rb.logs().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{needle} not logged:\n{}",
+            rb.logs()
+        );
+        attempts += 1;
+        attempt(attempts);
+        rb.wait_for_log(needle, Duration::from_millis(500));
+    }
+}
+
+/// An OPTIONS for `ruri` from the UDP client at `from`; `id` makes its branch, tag and Call-ID.
+fn options_to(ruri: &str, from: SocketAddr, id: &str) -> String {
+    format!(
+        "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-{id}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:t@example.com>;tag={id}\r\nTo: <{ruri}>\r\n\
+         Call-ID: {id}@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Whether `openssl s_client` on the TLS listener at `addr`, verifying it against `ca` and
+/// presenting `identity` when given, gets the CRLF answer to a CRLFCRLF keep-alive.
+fn s_client_pongs(addr: SocketAddr, ca: &Path, identity: Option<&Leaf>) -> bool {
+    let mut command = std::process::Command::new("openssl");
+    command
+        .args(["s_client", "-quiet", "-verify_return_error", "-connect"])
+        .arg(addr.to_string())
+        .arg("-CAfile")
+        .arg(ca);
+    if let Some(leaf) = identity {
+        command
+            .arg("-cert")
+            .arg(&leaf.cert)
+            .arg("-key")
+            .arg(&leaf.key);
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client runs");
+    let _ = child.stdin.as_mut().unwrap().write_all(b"\r\n\r\n");
+    let mut stdout = child.stdout.take().unwrap();
+    let (answered, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut pong = [0u8; 2];
+        let _ = answered.send(stdout.read_exact(&mut pong).is_ok() && &pong == b"\r\n");
+    });
+    let pong = answer
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or(false);
+    let _ = child.kill();
+    let _ = child.wait();
+    pong
 }
 
 /// RFC 5626 §3.5.1: CRLFCRLF is answered with CRLF.
@@ -783,7 +895,7 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
         uac: "127.0.5.3",
         kamailio: "127.0.5.6",
     };
-    let (uas_ip, uac_ip, rogue_ip) = (hosts.uas, hosts.uac, "127.0.5.7");
+    let (uas_ip, uac_ip, rogue_ip, misnamed_ip) = (hosts.uas, hosts.uac, "127.0.5.7", "127.0.5.8");
     let ca = TestCa::new();
     let rogue_ca = TestCa::new();
     let rb_leaf = ca.leaf("roundabout.test");
@@ -792,7 +904,8 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
         "kamailio.test",
         &ca.leaf("kamailio.test"),
         &ca.cert,
-    );
+    )
+    .start();
     // A certificate from a CA Roundabout does not trust, although that CA has the same name as
     // the trusted one (so the chain is refused on its signature, not on a missing issuer).
     let rogue = kamailio_tls_server(
@@ -800,15 +913,19 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
         "rogue.test",
         &rogue_ca.leaf("rogue.test"),
         &rogue_ca.cert,
-    );
+    )
+    .start();
+    // A certificate from the trusted CA, but for another name than the trusted server's FQDN.
+    let misnamed =
+        kamailio_tls_server(misnamed_ip, "other.test", &ca.leaf("other.test"), &ca.cert).start();
     let uas_port = free_port(uas_ip);
     let trusted = format!(
-        "{rogue_ip}:rogue.test:{}:tls:,{}:kamailio.test:{}:tls:,{uas_ip}::{uas_port}:udp:kamailio.test",
+        "{rogue_ip}:rogue.test:{}:tls:,{misnamed_ip}:misnamed.test:{}:tls:,{}",
         rogue.addr("tls").port(),
-        hosts.kamailio,
-        good.addr("tls").port()
+        misnamed.addr("tls").port(),
+        through_kamailio(&good, uas_ip, uas_port),
     );
-    let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted);
+    let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted, &[]);
     let diagnostics = || {
         format!(
             "proxy log:\n{}\ngood kamailio log:\n{}\nrogue kamailio log:\n{}",
@@ -826,15 +943,7 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
         .set_read_timeout(Some(Duration::from_secs(1)))
         .unwrap();
     let ruri = format!("sip:x@rogue.test:{}", rogue.addr("tls").port());
-    client.send(
-        rb.addr("udp"),
-        &format!(
-            "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK-rogue\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:t@example.com>;tag=1\r\nTo: <{ruri}>\r\n\
-             Call-ID: rogue@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            addr = client.addr()
-        ),
-    );
+    client.send(rb.addr("udp"), &options_to(&ruri, client.addr(), "rogue"));
     assert!(
         rb.wait_for_log("cannot connect", Duration::from_secs(5)),
         "{}",
@@ -842,12 +951,26 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
     );
     let logs = rb.logs();
     let warning = logs.lines().find(|l| l.contains("cannot connect")).unwrap();
+    // The rogue CA has the trusted CA's name: the refusal names the issuer and the fix.
     assert!(
         warning.contains("WARN")
             && warning.contains(&format!("flow=tls:{}", rogue.addr("tls")))
-            && warning.contains("invalid peer certificate"),
+            && warning.contains(
+                "invalid peer certificate: certificate for rogue.test, 127.0.0.1 issued by \
+                 \"CN=Roundabout test CA\", neither a system root nor in -tls-ca "
+            )
+            && warning.contains(&ca.cert.display().to_string()),
         "{warning}"
     );
+    // A certificate for the wrong name (the warning is rate-limited: ask until it shows).
+    let ruri = format!("sip:x@misnamed.test:{}", misnamed.addr("tls").port());
+    let expected = "invalid peer certificate: certificate for other.test, 127.0.0.1 does not \
+                    name misnamed.test";
+    until_logged(&rb, expected, |attempt| {
+        let id = format!("misnamed-{attempt}");
+        client.send(rb.addr("udp"), &options_to(&ruri, client.addr(), &id));
+    });
+    assert!(misnamed.log_lines("KREQ ").is_empty(), "{}", diagnostics());
     if let Some(answer) = client.recv() {
         assert!(!answer.starts_with("SIP/2.0 2"), "{answer}");
     }
@@ -876,4 +999,293 @@ fn untrusted_certificates_fail_the_handshake_but_not_other_flows() {
         diagnostics()
     );
     assert!(rogue.log_lines("KREQ ").is_empty(), "{}", diagnostics());
+}
+
+/// The Kamailio requests that arrived on TLS with `client`'s verified client certificate: at
+/// least `CALLS` INVITEs, and no request on another.
+fn assert_client_certificate(kamailio: &Kamailio, client: &str, diagnostics: &dyn Fn() -> String) {
+    let requests = kamailio.log_lines("KREQ ");
+    let expected = format!(" client={client} verified=1");
+    assert!(
+        requests
+            .iter()
+            .all(|l| l.contains(" proto=tls ") && l.contains(&expected)),
+        "{expected}: {requests:#?}\n{}",
+        diagnostics()
+    );
+    let invites = requests
+        .iter()
+        .filter(|l| l.contains("KREQ INVITE "))
+        .count();
+    assert!(invites >= CALLS, "{requests:#?}\n{}", diagnostics());
+}
+
+/// Both ends self-signed, each pinned by the other: Roundabout dials Kamailio, whose certificate
+/// is its own `-tls-ca`, and Kamailio requires a client certificate and accepts Roundabout's
+/// `-tls-cert`, which is its `ca_list`.
+#[test]
+fn pinned_self_signed_kamailio_requires_and_accepts_roundabouts_certificate() {
+    if !available() {
+        return;
+    }
+    let hosts = Hosts {
+        uas: "127.0.6.2",
+        uac: "127.0.6.3",
+        kamailio: "127.0.6.4",
+    };
+    let ca = TestCa::new();
+    let k_self = ca.self_signed("kamailio.test");
+    let rb_self = ca.self_signed("roundabout.test");
+    let kamailio = kamailio_tls_server(hosts.kamailio, "kamailio.test", &k_self, &rb_self.cert)
+        .require_client_certificate(&rb_self.cert)
+        .start();
+    let uas_port = free_port(hosts.uas);
+    let trusted = through_kamailio(&kamailio, hosts.uas, uas_port);
+    let rb = start_roundabout(&rb_self, Some(&k_self.cert), &trusted, &[]);
+    let diagnostics = || {
+        format!(
+            "proxy log:\n{}\nkamailio log:\n{}",
+            rb.logs(),
+            kamailio.logs()
+        )
+    };
+    let (_uac, uas) = calls(&hosts, rb.addr("udp"), uas_port, &diagnostics);
+    assert!(count(&uas.received(), "BYE ") >= CALLS);
+    assert_client_certificate(&kamailio, "roundabout.test", &diagnostics);
+}
+
+/// `-tls-client-cert`/`-tls-client-key` is what Roundabout presents when dialling, not its
+/// listener's `-tls-cert` (here from a CA Kamailio does not trust).
+#[test]
+fn tls_client_cert_is_the_identity_presented_when_dialling() {
+    if !available() {
+        return;
+    }
+    let hosts = Hosts {
+        uas: "127.0.7.2",
+        uac: "127.0.7.3",
+        kamailio: "127.0.7.4",
+    };
+    let ca = TestCa::new();
+    let untrusted_ca = TestCa::new();
+    let listener = untrusted_ca.leaf("roundabout.test");
+    let client = ca.leaf("roundabout-client.test");
+    let kamailio = kamailio_tls_server(
+        hosts.kamailio,
+        "kamailio.test",
+        &ca.leaf("kamailio.test"),
+        &ca.cert,
+    )
+    .require_client_certificate(&ca.cert)
+    .start();
+    let uas_port = free_port(hosts.uas);
+    let trusted = through_kamailio(&kamailio, hosts.uas, uas_port);
+    let (cert, key) = (client.cert.to_str().unwrap(), client.key.to_str().unwrap());
+    let rb = start_roundabout(
+        &listener,
+        Some(&ca.cert),
+        &trusted,
+        &["-tls-client-cert", cert, "-tls-client-key", key],
+    );
+    let diagnostics = || {
+        format!(
+            "proxy log:\n{}\nkamailio log:\n{}",
+            rb.logs(),
+            kamailio.logs()
+        )
+    };
+    calls(&hosts, rb.addr("udp"), uas_port, &diagnostics);
+    assert_client_certificate(&kamailio, "roundabout-client.test", &diagnostics);
+}
+
+/// Kamailio dials in as a trusted server presenting its self-signed certificate, pinned by
+/// Roundabout's `-tls-ca`, under `-tls-verify-client required`; the identity is logged per flow.
+#[test]
+fn pinned_self_signed_kamailio_dials_in_under_required_client_certificates() {
+    if !available() {
+        return;
+    }
+    let hosts = Hosts {
+        uas: "127.0.8.2",
+        uac: "127.0.8.3",
+        kamailio: "127.0.8.5",
+    };
+    let ca = TestCa::new();
+    let rb_leaf = ca.leaf("roundabout.test");
+    let k_self = ca.self_signed("kamailio.test");
+    let uas_port = free_port(hosts.uas);
+    let (k_udp, k_tls) = two_ports(hosts.kamailio);
+    let trusted = format!(
+        "{}::{uas_port}:udp:,{}:kamailio.test:{k_tls}:tls:",
+        hosts.uas, hosts.kamailio
+    );
+    let rb = start_roundabout(
+        &rb_leaf,
+        Some(&k_self.cert),
+        &trusted,
+        &["-tls-verify-client", "required", "-log-level", "debug"],
+    );
+    // Kamailio dials from its own address, the trusted server's.
+    let kamailio = KamailioConfig::new(RELAY_TO_ROUNDABOUT)
+        .global(&format!("tcp_source_ipv4={}", hosts.kamailio))
+        .listen("udp", hosts.kamailio, k_udp)
+        .listen("tls", hosts.kamailio, k_tls)
+        .tls(&k_self.cert, &k_self.key, Some(&ca.cert))
+        .var("ROUNDABOUT", rb.addr("tls"))
+        .start();
+    let diagnostics = || {
+        format!(
+            "proxy log:\n{}\nkamailio log:\n{}",
+            rb.logs(),
+            kamailio.logs()
+        )
+    };
+    let (_uac, uas) = calls(&hosts, kamailio.addr("udp"), uas_port, &diagnostics);
+    assert!(count(&uas.received(), "BYE ") >= CALLS);
+    let logs = rb.logs();
+    let verified: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("TLS client certificate verified"))
+        .collect();
+    assert!(
+        !verified.is_empty()
+            && verified
+                .iter()
+                .all(|l| l.contains(&format!("flow=tls:{}:", hosts.kamailio))
+                    && l.contains("identity=kamailio.test, 127.0.0.1")),
+        "{verified:#?}\n{}",
+        diagnostics()
+    );
+}
+
+/// Roundabout with TLS and WSS listeners whose clients are verified against `ca` under `mode`.
+fn verifying_clients(leaf: &Leaf, ca: &Path, mode: &str, trusted: &str) -> Roundabout {
+    let (cert, key, ca) = (
+        leaf.cert.to_str().unwrap(),
+        leaf.key.to_str().unwrap(),
+        ca.to_str().unwrap(),
+    );
+    let mut args = vec!["-tls-cert", cert, "-tls-key", key, "-tls-ca", ca];
+    args.extend([
+        "-tls-port",
+        "0",
+        "-wss-port",
+        "0",
+        "-tls-verify-client",
+        mode,
+    ]);
+    if !trusted.is_empty() {
+        args.extend(["-trusted-server", trusted]);
+    }
+    Roundabout::start(&args)
+}
+
+/// openssl s_client without a certificate: refused under `required` (on TLS and WSS), accepted
+/// under `optional`; with one from `-tls-ca`'s CA, accepted under `required`.
+#[test]
+fn s_client_without_a_certificate_is_refused_only_when_one_is_required() {
+    if !common::require("openssl") {
+        return;
+    }
+    let ca = TestCa::new();
+    let rb_leaf = ca.leaf("roundabout.test");
+    let client = ca.leaf("client.test");
+    let required = verifying_clients(&rb_leaf, &ca.cert, "required", "");
+    assert!(
+        !s_client_pongs(required.addr("tls"), &ca.cert, None),
+        "{}",
+        required.logs()
+    );
+    assert!(
+        required.wait_for_log("peer sent no certificates", Duration::from_secs(5)),
+        "{}",
+        required.logs()
+    );
+    assert!(
+        s_client_pongs(required.addr("tls"), &ca.cert, Some(&client)),
+        "{}",
+        required.logs()
+    );
+    // A self-signed certificate that is not in -tls-ca: refused, and the log says how to pin it.
+    let stranger = ca.self_signed("stranger.test");
+    until_logged(
+        &required,
+        "self-signed certificate for stranger.test, 127.0.0.1 not in -tls-ca",
+        |_| {
+            assert!(!s_client_pongs(
+                required.addr("tls"),
+                &ca.cert,
+                Some(&stranger)
+            ))
+        },
+    );
+    // The WSS listener asks the same.
+    let wss = required.addr("wss");
+    until_logged(&required, &format!("flow=wss:{}", wss.ip()), |_| {
+        assert!(!s_client_pongs(wss, &ca.cert, None));
+    });
+    let logs = required.logs();
+    let refusal = logs.lines().find(|l| l.contains("flow=wss:")).unwrap();
+    assert!(
+        refusal.contains("TLS handshake failed") && refusal.contains("peer sent no certificates"),
+        "{refusal}"
+    );
+
+    let optional = verifying_clients(&rb_leaf, &ca.cert, "optional", "");
+    assert!(
+        s_client_pongs(optional.addr("tls"), &ca.cert, None),
+        "{}",
+        optional.logs()
+    );
+    assert!(s_client_pongs(
+        optional.addr("tls"),
+        &ca.cert,
+        Some(&client)
+    ));
+}
+
+/// Under `trusted-servers`, a connection from a trusted server's address must present a
+/// certificate naming one of its FQDNs; anyone else need not present one.
+#[test]
+fn a_trusted_server_must_present_a_certificate_naming_it() {
+    if !common::require("openssl") {
+        return;
+    }
+    let (carrier_ip, phone_ip) = ("127.0.9.7", "127.0.9.8");
+    let ca = TestCa::new();
+    let rb_leaf = ca.leaf("roundabout.test");
+    let carrier = ca.leaf("sip.carrier.test");
+    let impostor = ca.leaf("other.test");
+    let trusted = format!("{carrier_ip}:pstn.carrier.test/sip.carrier.test:5061:tls:");
+    let rb = verifying_clients(&rb_leaf, &ca.cert, "trusted-servers", &trusted);
+    let tls = rb.addr("tls");
+    let connect = |from, identity| TlsClient::connect_as(tls, &ca.cert, Some(from), identity);
+
+    assert!(
+        connect(carrier_ip, Some(&carrier)).unwrap().pongs(),
+        "{}",
+        rb.logs()
+    );
+    // Refused after the handshake: the connection is closed without an answer.
+    let refused = |identity, says: &str| {
+        until_logged(&rb, says, |_| {
+            if let Ok(mut client) = connect(carrier_ip, identity) {
+                assert!(!client.pongs(), "{says}: {}", rb.logs());
+            }
+        });
+    };
+    refused(
+        Some(&impostor),
+        "certificate for other.test, 127.0.0.1 does not name pstn.carrier.test or sip.carrier.test",
+    );
+    refused(
+        None,
+        "no client certificate: -tls-verify-client trusted-servers",
+    );
+    assert!(connect(phone_ip, None).unwrap().pongs(), "{}", rb.logs());
+    assert!(
+        connect(phone_ip, Some(&impostor)).unwrap().pongs(),
+        "{}",
+        rb.logs()
+    );
 }

@@ -26,6 +26,7 @@ impl Config {
             ports,
             tls,
             tls_ca,
+            mutual_tls,
             ws_path,
             token_key: _,
             limits,
@@ -42,6 +43,7 @@ impl Config {
             .map_or("-".to_owned(), |(number, server)| {
                 format!("{} (trusted-server {number})", server.ip)
             });
+        let client_identity = mutual_tls.client_identity.as_ref().or(tls.as_ref());
         let mut lines = vec![
             format!(
                 "local-ip={local_ip} local-fqdn={} bind-ip={bind_ip}",
@@ -70,6 +72,13 @@ impl Config {
                 tls_ca
                     .as_ref()
                     .map_or("-".into(), |ca| ca.display().to_string()),
+            ),
+            format!(
+                // What is presented when dialling: -tls-client-cert, else -tls-cert.
+                "mutual-tls client-cert={} client-key={} verify-client={}",
+                client_identity.map_or("-".into(), |t| t.cert.display().to_string()),
+                client_identity.map_or("-".into(), |t| t.key.display().to_string()),
+                mutual_tls.verify_client.as_str(),
             ),
             format!("ws-path={}", ws_path.as_deref().unwrap_or("any")),
             format!(

@@ -65,6 +65,33 @@ impl LogLevel {
     }
 }
 
+/// `-tls-verify-client`: what the TLS and WSS listeners ask of clients (docs/tls.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum VerifyClient {
+    /// No client certificate is asked for.
+    #[default]
+    Off,
+    /// Asked for; one presented must verify against -tls-ca (and, from a trusted server's
+    /// address, name that server).
+    Optional,
+    /// As optional, and a connection from a trusted server's address must present one.
+    TrustedServers,
+    /// Every client must present one that verifies against -tls-ca.
+    Required,
+}
+
+impl VerifyClient {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyClient::Off => "off",
+            VerifyClient::Optional => "optional",
+            VerifyClient::TrustedServers => "trusted-servers",
+            VerifyClient::Required => "required",
+        }
+    }
+}
+
 fn transport_parser() -> impl clap::builder::TypedValueParser<Value = Transport> {
     PossibleValuesParser::new(Transport::ALL.map(Transport::as_str))
         .try_map(|name| Transport::from_token(name.as_bytes()).ok_or("unknown transport"))
@@ -203,9 +230,32 @@ pub struct RunArgs {
     #[arg(long, env = "ROUNDABOUT_TLS_KEY", value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
 
-    /// Extra PEM root certificates for outbound TLS and WSS [default: none]
+    /// Extra PEM root certificates for outbound TLS and WSS, and the roots client certificates
+    /// must chain to; a peer presenting one of them as its own certificate is pinned (accepted,
+    /// self-signed or not; docs/tls.md) [default: none]
     #[arg(long, env = "ROUNDABOUT_TLS_CA", value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
+
+    /// PEM certificate chain presented as client certificate when dialling TLS and WSS servers
+    /// that ask for one (with -tls-client-key) [default: -tls-cert]
+    #[arg(long, env = "ROUNDABOUT_TLS_CLIENT_CERT", value_name = "PATH")]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// PEM private key of -tls-client-cert [default: -tls-key]
+    #[arg(long, env = "ROUNDABOUT_TLS_CLIENT_KEY", value_name = "PATH")]
+    pub tls_client_key: Option<PathBuf>,
+
+    /// Client certificates on the TLS and WSS listeners, verified against -tls-ca: off,
+    /// optional, trusted-servers (required from trusted servers' addresses, naming one of their
+    /// FQDNs) or required (from every client)
+    #[arg(
+        long,
+        env = "ROUNDABOUT_TLS_VERIFY_CLIENT",
+        value_name = "MODE",
+        default_value = "off",
+        ignore_case = true
+    )]
+    pub tls_verify_client: VerifyClient,
 
     /// Request path WS and WSS clients must use, e.g. /ws [default: any path]
     #[arg(long, env = "ROUNDABOUT_WS_PATH", value_name = "PATH")]

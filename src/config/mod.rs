@@ -24,7 +24,7 @@ mod servers;
 mod token_key;
 
 pub use clients::{ClientEntryError, ClientRanges};
-pub use flags::{LimitArgs, LogLevel, PortSetting, RunArgs, TransactionArgs};
+pub use flags::{LimitArgs, LogLevel, PortSetting, RunArgs, TransactionArgs, VerifyClient};
 pub use servers::{
     DatasetError, DatasetField, FieldError, RouteHop, TrustedServer, TrustedServers,
 };
@@ -55,8 +55,11 @@ pub struct Config {
     pub ports: Ports,
     /// `-tls-cert` and `-tls-key`, both or neither.
     pub tls: Option<TlsFiles>,
-    /// `-tls-ca`: extra roots for outbound TLS and WSS.
+    /// `-tls-ca`: extra roots for outbound TLS and WSS, the roots of client certificates, and
+    /// the certificates peers may present pinned.
     pub tls_ca: Option<PathBuf>,
+    /// `-tls-client-cert`/`-tls-client-key` and `-tls-verify-client`.
+    pub mutual_tls: MutualTls,
     /// `-ws-path`: the one path WS and WSS handshakes may request; `None` accepts any.
     pub ws_path: Option<String>,
     /// `-token-key`, or the key kept in `-state-dir`.
@@ -95,6 +98,15 @@ impl Ports {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// Mutual TLS: the identity presented when dialling, and what listeners ask of clients.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MutualTls {
+    /// `-tls-client-cert` and `-tls-client-key`, both or neither; `None` presents `-tls-cert`.
+    pub client_identity: Option<TlsFiles>,
+    /// `-tls-verify-client`.
+    pub verify_client: VerifyClient,
 }
 
 /// Resource limits; each has a flag and a sane default ([`Limits::DEFAULT`]).
@@ -240,6 +252,12 @@ pub enum ConfigError {
     WsPath(String),
     #[error("-tls-cert and -tls-key go together; only -{given} was given")]
     TlsHalf { given: &'static str },
+    #[error("-tls-client-cert and -tls-client-key go together; only -{given} was given")]
+    TlsClientHalf { given: &'static str },
+    #[error("-tls-verify-client {0} needs -tls-cert and -tls-key (a TLS or WSS listener)")]
+    VerifyClientWithoutCertificate(&'static str),
+    #[error("-tls-verify-client {0} needs -tls-ca: the roots client certificates must chain to")]
+    VerifyClientWithoutCa(&'static str),
     #[error("-{flag} {port} needs -tls-cert and -tls-key")]
     TlsPortWithoutCertificate { flag: &'static str, port: u16 },
     #[error("-{flag} {}: {source}", .path.display())]
@@ -299,6 +317,9 @@ impl Config {
             tls_cert,
             tls_key,
             tls_ca,
+            tls_client_cert,
+            tls_client_key,
+            tls_verify_client,
             ws_path,
             bind_ip,
             token_key,
@@ -374,6 +395,12 @@ impl Config {
         if let Some(ca) = tls_ca {
             check_readable("tls-ca", ca)?;
         }
+        let mutual_tls = mutual_tls(
+            (tls_client_cert, tls_client_key),
+            *tls_verify_client,
+            tls.is_some(),
+            tls_ca.is_some(),
+        )?;
         let ports = Ports {
             udp: udp_port.port(),
             tcp: tcp_port.port(),
@@ -442,6 +469,7 @@ impl Config {
             ports,
             tls,
             tls_ca: tls_ca.clone(),
+            mutual_tls,
             ws_path: match ws_path {
                 Some(path) if !path.starts_with('/') || path.contains(char::is_whitespace) => {
                     return Err(ConfigError::WsPath(path.clone()))
@@ -466,6 +494,51 @@ fn check_readable(flag: &'static str, path: &Path) -> Result<(), ConfigError> {
             path: path.to_owned(),
             source,
         })
+}
+
+/// `-tls-client-cert`/`-tls-client-key` (both or neither, readable) and `-tls-verify-client`
+/// (a listener certificate and `-tls-ca` unless off).
+fn mutual_tls(
+    (cert, key): (&Option<PathBuf>, &Option<PathBuf>),
+    verify_client: VerifyClient,
+    have_certificate: bool,
+    have_ca: bool,
+) -> Result<MutualTls, ConfigError> {
+    let client_identity = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            check_readable("tls-client-cert", cert)?;
+            check_readable("tls-client-key", key)?;
+            Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::TlsClientHalf {
+                given: "tls-client-cert",
+            })
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::TlsClientHalf {
+                given: "tls-client-key",
+            })
+        }
+        (None, None) => None,
+    };
+    if verify_client != VerifyClient::Off {
+        if !have_certificate {
+            return Err(ConfigError::VerifyClientWithoutCertificate(
+                verify_client.as_str(),
+            ));
+        }
+        if !have_ca {
+            return Err(ConfigError::VerifyClientWithoutCa(verify_client.as_str()));
+        }
+    }
+    Ok(MutualTls {
+        client_identity,
+        verify_client,
+    })
 }
 
 fn tls_port_for(

@@ -439,6 +439,66 @@ fn tls_ports_follow_the_certificate() {
 }
 
 #[test]
+fn mutual_tls_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| {
+        let path = dir.path().join(name);
+        fs::write(&path, name).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (cert, key, ca) = (file("cert.pem"), file("key.pem"), file("ca.pem"));
+    let (client_cert, client_key) = (file("client.pem"), file("client.key"));
+    let listener = ["-tls-cert", &cert, "-tls-key", &key];
+
+    let plain = config(&listener);
+    assert_eq!(plain.mutual_tls, MutualTls::default());
+    assert!(plain.describe().contains(&format!(
+        "mutual-tls client-cert={cert} client-key={key} verify-client=off"
+    )));
+    let both = config(
+        &[
+            &listener[..],
+            &["-tls-ca", &ca, "-tls-verify-client", "Trusted-Servers"],
+            &[
+                "-tls-client-cert",
+                &client_cert,
+                "-tls-client-key",
+                &client_key,
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(both.mutual_tls.verify_client, VerifyClient::TrustedServers);
+    assert!(both.describe().contains(&format!(
+        "mutual-tls client-cert={client_cert} client-key={client_key} verify-client=trusted-servers"
+    )));
+
+    assert_eq!(
+        error(&["-tls-client-key", &client_key]),
+        "-tls-client-cert and -tls-client-key go together; only -tls-client-key was given"
+    );
+    let missing = dir.path().join("missing-client.pem");
+    let message = error(&[
+        "-tls-client-cert",
+        missing.to_str().unwrap(),
+        "-tls-client-key",
+        &client_key,
+    ]);
+    assert!(
+        message.starts_with("-tls-client-cert ") && message.contains("missing-client.pem"),
+        "{message}"
+    );
+    assert_eq!(
+        error(&["-tls-ca", &ca, "-tls-verify-client", "optional"]),
+        "-tls-verify-client optional needs -tls-cert and -tls-key (a TLS or WSS listener)"
+    );
+    assert_eq!(
+        error(&[&listener[..], &["-tls-verify-client", "required"]].concat()),
+        "-tls-verify-client required needs -tls-ca: the roots client certificates must chain to"
+    );
+}
+
+#[test]
 fn ports_and_limits() {
     let config = config(&[
         "-udp-port",

@@ -67,6 +67,7 @@ impl Router {
             ports: _,
             tls: _,
             tls_ca: _,
+            mutual_tls: _,
             drain_timeout: _,
             ws_path: _,
             proxy_protocol_from: _,

@@ -84,6 +84,7 @@ pub(super) fn config() -> Config {
         },
         tls: None,
         tls_ca: None,
+        mutual_tls: crate::config::MutualTls::default(),
         ws_path: None,
         proxy_protocol_from: Vec::new(),
         token_key: [3; 32],

@@ -99,7 +99,7 @@ mod udp;
 mod ws;
 
 pub use flows::LimitReached;
-pub use tls::TlsError;
+pub use tls::{KeyPair, TlsError};
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -174,7 +174,12 @@ impl Transports {
     /// `listening` line per listener.
     pub async fn bind(config: &Config) -> Result<Transports, TransportError> {
         // Before any socket: a bad certificate must stop the start with nothing bound.
-        let tls = tls::TlsContext::load(config.tls.as_ref(), config.tls_ca.as_deref())?;
+        let tls = tls::TlsContext::load(
+            config.tls.as_ref(),
+            config.tls_ca.as_deref(),
+            &config.mutual_tls,
+            &config.trusted_servers,
+        )?;
         let mut local = Vec::new();
         let bind_error = |transport, addr| {
             move |source| TransportError::Bind {

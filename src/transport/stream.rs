@@ -244,7 +244,7 @@ pub(crate) mod tests {
             handler: OnceLock::new(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            tls: TlsContext::load(None, None).unwrap(),
+            tls: TlsContext::load(None, None, &Default::default(), &Default::default()).unwrap(),
             ws_path: None,
             balancers: Vec::new(),
             udp: None,

@@ -76,6 +76,25 @@ impl TestCa {
         TestCa { dir, cert, key }
     }
 
+    /// A self-signed certificate for `name` (DNS SAN) and 127.0.0.1 (IP SAN), CA:TRUE as
+    /// `openssl req -x509` makes it by default (a PBX's default certificate), valid two days.
+    /// It lives in this CA's directory but is not signed by it.
+    pub fn self_signed(&self, name: &str) -> Leaf {
+        let (key, cert) = (format!("{name}-self.key"), format!("{name}-self.pem"));
+        let san = format!("subjectAltName=DNS:{name},IP:127.0.0.1");
+        new_p256_key(
+            self.dir.path(),
+            &["-x509", "-days", "2", "-addext", &san],
+            &key,
+            &cert,
+            &format!("/CN={name}"),
+        );
+        Leaf {
+            cert: self.dir.path().join(cert),
+            key: self.dir.path().join(key),
+        }
+    }
+
     /// A certificate for `name` (DNS SAN) and 127.0.0.1 (IP SAN), EC P-256, valid two days.
     pub fn leaf(&self, name: &str) -> Leaf {
         let dir = self.dir.path();

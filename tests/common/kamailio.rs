@@ -58,6 +58,8 @@ struct Tls {
     key: PathBuf,
     /// Verify servers against this CA; `None`: no verification of servers.
     ca: Option<PathBuf>,
+    /// Require a client certificate verified against this CA; `None`: none is asked for.
+    client_ca: Option<PathBuf>,
 }
 
 /// What a test wants Kamailio to be; [`KamailioConfig::start`] runs it.
@@ -123,7 +125,19 @@ impl KamailioConfig {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             ca: verify_servers_with.map(Path::to_path_buf),
+            client_ca: None,
         });
+        self
+    }
+
+    /// Makes the TLS listeners require a client certificate that verifies against `ca`
+    /// (`verify_certificate` and `require_certificate`); after [`KamailioConfig::tls`].
+    pub fn require_client_certificate(mut self, ca: &Path) -> KamailioConfig {
+        let tls = self
+            .tls
+            .as_mut()
+            .expect("tls() before require_client_certificate()");
+        tls.client_ca = Some(ca.to_path_buf());
         self
     }
 
@@ -167,13 +181,17 @@ impl KamailioConfig {
         let mut tls_module = String::new();
         if let Some(tls) = &self.tls {
             let tls_cfg = dir.join("tls.cfg");
-            let (verify, ca_list) = match &tls.ca {
+            let verify_with = |ca: &Option<PathBuf>| match ca {
                 Some(ca) => ("yes", format!("ca_list = {}", ca.display())),
                 None => ("no", String::new()),
             };
+            let (verify, ca_list) = verify_with(&tls.ca);
+            let (client_verify, client_ca_list) = verify_with(&tls.client_ca);
             let text = template("tls.cfg")
                 .replace("@CERT@", &tls.cert.display().to_string())
                 .replace("@KEY@", &tls.key.display().to_string())
+                .replace("@CLIENT_VERIFY@", client_verify)
+                .replace("@CLIENT_CA_LIST@", &client_ca_list)
                 .replace("@VERIFY@", verify)
                 .replace("@CA_LIST@", &ca_list);
             std::fs::write(&tls_cfg, text).unwrap();
