@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::sip::text::put_decimal;
-use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError, Transport};
+use crate::sip::{reply, Encoded, Message, Method, ParseError, Transport};
 use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 use crate::warn_limited;
 
-use super::action::{Forward, Lookup, NextHop, RequestAction, ResponseAction};
+use super::action::{answer_destination, Forward, Lookup, NextHop, RequestAction, ResponseAction};
 use super::clients::{ClientCache, CACHE_FULL_RETRY_AFTER};
 use super::flood::{OverloadGuard, SourceLimiter};
 use super::rewrite::{Registration, Rewriter};
@@ -147,14 +147,22 @@ impl Proxy {
         upstream: Destination,
         status: Status,
     ) {
-        let Ok(request) = Message::parse_own(request.to_contiguous()) else {
+        let Some(response) = Message::parse_own(request.to_contiguous())
+            .ok()
+            .and_then(|request| self.next_hop_answer(&request, status))
+        else {
             return;
         };
-        let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
-        if let Ok(response) = Message::parse_own(answer.to_contiguous()) {
-            debug!(to = %upstream.flow, code = status.code, "answered for the next hop");
-            let _ = self.forward_response(&response, &from, None, &upstream);
-        }
+        debug!(to = %upstream.flow, code = status.code, "answered for the next hop");
+        let _ = self.forward_response(&response, &from, None, &upstream);
+    }
+
+    /// The answer `status` to `request` as forwarded (Roundabout's Via on top), as if the next
+    /// hop had sent it. It is read as a received response is, because it takes the same path:
+    /// its transaction, Roundabout's Via popped, the Via below it followed.
+    fn next_hop_answer(&self, request: &Message, status: Status) -> Option<Message> {
+        let answer = reply::response(request, status.code, status.reason, &self.to_tag(request));
+        Message::parse_own(answer.to_contiguous()).ok()
     }
 
     fn request(
@@ -348,7 +356,7 @@ impl Proxy {
         let transactions = &self.inner.transactions;
         let upstream = Destination {
             connection,
-            ..client_destination(*source)
+            ..answer_destination(*source)
         };
         match transactions.start(key, out.clone(), dest.clone(), upstream, server_key, now) {
             Start::Started => {}
@@ -592,27 +600,26 @@ impl Proxy {
             return;
         }
         let tag = self.to_tag(request);
-        let stamped = with_via_source(request, source);
+        let extra = extra_header(request, status);
+        let extra = extra.as_ref().map(|(name, value)| (*name, &value[..]));
         let bare = status.reason.split(" (").next().unwrap_or(status.reason);
         // The detail in a reason phrase, then received/rport, are courtesies that give way
         // when the answer would otherwise be larger than the request (see `amplifies`).
-        let candidates = [
-            (stamped.as_ref(), status.reason),
-            (stamped.as_ref(), bare),
-            (Some(request), bare),
-        ];
+        // received/rport need a top Via to go on.
+        let stampable = request.top_via().is_ok();
+        let candidates = [(true, status.reason), (true, bare), (false, bare)];
         let fitting = candidates
             .into_iter()
-            .filter_map(|(answered, reason)| {
-                let out = reply::response(answered?, status.code, reason, &tag);
-                match status {
-                    Status::BAD_EXTENSION => with_unsupported(out, request),
-                    // RFC 3261 §21.5.4: when the client may try again.
-                    Status::CLIENT_CACHE_FULL => with_header(out, "Retry-After", |o| {
-                        put_decimal(o, CACHE_FULL_RETRY_AFTER);
-                    }),
-                    _ => Some(out),
-                }
+            .filter(|&(stamped, _)| stampable || !stamped)
+            .map(|(stamped, reason)| {
+                let answer = reply::Response {
+                    code: status.code,
+                    reason,
+                    to_tag: &tag,
+                    via_source: stamped.then_some(source.remote),
+                    headers: extra.as_slice(),
+                };
+                reply::build(request, &answer)
             })
             .find(|out| !self.amplifies(request.bytes(), source, out));
         match fitting {
@@ -645,7 +652,7 @@ impl Proxy {
             debug!(flow = %source, "reply larger than the request not sent to a UDP source");
             return;
         }
-        if let Err(error) = self.inner.outbound.send(&client_destination(*source), out) {
+        if let Err(error) = self.inner.outbound.send(&answer_destination(*source), out) {
             debug!(flow = %source, %error, "reply not sent");
         }
     }
@@ -656,16 +663,6 @@ impl Proxy {
         self.inner
             .router
             .to_tag(request.call_id().unwrap_or_default(), cseq)
-    }
-}
-
-/// A flow that answers go back on; never dialled.
-fn client_destination(flow: FlowKey) -> Destination {
-    Destination {
-        flow,
-        connection: None,
-        server_name: None,
-        may_connect: false,
     }
 }
 
@@ -713,9 +710,7 @@ impl Handler for Proxy {
         if !request.is_request() || request.method() == Some(Method::Ack) {
             return;
         }
-        let status = Status::SERVICE_UNAVAILABLE;
-        let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
-        if let Ok(response) = Message::parse_own(answer.to_contiguous()) {
+        if let Some(response) = self.next_hop_answer(&request, Status::SERVICE_UNAVAILABLE) {
             debug!(to = %flow, "request not delivered: answered 503");
             self.response(response, flow, None);
         }
@@ -751,35 +746,20 @@ fn bad_request_reason(error: ParseError) -> &'static str {
     }
 }
 
-/// A 420 names the extensions it refuses (RFC 3261 §16.3 step 5, §20.40).
-fn with_unsupported(out: Encoded, request: &Message) -> Option<Encoded> {
-    with_header(out, "Unsupported", |o| {
-        for (n, tag) in proxy_require(request).into_iter().enumerate() {
-            if n > 0 {
-                o.extend_from_slice(b", ");
-            }
-            o.extend_from_slice(tag);
+/// The header a status carries besides those copied from the request.
+fn extra_header(request: &Message, status: Status) -> Option<(&'static str, BytesMut)> {
+    let mut value = BytesMut::new();
+    match status {
+        // RFC 3261 §16.3 step 5, §20.40: a 420 names the extensions it refuses.
+        Status::BAD_EXTENSION => {
+            value.extend_from_slice(&proxy_require(request).join(&b", "[..]));
+            Some(("Unsupported", value))
         }
-    })
-}
-
-/// An answer of the proxy's own with one more header, before its Content-Length.
-fn with_header(
-    out: Encoded,
-    name: &str,
-    write_value: impl FnOnce(&mut BytesMut),
-) -> Option<Encoded> {
-    let response = Message::parse(out.to_contiguous()).ok()?;
-    let mut ed = Editor::new(&response);
-    ed.insert_header(HeaderName::ContentLength, name, write_value);
-    Some(ed.finish())
-}
-
-/// The request with `received`/`rport` on its top Via, as the answer must carry them back
-/// (RFC 3261 §18.2.1, RFC 3581 §4); `None` if the Via cannot be read.
-fn with_via_source(request: &Message, source: &FlowKey) -> Option<Message> {
-    let top = request.top_via().ok()?;
-    let mut ed = Editor::new(request);
-    ed.set_via_source(&top, source.remote.ip(), source.remote.port());
-    Message::parse(ed.finish().to_contiguous()).ok()
+        // RFC 3261 §21.5.4: when the client may try again.
+        Status::CLIENT_CACHE_FULL => {
+            put_decimal(&mut value, CACHE_FULL_RETRY_AFTER);
+            Some(("Retry-After", value))
+        }
+        _ => None,
+    }
 }
