@@ -1,6 +1,9 @@
 //! The one entry point every transport feeds: parse, route, rewrite, send. Never blocks; the
 //! only work moved off the listener's task is resolving a host name, and the transaction
 //! timers run on a task of their own.
+//!
+//! The stateful path (docs/transactions.md) is in `stateful`, Roundabout's own answers in
+//! `replies`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
