@@ -4,7 +4,7 @@
 
 use crate::config::RouteHop;
 use crate::sip::Transport;
-use crate::transport::Destination;
+use crate::transport::{Destination, FlowKey};
 
 use super::status::Status;
 
@@ -61,4 +61,16 @@ pub enum ResponseAction {
     /// Claims to answer a request of Roundabout's but does not: a forged or misdirected
     /// response, counted and warned about.
     Forged(&'static str),
+}
+
+/// Where answers to what came in on `flow` go: that flow, never dialled (RFC 3261 §18.2.2:
+/// a response goes back where its request came from).
+#[must_use]
+pub fn answer_destination(flow: FlowKey) -> Destination {
+    Destination {
+        flow,
+        connection: None,
+        server_name: None,
+        may_connect: false,
+    }
 }

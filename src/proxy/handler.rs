@@ -1,29 +1,32 @@
 //! The one entry point every transport feeds: parse, route, rewrite, send. Never blocks; the
 //! only work moved off the listener's task is resolving a host name, and the transaction
 //! timers run on a task of their own.
+//!
+//! The stateful path (docs/transactions.md) is in `stateful`, Roundabout's own answers in
+//! `replies`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::sip::text::put_decimal;
-use crate::sip::{reply, Editor, Encoded, HeaderName, Message, Method, ParseError, Transport};
+use crate::sip::{Encoded, HeaderName, Message, Method, ParseError};
 use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 use crate::warn_limited;
 
 use super::action::{Forward, Lookup, NextHop, RequestAction, ResponseAction};
-use super::clients::{ClientCache, CACHE_FULL_RETRY_AFTER};
+use super::clients::ClientCache;
 use super::flood::{OverloadGuard, SourceLimiter};
 use super::rewrite::{Registration, Rewriter};
-use super::router::{proxy_require, Router, SelfNames};
+use super::router::{Router, SelfNames};
 use super::status::Status;
-use super::transaction::{self, Key, Kind, ResponseMatch, Send, Start, Transactions};
+use super::transaction::{self, Key, Kind, Transactions};
+
+mod replies;
+mod stateful;
 
 /// Host names being resolved at once; beyond this, requests to unknown names get 503.
 const MAX_PENDING_RESOLVES: usize = 64;
@@ -98,65 +101,6 @@ impl Proxy {
         self.inner.forged_responses.load(Ordering::Relaxed)
     }
 
-    /// Serves the transaction timers until `stop`; then answers what is still pending (503)
-    /// so that no caller waits for an answer that will never come.
-    pub async fn run_transaction_timers(&self, stop: CancellationToken) {
-        let transactions = &self.inner.transactions;
-        loop {
-            let wake = transactions.next_wake();
-            let due = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = transactions.earlier_wake() => continue,
-                () = due => {}
-            }
-            self.execute(transactions.expire(tokio::time::Instant::now()));
-        }
-        self.execute(transactions.drain());
-    }
-
-    /// Sends what the transaction table asks for.
-    fn execute(&self, sends: Vec<Send>) {
-        for send in sends {
-            match send {
-                Send::Downstream(dest, msg) => match self.inner.outbound.send(&dest, msg) {
-                    Ok(()) => debug!(to = %dest.flow, "transaction message sent"),
-                    Err(error) => debug!(to = %dest.flow, %error, "transaction message not sent"),
-                },
-                Send::Answer {
-                    request,
-                    from,
-                    upstream,
-                    status,
-                } => self.answer_for_next_hop(&request, from, upstream, status),
-            }
-        }
-    }
-
-    /// Answers upstream as if the next hop at `from` had sent `status` to `request` (as it was
-    /// forwarded): the answer takes the path of a response from there (RFC 3261 §16.7, §16.9).
-    fn answer_for_next_hop(
-        &self,
-        request: &Encoded,
-        from: FlowKey,
-        upstream: Destination,
-        status: Status,
-    ) {
-        let Ok(request) = Message::parse_own(request.to_contiguous()) else {
-            return;
-        };
-        let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
-        if let Ok(response) = Message::parse_own(answer.to_contiguous()) {
-            debug!(to = %upstream.flow, code = status.code, "answered for the next hop");
-            let _ = self.forward_response(&response, &from, None, &upstream);
-        }
-    }
-
     fn request(
         &self,
         msg: Message,
@@ -228,32 +172,6 @@ impl Proxy {
         }
     }
 
-    /// An ACK or CANCEL from upstream that belongs to a stateful INVITE (RFC 3261 §17.2.3):
-    /// the ACK of a non-2xx Roundabout has ACKed itself is absorbed; a CANCEL is answered 200
-    /// here and sent on by the INVITE's transaction (§16.10). Whether it was taken.
-    fn in_server_transaction(&self, msg: &Message, source: &FlowKey) -> bool {
-        let transactions = &self.inner.transactions;
-        let Some(server_key) = self.inner.router.server_transaction(msg, source) else {
-            return false;
-        };
-        if msg.method() == Some(Method::Ack) {
-            let absorbed = transactions.absorbs_ack(server_key);
-            if absorbed {
-                debug!(flow = %source, "ACK of a non-2xx absorbed: acknowledged downstream already");
-            }
-            return absorbed;
-        }
-        match transactions.cancel(server_key, tokio::time::Instant::now()) {
-            Some(sends) => {
-                debug!(flow = %source, "CANCEL answered; the INVITE's transaction cancels downstream");
-                self.reply(msg, source, Status::OK);
-                self.execute(sends);
-                true
-            }
-            None => false,
-        }
-    }
-
     fn send_request(
         &self,
         msg: &Message,
@@ -319,65 +237,6 @@ impl Proxy {
                 }
             },
             Err(error) => {
-                warn_limited!(to = %dest.flow, %error, "request not sent");
-                self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
-            }
-        }
-    }
-
-    /// A request from a reliable transport leaving over UDP: its client transaction retransmits
-    /// it and answers for the next hop if it never does.
-    fn send_stateful(
-        &self,
-        msg: &Message,
-        (source, connection): (&FlowKey, Option<ConnectionId>),
-        dest: &Destination,
-        out: Encoded,
-        branch: super::branch::Branch,
-    ) {
-        let method = msg.method().unwrap_or(Method::Other);
-        let key = Key {
-            branch,
-            kind: Kind::of(method),
-        };
-        let server_key = match method {
-            Method::Invite => self.inner.router.server_transaction(msg, source),
-            _ => None,
-        };
-        let now = tokio::time::Instant::now();
-        let transactions = &self.inner.transactions;
-        let upstream = Destination {
-            connection,
-            ..client_destination(*source)
-        };
-        match transactions.start(key, out.clone(), dest.clone(), upstream, server_key, now) {
-            Start::Started => {}
-            Start::Retransmission => {
-                debug!(flow = %source, "retransmission absorbed: its transaction retransmits");
-                return;
-            }
-            Start::CancelledAlready => {
-                debug!(flow = %source, "CANCEL answered: Roundabout cancelled the INVITE already");
-                self.reply(msg, source, Status::OK);
-                return;
-            }
-            Start::Full => {
-                warn_limited!(
-                    active = transactions.len(),
-                    "transaction limit (-max-transactions) reached: request refused with 503"
-                );
-                self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
-                return;
-            }
-        }
-        if method == Method::Invite {
-            // RFC 3261 §16.2, §17.2.1: the INVITE's server transaction says it is being handled.
-            self.reply(msg, source, Status::TRYING);
-        }
-        match self.inner.outbound.send(dest, out) {
-            Ok(()) => debug!(from = %source, to = %dest.flow, "request forwarded statefully"),
-            Err(error) => {
-                transactions.remove(key);
                 warn_limited!(to = %dest.flow, %error, "request not sent");
                 self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
             }
@@ -470,41 +329,6 @@ impl Proxy {
         }
     }
 
-    /// A response to a stateful request goes through its transaction; whether it was taken
-    /// (without a transaction it is handled statelessly, as any other).
-    fn transaction_response(
-        &self,
-        msg: &Message,
-        (source, connection): (&FlowKey, Option<ConnectionId>),
-        key: Key,
-    ) -> bool {
-        let router = &self.inner.router;
-        let responder = router.responder(source);
-        let now = tokio::time::Instant::now();
-        let transactions = &self.inner.transactions;
-        let matched =
-            match transactions.on_response(key, msg, |to| router.responder(to) == responder, now) {
-                ResponseMatch::NoTransaction => return false,
-                ResponseMatch::WrongSource => {
-                    self.forged(source, "response to a transaction from another address");
-                    return true;
-                }
-                ResponseMatch::Matched(matched) => matched,
-            };
-        self.execute(matched.send);
-        match matched.forward_to {
-            Some(upstream) => {
-                if let Err(SendError::NoFlow) =
-                    self.forward_response(msg, source, connection, &upstream)
-                {
-                    self.execute(transactions.upstream_gone(key, now));
-                }
-            }
-            None => debug!(flow = %source, "response absorbed by its transaction"),
-        }
-        true
-    }
-
     fn forged(&self, source: &FlowKey, reason: &'static str) {
         self.inner.forged_responses.fetch_add(1, Ordering::Relaxed);
         warn_limited!(flow = %source, reason, "forged response dropped");
@@ -584,89 +408,6 @@ impl Proxy {
             }
         }
     }
-
-    /// Sends a response of the proxy's own on the flow the request came in on. To an unverified
-    /// UDP source nothing larger than the request goes back, so replies cannot amplify a flood.
-    fn reply(&self, request: &Message, source: &FlowKey, status: Status) {
-        if request.method() == Some(Method::Ack) {
-            return;
-        }
-        let tag = self.to_tag(request);
-        let stamped = with_via_source(request, source);
-        let bare = status.reason.split(" (").next().unwrap_or(status.reason);
-        // The detail in a reason phrase, then received/rport, are courtesies that give way
-        // when the answer would otherwise be larger than the request (see `amplifies`).
-        let candidates = [
-            (stamped.as_ref(), status.reason),
-            (stamped.as_ref(), bare),
-            (Some(request), bare),
-        ];
-        let fitting = candidates
-            .into_iter()
-            .filter_map(|(answered, reason)| {
-                let out = reply::response(answered?, status.code, reason, &tag);
-                match status {
-                    Status::BAD_EXTENSION => with_unsupported(out, request),
-                    // RFC 3261 §21.5.4: when the client may try again.
-                    Status::CLIENT_CACHE_FULL => with_header(out, "Retry-After", |o| {
-                        put_decimal(o, CACHE_FULL_RETRY_AFTER);
-                    }),
-                    _ => Some(out),
-                }
-            })
-            .find(|out| !self.amplifies(request.bytes(), source, out));
-        match fitting {
-            Some(out) => self.send_reply(request.bytes(), source, out),
-            None => {
-                debug!(flow = %source, "reply larger than the request not sent to a UDP source")
-            }
-        }
-    }
-
-    /// Whether a reply to an unverified UDP source would be larger than its request.
-    fn amplifies(&self, request: &Bytes, source: &FlowKey, out: &crate::sip::Encoded) -> bool {
-        source.transport == Transport::Udp
-            && out.len() > request.len()
-            && !self.inner.router.is_server_address(source)
-    }
-
-    fn malformed(&self, data: &Bytes, source: FlowKey, error: ParseError) {
-        match reply::salvage_bad_request(data, bad_request_reason(error)) {
-            Some(out) => {
-                debug!(flow = %source, %error, "malformed request answered");
-                self.send_reply(data, &source, out);
-            }
-            None => warn_limited!(flow = %source, %error, "malformed message dropped"),
-        }
-    }
-
-    fn send_reply(&self, request: &Bytes, source: &FlowKey, out: crate::sip::Encoded) {
-        if self.amplifies(request, source, &out) {
-            debug!(flow = %source, "reply larger than the request not sent to a UDP source");
-            return;
-        }
-        if let Err(error) = self.inner.outbound.send(&client_destination(*source), out) {
-            debug!(flow = %source, %error, "reply not sent");
-        }
-    }
-
-    /// The To tag of Roundabout's own answers to `request`.
-    fn to_tag(&self, request: &Message) -> String {
-        let cseq = request.cseq().map_or(0, |c| c.number);
-        self.inner
-            .router
-            .to_tag(request.call_id().unwrap_or_default(), cseq)
-    }
-}
-
-/// A flow that answers go back on; never dialled.
-fn client_destination(flow: FlowKey) -> Destination {
-    Destination {
-        flow,
-        connection: None,
-        server_name: None,
-        may_connect: false,
-    }
 }
 
 impl Handler for Proxy {
@@ -713,9 +454,7 @@ impl Handler for Proxy {
         if !request.is_request() || request.method() == Some(Method::Ack) {
             return;
         }
-        let status = Status::SERVICE_UNAVAILABLE;
-        let answer = reply::response(&request, status.code, status.reason, &self.to_tag(&request));
-        if let Ok(response) = Message::parse_own(answer.to_contiguous()) {
+        if let Some(response) = self.next_hop_answer(&request, Status::SERVICE_UNAVAILABLE) {
             debug!(to = %flow, "request not delivered: answered 503");
             self.response(response, flow, None);
         }
@@ -748,37 +487,4 @@ fn bad_request_reason(error: ParseError) -> &'static str {
         ParseError::RepeatedHeader(_) => "Bad Request (repeated header)",
         _ => "Bad Request",
     }
-}
-
-/// A 420 names the extensions it refuses (RFC 3261 §16.3 step 5, §20.40).
-fn with_unsupported(out: Encoded, request: &Message) -> Option<Encoded> {
-    with_header(out, "Unsupported", |o| {
-        for (n, tag) in proxy_require(request).into_iter().enumerate() {
-            if n > 0 {
-                o.extend_from_slice(b", ");
-            }
-            o.extend_from_slice(tag);
-        }
-    })
-}
-
-/// An answer of the proxy's own with one more header, before its Content-Length.
-fn with_header(
-    out: Encoded,
-    name: &str,
-    write_value: impl FnOnce(&mut BytesMut),
-) -> Option<Encoded> {
-    let response = Message::parse(out.to_contiguous()).ok()?;
-    let mut ed = Editor::new(&response);
-    ed.insert_header(HeaderName::ContentLength, name, write_value);
-    Some(ed.finish())
-}
-
-/// The request with `received`/`rport` on its top Via, as the answer must carry them back
-/// (RFC 3261 §18.2.1, RFC 3581 §4); `None` if the Via cannot be read.
-fn with_via_source(request: &Message, source: &FlowKey) -> Option<Message> {
-    let top = request.top_via().ok()?;
-    let mut ed = Editor::new(request);
-    ed.set_via_source(&top, source.remote.ip(), source.remote.port());
-    Message::parse(ed.finish().to_contiguous()).ok()
 }

@@ -11,7 +11,9 @@ use crate::sip::uri::parse_host_ip;
 use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Transport, Uri, Via};
 use crate::transport::{Destination, FlowKey};
 
-use super::action::{Forward, Lookup, NewRequestUri, NextHop, RequestAction, ResponseAction};
+use super::action::{
+    answer_destination, Forward, Lookup, NewRequestUri, NextHop, RequestAction, ResponseAction,
+};
 use super::branch::{Branch, BranchInput, BranchKey, PreviousHop, Responder, BRANCH_PREFIX};
 use super::clients::{ClientCache, ClientLookup};
 use super::identity::Identity;
@@ -281,11 +283,7 @@ impl Router {
     }
 
     fn to_token(&self, token: ContactToken, pop_routes: usize) -> RequestAction {
-        let server = self
-            .servers
-            .servers
-            .iter()
-            .find(|s| s.addr() == token.flow.remote);
+        let server = self.servers.at(&token.flow);
         let may_connect = token.may_connect || token.flow.transport == Transport::Udp;
         // A stream client's connection cannot be dialled back; a server named by the original
         // URI can still be reached through the table.
@@ -334,7 +332,7 @@ impl Router {
             ClientLookup::Expired => RequestAction::Reply(Status::TEMPORARILY_UNAVAILABLE),
             ClientLookup::Unknown => match self
                 .default_sip_server
-                .and_then(|index| self.servers.servers.get(index))
+                .and_then(|index| self.servers.get(index))
             {
                 Some(server) => RequestAction::Forward(Forward {
                     next: NextHop::Flow(server_destination(server)),
@@ -476,15 +474,10 @@ impl Router {
         if !is_unicast(ip) {
             return ResponseAction::Drop("Via names no unicast address");
         }
-        ResponseAction::Forward(Destination {
-            flow: FlowKey {
-                transport,
-                remote: SocketAddr::new(ip, port),
-            },
-            connection: None,
-            server_name: None,
-            may_connect: false,
-        })
+        ResponseAction::Forward(answer_destination(FlowKey {
+            transport,
+            remote: SocketAddr::new(ip, port),
+        }))
     }
 
     /// Who may answer a request sent to `flow` (and, for a response, who sent it); see

@@ -798,6 +798,48 @@ fn token_flow_of_a_browser_is_not_dialled_back() {
     }
 }
 
+/// A token names a flow, transport and address: of two trusted servers at one address, one on
+/// UDP and one on TLS, the token of the TLS one's Contact is sent with that server's name
+/// (its certificate's), not with the UDP entry's, listed first.
+#[test]
+fn token_names_the_server_of_its_transport() {
+    let r = router_with(|c| {
+        let servers = &mut c.trusted_servers.servers;
+        servers.push(server("203.0.113.30", &[], 5061, Transport::Udp));
+        servers.push(server(
+            "203.0.113.30",
+            &["tls.example.com"],
+            5061,
+            Transport::Tls,
+        ));
+    });
+    let tls_server = flow(Transport::Tls, "203.0.113.30:5061");
+    let resp = Message::parse(Bytes::from(format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS {US}:5061;branch=z9hG4bKrb1\r\n\
+         Via: SIP/2.0/WS x.invalid;branch=z9hG4bKa;received=192.0.2.10;rport=50000\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>;tag=2\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:bob@203.0.113.30:5061;transport=tls>\r\nContent-Length: 0\r\n\r\n"
+    )))
+    .unwrap();
+    let (out, _) = r
+        .rewriter()
+        .rewrite_response(&resp, &tls_server, None, &client())
+        .unwrap();
+    let ack = request("ACK", &contact_uri(&wire(&out)), "");
+    match route(&r, &ack, client()) {
+        RequestAction::Forward(f) => assert_eq!(
+            f.next,
+            NextHop::Flow(Destination {
+                flow: tls_server,
+                connection: None,
+                server_name: Some("tls.example.com".into()),
+                may_connect: true
+            })
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn hairpin_contact_is_not_wrapped_twice() {
     let r = router_with(|_| {});

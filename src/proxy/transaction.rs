@@ -11,7 +11,8 @@
 //!
 //! The table is pure state: it is told of requests, responses and the time, and answers with
 //! what must be sent. One lock guards it; nothing awaits while holding it. Timers are a heap of
-//! wake-ups with lazy deletion served by one task, not a task per transaction.
+//! wake-ups with lazy deletion served by one task, not a task per transaction (`timers`);
+//! `cancel` cancels INVITEs for the caller, for a caller gone, and at shutdown.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -28,6 +29,9 @@ use crate::transport::{ConnectionId, Destination, FlowKey};
 
 use super::branch::Branch;
 use super::status::Status;
+
+mod cancel;
+mod timers;
 
 impl SipTimers {
     /// Timers B and F, and the wait for a final answer after a CANCEL (RFC 3261 §9.1).
@@ -177,6 +181,22 @@ impl Entry {
     fn wake(&self) -> Instant {
         self.retransmit_at
             .map_or(self.deadline, |at| at.min(self.deadline))
+    }
+
+    /// Upstream's answer `status` for the next hop, while the request is kept to build it.
+    fn answer(&self, status: Status) -> Option<Send> {
+        self.request.clone().map(|request| Send::Answer {
+            request,
+            from: self.dest.flow,
+            upstream: self.upstream.clone(),
+            status,
+        })
+    }
+
+    /// The CANCEL of the kept request (RFC 3261 §9.1).
+    fn cancel_request(&self) -> Option<Encoded> {
+        let request = Message::parse_own(self.request.as_ref()?.to_contiguous()).ok()?;
+        Some(reply::cancel_for(&request))
     }
 }
 
@@ -339,32 +359,6 @@ impl Transactions {
         Some(entry)
     }
 
-    /// Puts the entry's next wake-up on the heap; older ones for it become stale.
-    fn schedule(&self, table: &mut Table, key: Key) {
-        table.generation += 1;
-        let generation = table.generation;
-        let Some(entry) = table.entries.get_mut(&key) else {
-            return;
-        };
-        entry.generation = generation;
-        let wake = entry.wake();
-        let earliest = table.wakeups.peek().map(|Reverse((at, ..))| *at);
-        table.wakeups.push(Reverse((wake, key, generation)));
-        if earliest.is_none_or(|at| wake < at) {
-            self.earlier.notify_one();
-        }
-        // Stale wake-ups wait for their time in the heap; when they outnumber the live ones,
-        // rebuild it so churn cannot grow it without bound.
-        if table.wakeups.len() > 2 * table.entries.len() + 1024 {
-            let live = table
-                .entries
-                .iter()
-                .map(|(key, entry)| Reverse((entry.wake(), *key, entry.generation)))
-                .collect();
-            table.wakeups = live;
-        }
-    }
-
     /// A response whose top Via carries a stateful branch of ours. `from_responder` says
     /// whether the response may come from where the transaction's request went.
     pub fn on_response(
@@ -470,38 +464,6 @@ impl Transactions {
         })
     }
 
-    /// Sends Roundabout's CANCEL for the INVITE transaction `key` as a transaction of its own,
-    /// and gives the INVITE 64·T1 to end with a final response (RFC 3261 §9.1).
-    ///
-    /// Whether the INVITE is being cancelled now; not when its CANCEL could not be built.
-    fn send_cancel(&self, table: &mut Table, key: Key, now: Instant, send: &mut Vec<Send>) -> bool {
-        let Some(invite) = table.entries.get_mut(&key) else {
-            return false;
-        };
-        let Some(cancel) = invite
-            .request
-            .as_ref()
-            .and_then(|request| Message::parse_own(request.to_contiguous()).ok())
-            .map(|request| reply::cancel_for(&request))
-        else {
-            return false;
-        };
-        invite.cancelling = Cancelling::Sent;
-        invite.deadline = now + self.timers.timeout();
-        let (dest, upstream) = (invite.dest.clone(), invite.upstream.clone());
-        self.schedule(table, key);
-        let cancel_key = Key {
-            branch: key.branch,
-            kind: Kind::Cancel,
-        };
-        if !table.entries.contains_key(&cancel_key) {
-            send.push(Send::Downstream(dest.clone(), cancel.clone()));
-            let entry = self.entry(Kind::Cancel, Origin::Own, cancel, dest, upstream, now);
-            self.insert(table, cancel_key, entry);
-        }
-        true
-    }
-
     /// The ACK of a non-2xx from upstream (same server transaction as its INVITE): absorbed
     /// when Roundabout's own ACK already went downstream.
     #[must_use]
@@ -512,175 +474,6 @@ impl Transactions {
             .get(&server_key)
             .and_then(|key| table.entries.get(key))
             .is_some_and(|entry| entry.state == State::Completed)
-    }
-
-    /// A CANCEL from upstream for a stateful INVITE (RFC 3261 §16.10): `None` when it matches
-    /// none; else what to send downstream (the caller answers the CANCEL 200 itself). Without
-    /// a provisional response yet, the CANCEL waits for one (§9.1); after a final it is moot.
-    pub fn cancel(&self, server_key: u64, now: Instant) -> Option<Vec<Send>> {
-        let mut table = self.table();
-        let key = *table.by_server.get(&server_key)?;
-        let entry = table.entries.get_mut(&key)?;
-        let mut send = Vec::new();
-        match (entry.state, entry.cancelling) {
-            (State::Calling, Cancelling::No) => entry.cancelling = Cancelling::Pending,
-            (State::Proceeding, Cancelling::No) => {
-                self.send_cancel(&mut table, key, now, &mut send);
-            }
-            _ => {}
-        }
-        Some(send)
-    }
-
-    /// The upstream flow of `key` is gone: a pending INVITE is cancelled, since its answer
-    /// cannot reach the caller any more (the callee would ring for nobody until Timer C).
-    pub fn upstream_gone(&self, key: Key, now: Instant) -> Vec<Send> {
-        let mut table = self.table();
-        let mut send = Vec::new();
-        self.cancel_orphan(&mut table, key, now, &mut send);
-        send
-    }
-
-    /// The connection `connection` has closed: every INVITE that came in on it is cancelled.
-    pub fn upstream_closed(&self, connection: ConnectionId, now: Instant) -> Vec<Send> {
-        let mut table = self.table();
-        let mut send = Vec::new();
-        for key in table.by_upstream.remove(&connection).unwrap_or_default() {
-            self.cancel_orphan(&mut table, key, now, &mut send);
-        }
-        send
-    }
-
-    fn cancel_orphan(&self, table: &mut Table, key: Key, now: Instant, send: &mut Vec<Send>) {
-        let Some(entry) = table.entries.get_mut(&key) else {
-            return;
-        };
-        match (entry.kind, entry.state, entry.cancelling) {
-            (Kind::Invite, State::Calling, Cancelling::No) => {
-                entry.cancelling = Cancelling::Pending;
-            }
-            (Kind::Invite, State::Proceeding, Cancelling::No) => {
-                self.send_cancel(table, key, now, send);
-            }
-            _ => {}
-        }
-    }
-
-    /// The earliest wake-up scheduled (possibly a stale one: waking early is harmless).
-    #[must_use]
-    pub fn next_wake(&self) -> Option<Instant> {
-        self.table().wakeups.peek().map(|Reverse((at, ..))| *at)
-    }
-
-    /// Resolves when a wake-up earlier than every other one has been scheduled.
-    pub async fn earlier_wake(&self) {
-        self.earlier.notified().await;
-    }
-
-    /// Runs every timer due at `now`: retransmissions (Timers A and E), timeouts (B, F, and C
-    /// with the CANCEL it sends), and the end of completed transactions (D, K).
-    pub fn expire(&self, now: Instant) -> Vec<Send> {
-        let mut table = self.table();
-        let mut send = Vec::new();
-        while let Some(&Reverse((at, key, generation))) = table.wakeups.peek() {
-            if at > now {
-                break;
-            }
-            table.wakeups.pop();
-            if table
-                .entries
-                .get(&key)
-                .is_none_or(|entry| entry.generation != generation)
-            {
-                continue;
-            }
-            self.fire(&mut table, key, now, &mut send);
-        }
-        send
-    }
-
-    fn fire(&self, table: &mut Table, key: Key, now: Instant, send: &mut Vec<Send>) {
-        let timers = self.timers;
-        let Some(entry) = table.entries.get_mut(&key) else {
-            return;
-        };
-        if let (Some(at), Some(request)) = (entry.retransmit_at, &entry.request) {
-            if at <= now {
-                send.push(Send::Downstream(entry.dest.clone(), request.clone()));
-                // Timer A doubles without bound, Timer E up to T2 and then stays there
-                // (RFC 3261 §17.1.1.2, §17.1.2.2). From the due time, not from now, so the
-                // schedule does not drift when the timer task runs late.
-                entry.interval = match (entry.kind, entry.state) {
-                    (Kind::Invite, _) => entry.interval * 2,
-                    (_, State::Proceeding) => timers.t2,
-                    _ => (entry.interval * 2).min(timers.t2),
-                };
-                entry.retransmit_at = Some(at + entry.interval);
-            }
-        }
-        if entry.deadline > now {
-            self.schedule(table, key);
-            return;
-        }
-        let answer = |entry: &Entry, status| {
-            entry.request.clone().map(|request| Send::Answer {
-                request,
-                from: entry.dest.flow,
-                upstream: entry.upstream.clone(),
-                status,
-            })
-        };
-        // Timer C (RFC 3261 §16.8): a provisional came, so the branch is cancelled and gets
-        // 64·T1 more to end with the 487.
-        let timer_c = entry.kind == Kind::Invite
-            && entry.state == State::Proceeding
-            && entry.cancelling != Cancelling::Sent;
-        if timer_c && self.send_cancel(table, key, now, send) {
-            return;
-        }
-        // Timers B and F, or no final after the CANCEL: the next hop is taken to have answered
-        // 408 (RFC 3261 §16.7 step 2, §16.8).
-        if let Some(entry) = table.entries.get(&key) {
-            if entry.state != State::Completed && entry.origin == Origin::Upstream {
-                send.extend(answer(entry, Status::REQUEST_TIMEOUT));
-            }
-        }
-        self.remove_entry(table, key);
-    }
-
-    /// Shutdown: every transaction still waiting for its answer is answered 503 upstream, and a
-    /// ringing INVITE is cancelled downstream; then the table is empty.
-    pub fn drain(&self) -> Vec<Send> {
-        let mut table = self.table();
-        let mut send = Vec::new();
-        for entry in table.entries.values() {
-            if entry.state == State::Completed || entry.origin == Origin::Own {
-                continue;
-            }
-            let Some(request) = &entry.request else {
-                continue;
-            };
-            if entry.kind == Kind::Invite
-                && entry.state == State::Proceeding
-                && entry.cancelling == Cancelling::No
-            {
-                if let Ok(invite) = Message::parse_own(request.to_contiguous()) {
-                    send.push(Send::Downstream(
-                        entry.dest.clone(),
-                        reply::cancel_for(&invite),
-                    ));
-                }
-            }
-            send.push(Send::Answer {
-                request: request.clone(),
-                from: entry.dest.flow,
-                upstream: entry.upstream.clone(),
-                status: Status::SERVICE_UNAVAILABLE,
-            });
-        }
-        *table = Table::default();
-        self.len.store(0, Ordering::Relaxed);
-        send
     }
 }
 

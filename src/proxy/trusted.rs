@@ -43,13 +43,27 @@ impl TrustedServers {
         }
     }
 
-    /// The server listening exactly at `ip:port` with `transport`, i.e. a flow Roundabout may
+    /// The server listening exactly at `flow`: its address and its transport. A flow names
+    /// both, and one host may list a server per transport on one address (UDP and TLS on
+    /// 5061, say) with different names.
+    #[must_use]
+    pub fn at(&self, flow: &FlowKey) -> Option<&TrustedServer> {
+        self.servers
+            .iter()
+            .find(|s| s.addr() == flow.remote && s.transport == flow.transport)
+    }
+
+    /// Whether `flow` is a trusted server's (see [`TrustedServers::at`]): a flow Roundabout may
     /// dial again.
     #[must_use]
     pub fn is_server_address(&self, flow: &FlowKey) -> bool {
-        self.servers
-            .iter()
-            .any(|s| s.addr() == flow.remote && s.transport == flow.transport)
+        self.at(flow).is_some()
+    }
+
+    /// The server at `index` in the table (`-default-sip-server` names one so).
+    #[must_use]
+    pub fn get(&self, index: usize) -> Option<&TrustedServer> {
+        self.servers.get(index)
     }
 
     /// Who may answer a request sent to `flow` (and, for a response, who sent it): a trusted
@@ -143,6 +157,29 @@ mod tests {
         assert_eq!(idx("[::ffff:203.0.113.20]", None), Some(0));
         assert_eq!(idx("unknown.example.com", None), None);
         assert_eq!(idx("203.0.113.21", None), None);
+    }
+
+    /// A flow is a trusted server's when both its address and its transport are.
+    #[test]
+    fn server_at_a_flow_matches_address_and_transport() {
+        let t = table();
+        let at = |transport, addr: &str| {
+            let flow = FlowKey {
+                transport,
+                remote: addr.parse().unwrap(),
+            };
+            t.at(&flow).map(|s| (s.port, s.transport))
+        };
+        assert_eq!(
+            at(Transport::Wss, "203.0.113.110:5060"),
+            Some((5060, Transport::Wss))
+        );
+        assert_eq!(
+            at(Transport::Udp, "203.0.113.110:5080"),
+            Some((5080, Transport::Udp))
+        );
+        assert_eq!(at(Transport::Udp, "203.0.113.110:5060"), None);
+        assert_eq!(at(Transport::Tcp, "203.0.113.20:5070"), None);
     }
 
     #[test]

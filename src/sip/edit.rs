@@ -12,6 +12,26 @@ use super::message::Message;
 use super::text::{put_decimal, put_ip};
 use super::{Encoded, ParseError, Span};
 
+/// The `received` and `rport` parameters of `via` (each with its `;`), which recording where a
+/// message came from replaces; in the order they are written.
+pub(super) fn via_source_params(buf: &[u8], via: &Via) -> [Option<Span>; 2] {
+    let [received, rport] = ["received", "rport"].map(|name| via.param(buf, name).map(|p| p.span));
+    match (received, rport) {
+        (Some(a), Some(b)) if b.start() < a.start() => [rport, received],
+        _ => [received, rport],
+    }
+}
+
+/// Writes the Via parameters that record where a message came from (RFC 3261 §18.2.1,
+/// RFC 3581 §4). `received` holds a bare address, IPv6 without brackets (RFC 3261 §20.42,
+/// RFC 5118 §4.5).
+pub(super) fn put_via_source(out: &mut BytesMut, ip: IpAddr, port: u16) {
+    out.extend_from_slice(b";received=");
+    put_ip(out, ip);
+    out.extend_from_slice(b";rport=");
+    put_decimal(out, u32::from(port));
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Edit {
     start: usize,
@@ -102,21 +122,13 @@ impl<'m> Editor<'m> {
     /// the client did not ask (as Kamailio's `force_rport`), so that responses find NATed clients
     /// and the exact connection of stream clients.
     pub fn set_via_source(&mut self, via: &Via, ip: IpAddr, port: u16) {
-        let buf = self.msg.bytes();
-        let mut skip: [Option<Span>; 2] = [None, None];
-        for (slot, name) in skip.iter_mut().zip(["received", "rport"]) {
-            *slot = via.param(buf, name).map(|p| p.span);
-        }
-        for span in skip.into_iter().flatten() {
+        for span in via_source_params(self.msg.bytes(), via)
+            .into_iter()
+            .flatten()
+        {
             self.remove(span);
         }
-        // `received` holds a bare address, IPv6 without brackets (RFC 3261 §20.42, RFC 5118 §4.5).
-        self.insert_with(via.span.end(), |out| {
-            out.extend_from_slice(b";received=");
-            put_ip(out, ip);
-            out.extend_from_slice(b";rport=");
-            put_decimal(out, u32::from(port));
-        });
+        self.insert_with(via.span.end(), |out| put_via_source(out, ip, port));
     }
 
     /// Sets Max-Forwards, adding the header when missing (RFC 3261 §16.6 step 3).

@@ -2,9 +2,11 @@
 //! from the request, a To tag added, no body.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 
+use super::edit::{put_via_source, via_source_params};
 use super::header::HeaderName;
 use super::header::Via;
 use super::lines::{self, HeaderLines};
@@ -19,11 +21,50 @@ fn is_copied(name: HeaderName) -> bool {
     )
 }
 
-/// Builds a response to `request`. `to_tag` is added when the To header has none; a 100
-/// (Trying) gets none (RFC 3261 §8.2.6.1: it is hop by hop, not a dialog's).
+/// What a response of the proxy's own adds to what it copies from its request.
+#[derive(Clone, Copy, Debug)]
+pub struct Response<'a> {
+    pub code: u16,
+    pub reason: &'a str,
+    /// Added when the To header has none; a 100 (Trying) gets none (RFC 3261 §8.2.6.1: it is
+    /// hop by hop, not a dialog's).
+    pub to_tag: &'a str,
+    /// Where the request came from, written into the top Via as `received` and `rport` (RFC
+    /// 3261 §18.2.1, RFC 3581 §4) so the answer carries it back; ignored when the top Via
+    /// cannot be read.
+    pub via_source: Option<SocketAddr>,
+    /// Header lines after the copied ones, as (name, value): a 420's `Unsupported`, a
+    /// `Retry-After`.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// Builds a response to `request` with nothing but the copied headers and a To tag.
 #[must_use]
 pub fn response(request: &Message, code: u16, reason: &str, to_tag: &str) -> Encoded {
+    build(
+        request,
+        &Response {
+            code,
+            reason,
+            to_tag,
+            via_source: None,
+            headers: &[],
+        },
+    )
+}
+
+/// Builds `response` to `request`, in one pass over the request's header lines.
+#[must_use]
+pub fn build(request: &Message, response: &Response<'_>) -> Encoded {
+    let Response {
+        code,
+        reason,
+        to_tag,
+        via_source,
+        headers,
+    } = *response;
     let buf = request.bytes();
+    let stamp = via_source.and_then(|at| Some((request.top_via().ok()?, at)));
     let mut out = BytesMut::with_capacity(256);
     let _ = write!(out, "SIP/2.0 {code} {reason}\r\n");
     for field in request.headers().iter().filter(|h| is_copied(h.name)) {
@@ -34,15 +75,38 @@ pub fn response(request: &Message, code: u16, reason: &str, to_tag: &str) -> Enc
             // RFC 3261 §8.2.6.2: a UAS adds a To tag to its final responses.
             out.extend_from_slice(&buf[field.line.start()..field.value.end()]);
             let _ = write!(out, ";tag={to_tag}\r\n");
+        } else if let Some((top, at)) = stamp.filter(|(top, _)| {
+            field.line.start() <= top.span.start() && top.span.end() <= field.line.end()
+        }) {
+            copy_with_via_source(&mut out, buf, field.line, &top, at);
         } else {
             out.extend_from_slice(&buf[field.line.range()]);
         }
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Encoded {
         head: out.freeze(),
         body: Bytes::new(),
     }
+}
+
+/// Copies the Via `line` holding `top` with `received`/`rport` recorded on `top`, as
+/// [`super::Editor::set_via_source`] records them on a request.
+fn copy_with_via_source(out: &mut BytesMut, buf: &[u8], line: Span, top: &Via, at: SocketAddr) {
+    let mut pos = line.start();
+    for replaced in via_source_params(buf, top).into_iter().flatten() {
+        out.extend_from_slice(&buf[pos..replaced.start()]);
+        pos = replaced.end();
+    }
+    out.extend_from_slice(&buf[pos..top.span.end()]);
+    put_via_source(out, at.ip(), at.port());
+    out.extend_from_slice(&buf[top.span.end()..line.end()]);
 }
 
 /// The ACK a client transaction sends for a non-2xx final response to `invite` (RFC 3261
@@ -212,6 +276,46 @@ mod tests {
                From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>;tag=rb1\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\
                Content-Length: 0\r\n\r\n"[..]
         );
+    }
+
+    /// RFC 3261 §18.2.1, RFC 3581 §4: the answer carries received/rport on the top Via as a
+    /// request forwarded with them would, the rest of its line and the values already there
+    /// replaced; extra headers come after the copied ones.
+    #[test]
+    fn build_records_the_source_and_adds_headers() {
+        let req = Message::parse(Bytes::from_static(
+            b"OPTIONS sip:b@c SIP/2.0\r\nv: SIP/2.0/UDP h;rport=1;branch=z9hG4bK1;received=192.0.2.9, \
+              SIP/2.0/UDP g\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: x\r\n\
+              CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .unwrap();
+        let source: SocketAddr = "[2001:db8::5]:5062".parse().unwrap();
+        let answer = Response {
+            code: 420,
+            reason: "Bad Extension",
+            to_tag: "t",
+            via_source: Some(source),
+            headers: &[("Unsupported", b"foo, bar"), ("Retry-After", b"5")],
+        };
+        let built = build(&req, &answer);
+        assert_eq!(
+            &built.head[..],
+            &b"SIP/2.0 420 Bad Extension\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\
+               ;received=2001:db8::5;rport=5062, SIP/2.0/UDP g\r\nFrom: <sip:a@b>;tag=1\r\n\
+               To: <sip:b@c>;tag=t\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nUnsupported: foo, bar\r\n\
+               Retry-After: 5\r\nContent-Length: 0\r\n\r\n"[..]
+        );
+        // The same as recording the source on the request first, as a forwarded request has it.
+        let mut ed = super::super::Editor::new(&req);
+        ed.set_via_source(&req.top_via().unwrap(), source.ip(), source.port());
+        let stamped = Message::parse(ed.finish().to_contiguous()).unwrap();
+        let plain = Response {
+            via_source: None,
+            headers: &[],
+            ..answer
+        };
+        let via_line = |e: &Encoded| e.head.split(|&b| b == b'\n').nth(1).map(<[u8]>::to_vec);
+        assert_eq!(via_line(&build(&stamped, &plain)), via_line(&built));
     }
 
     const INVITE: &[u8] = b"INVITE sip:b@192.0.2.9:5060 SIP/2.0\r\n\

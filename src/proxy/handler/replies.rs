@@ -1,0 +1,108 @@
+//! Answers of Roundabout's own: to requests it refuses or answers itself, and to malformed
+//! ones it can still answer (RFC 3261 §8.2.6, §16.3).
+
+use bytes::{Bytes, BytesMut};
+use tracing::debug;
+
+use crate::sip::text::put_decimal;
+use crate::sip::{reply, Encoded, Message, Method, ParseError, Transport};
+use crate::transport::FlowKey;
+use crate::warn_limited;
+
+use super::{bad_request_reason, Proxy};
+use crate::proxy::action::answer_destination;
+use crate::proxy::clients::CACHE_FULL_RETRY_AFTER;
+use crate::proxy::router::proxy_require;
+use crate::proxy::status::Status;
+
+impl Proxy {
+    /// Sends a response of the proxy's own on the flow the request came in on. To an unverified
+    /// UDP source nothing larger than the request goes back, so replies cannot amplify a flood.
+    pub(super) fn reply(&self, request: &Message, source: &FlowKey, status: Status) {
+        if request.method() == Some(Method::Ack) {
+            return;
+        }
+        let tag = self.to_tag(request);
+        let extra = extra_header(request, status);
+        let extra = extra.as_ref().map(|(name, value)| (*name, &value[..]));
+        let bare = status.reason.split(" (").next().unwrap_or(status.reason);
+        // The detail in a reason phrase, then received/rport, are courtesies that give way
+        // when the answer would otherwise be larger than the request (see `amplifies`).
+        // received/rport need a top Via to go on.
+        let stampable = request.top_via().is_ok();
+        let candidates = [(true, status.reason), (true, bare), (false, bare)];
+        let fitting = candidates
+            .into_iter()
+            .filter(|&(stamped, _)| stampable || !stamped)
+            .map(|(stamped, reason)| {
+                let answer = reply::Response {
+                    code: status.code,
+                    reason,
+                    to_tag: &tag,
+                    via_source: stamped.then_some(source.remote),
+                    headers: extra.as_slice(),
+                };
+                reply::build(request, &answer)
+            })
+            .find(|out| !self.amplifies(request.bytes(), source, out));
+        match fitting {
+            Some(out) => self.send_reply(request.bytes(), source, out),
+            None => {
+                debug!(flow = %source, "reply larger than the request not sent to a UDP source")
+            }
+        }
+    }
+
+    /// Whether a reply to an unverified UDP source would be larger than its request.
+    fn amplifies(&self, request: &Bytes, source: &FlowKey, out: &Encoded) -> bool {
+        source.transport == Transport::Udp
+            && out.len() > request.len()
+            && !self.inner.router.is_server_address(source)
+    }
+
+    pub(super) fn malformed(&self, data: &Bytes, source: FlowKey, error: ParseError) {
+        match reply::salvage_bad_request(data, bad_request_reason(error)) {
+            Some(out) => {
+                debug!(flow = %source, %error, "malformed request answered");
+                self.send_reply(data, &source, out);
+            }
+            None => warn_limited!(flow = %source, %error, "malformed message dropped"),
+        }
+    }
+
+    fn send_reply(&self, request: &Bytes, source: &FlowKey, out: Encoded) {
+        if self.amplifies(request, source, &out) {
+            debug!(flow = %source, "reply larger than the request not sent to a UDP source");
+            return;
+        }
+        if let Err(error) = self.inner.outbound.send(&answer_destination(*source), out) {
+            debug!(flow = %source, %error, "reply not sent");
+        }
+    }
+
+    /// The To tag of Roundabout's own answers to `request`.
+    pub(super) fn to_tag(&self, request: &Message) -> String {
+        let cseq = request.cseq().map_or(0, |c| c.number);
+        self.inner
+            .router
+            .to_tag(request.call_id().unwrap_or_default(), cseq)
+    }
+}
+
+/// The header a status carries besides those copied from the request.
+fn extra_header(request: &Message, status: Status) -> Option<(&'static str, BytesMut)> {
+    let mut value = BytesMut::new();
+    match status {
+        // RFC 3261 §16.3 step 5, §20.40: a 420 names the extensions it refuses.
+        Status::BAD_EXTENSION => {
+            value.extend_from_slice(&proxy_require(request).join(&b", "[..]));
+            Some(("Unsupported", value))
+        }
+        // RFC 3261 §21.5.4: when the client may try again.
+        Status::CLIENT_CACHE_FULL => {
+            put_decimal(&mut value, CACHE_FULL_RETRY_AFTER);
+            Some(("Retry-After", value))
+        }
+        _ => None,
+    }
+}
