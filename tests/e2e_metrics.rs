@@ -1,7 +1,7 @@
 //! `-metrics-addr` against real peers: SIPp sends MESSAGEs over UDP through Roundabout to a UDP
 //! server; `/metrics` then counts exactly the messages the peers' own traces show, the text
 //! passes `promtool check metrics`, and `/health` turns from 200 to 503 when SIGTERM starts
-//! the drain.
+//! the drain. The connection counts follow TCP connections opened, refused and closed.
 
 // Test code: a failed unwrap is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
@@ -38,6 +38,14 @@ fn udp_counts(scrape: &str) -> [u64; 4] {
         r#"roundabout_sip_responses_sent_total{transport="udp",class="2xx"}"#,
     ]
     .map(|series| sample(scrape, series))
+}
+
+/// Roundabout with `args` and `-metrics-addr` on a free loopback port, and that address.
+fn with_metrics(args: &[&str]) -> (Roundabout, SocketAddr) {
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+    let flag = metrics.to_string();
+    let rb = Roundabout::start(&[args, &["-metrics-addr", &flag]].concat());
+    (rb, metrics)
 }
 
 /// `GET path`, asked again until it answers (the listener is up before `ready` is logged, so
@@ -98,16 +106,10 @@ fn metrics_count_what_the_peers_saw_and_health_follows_the_drain() {
     }
     let mut server = UdpServer::start("127.0.0.2");
     let trusted = format!("127.0.0.2:registrar.test:{}:udp:", server.addr.port());
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port("127.0.0.1"))
-        .parse()
-        .unwrap();
-    let metrics_flag = metrics.to_string();
-    let rb = Roundabout::start(&[
+    let (rb, metrics) = with_metrics(&[
         "-strict-host",
         "-trusted-server",
         &trusted,
-        "-metrics-addr",
-        &metrics_flag,
         "-drain-timeout",
         "20",
     ]);
@@ -194,4 +196,40 @@ fn metrics_count_what_the_peers_saw_and_health_follows_the_drain() {
         "{}",
         rb.logs()
     );
+}
+
+#[test]
+fn connection_counts_follow_tcp_connections() {
+    let (rb, metrics) = with_metrics(&["-max-connections-per-ip", "1"]);
+    let tcp = |scrape: &str, name: &str| sample(scrape, &format!(r#"{name}{{transport="tcp"}}"#));
+    // Waits for the counts of TCP connections (open, accepted, refused) to be `expected`.
+    let counts_become = |expected: [u64; 3]| {
+        let mut last = String::new();
+        let reached = poll_until(
+            Instant::now() + Duration::from_secs(5),
+            Duration::from_millis(20),
+            || {
+                last = answer(metrics, "/metrics").body;
+                let counts = [
+                    tcp(&last, "roundabout_connections_open"),
+                    tcp(&last, "roundabout_connections_accepted_total"),
+                    tcp(&last, "roundabout_connections_refused_total"),
+                ];
+                (counts == expected).then_some(())
+            },
+        );
+        assert!(
+            reached.is_some(),
+            "not {expected:?}:\n{last}\n{}",
+            rb.logs()
+        );
+    };
+    counts_become([0, 0, 0]);
+    let first = std::net::TcpStream::connect(rb.addr("tcp")).unwrap();
+    counts_become([1, 1, 0]);
+    // Over -max-connections-per-ip: refused, and the first stays open.
+    let _second = std::net::TcpStream::connect(rb.addr("tcp")).unwrap();
+    counts_become([1, 1, 1]);
+    drop(first);
+    counts_become([0, 1, 1]);
 }
