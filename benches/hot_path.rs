@@ -94,6 +94,7 @@ fn router(egress: Transport) -> Router {
         sip_timers: roundabout::config::SipTimers::RFC_3261,
         transaction_limits: roundabout::config::TransactionLimits::DEFAULT,
         drain_timeout: Duration::from_secs(5),
+        metrics_addr: None,
     };
     Router::new(
         &config,

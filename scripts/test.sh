@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it: installs the real peers the tests drive (SIPp,
-# Kamailio with its TLS and WebSocket modules, Node for JsSIP, HAProxy, systemd-analyze),
-# then format and lint checks, every test, and a build of the benchmarks.
+# Kamailio with its TLS and WebSocket modules, Node for JsSIP, HAProxy, systemd-analyze,
+# promtool), then format and lint checks, every test, and a build of the benchmarks.
 # Under CI=true a peer that cannot be installed fails the run; the tests themselves also refuse
 # to skip under CI=true.
 set -euo pipefail
@@ -23,6 +23,7 @@ needs=(
     node=nodejs
     npm=npm
     haproxy=haproxy
+    promtool=prometheus
 )
 missing=()
 for need in "${needs[@]}"; do

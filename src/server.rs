@@ -11,12 +11,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::metrics::{Collected, Counted, Messages};
 use crate::proxy::flood::{OverloadGuard, SourceLimiter};
 use crate::proxy::router::Router;
 use crate::proxy::transaction::Transactions;
 use crate::proxy::Proxy;
 use crate::sip::Transport;
-use crate::transport::{Senders, TransportError, Transports};
+use crate::transport::{Handler, Outbound, Senders, TransportError, Transports};
 
 /// After the drain, how long connections may take to write what is queued.
 const FLUSH: Duration = Duration::from_secs(1);
@@ -29,6 +30,12 @@ pub enum ServerError {
     Transport(#[from] TransportError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("cannot listen on -metrics-addr {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs until SIGTERM or SIGINT, then drains for at most `config.drain_timeout`.
@@ -95,6 +102,13 @@ pub struct Server {
     senders: Senders,
     proxy: Proxy,
     drain_timeout: Duration,
+    metrics: Option<MetricsListener>,
+}
+
+/// `-metrics-addr`: its listener, bound with the SIP ones, and the message counts it shows.
+struct MetricsListener {
+    listener: tokio::net::TcpListener,
+    messages: Arc<Messages>,
 }
 
 impl Server {
@@ -102,13 +116,31 @@ impl Server {
     pub async fn bind(config: &Config) -> Result<Server, ServerError> {
         let transports = Transports::bind(config).await?;
         let senders = transports.senders();
+        let metrics = match config.metrics_addr {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Metrics { addr, source })?;
+                info!(%addr, "metrics listening");
+                Some(MetricsListener {
+                    listener,
+                    messages: Arc::default(),
+                })
+            }
+            None => None,
+        };
+        // Without -metrics-addr the proxy sends straight to the transports: nothing counted.
+        let outbound: Arc<dyn Outbound> = match &metrics {
+            Some(metrics) => Arc::new(Counted::new(senders.clone(), Arc::clone(&metrics.messages))),
+            None => Arc::new(senders.clone()),
+        };
         let ports = Transport::ALL
             .into_iter()
             .filter_map(|t| senders.local_addr(t).map(|addr| (t, addr.port())))
             .collect();
         let proxy = Proxy::new(
             Router::new(config, ports).with_host_addresses(host_addresses(config)),
-            Arc::new(senders.clone()),
+            outbound,
             SourceLimiter::new(config.limits.rate_limit),
             OverloadGuard::new(config.limits.max_new_requests),
             Transactions::new(config.sip_timers, config.transaction_limits),
@@ -118,6 +150,7 @@ impl Server {
             senders,
             proxy,
             drain_timeout: config.drain_timeout,
+            metrics,
         })
     }
 
@@ -136,11 +169,25 @@ impl Server {
     pub async fn serve(self, control: Control) {
         let Server {
             transports,
-            senders: _,
+            senders,
             proxy,
             drain_timeout,
+            metrics,
         } = self;
         let shutdown = CancellationToken::new();
+        let handler: Arc<dyn Handler> = match metrics {
+            Some(MetricsListener { listener, messages }) => {
+                let collected = Collected::new(Arc::clone(&messages), proxy.clone(), senders);
+                tokio::spawn(crate::metrics::serve(
+                    listener,
+                    collected,
+                    control.drain.clone(),
+                    shutdown.clone(),
+                ));
+                Arc::new(Counted::new(proxy.clone(), messages))
+            }
+            None => Arc::new(proxy.clone()),
+        };
         let sweeper = {
             let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
             tokio::spawn(async move {
@@ -186,9 +233,7 @@ impl Server {
                 shutdown.cancel();
             })
         };
-        transports
-            .run(Arc::new(proxy), shutdown.clone(), FLUSH)
-            .await;
+        transports.run(handler, shutdown.clone(), FLUSH).await;
         shutdown.cancel();
         let _ = tokio::join!(sweeper, stopping);
     }

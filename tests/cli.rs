@@ -85,6 +85,7 @@ fn help_lists_every_flag() {
         "check-config",
         "lenient-trusted-server",
         "drain-timeout",
+        "metrics-addr",
         "max-message-size",
         "max-connections",
         "max-connections-per-ip",
@@ -342,6 +343,14 @@ fn usage_errors_exit_64() {
         (
             &["-tls-client-cert", "client.pem"],
             "roundabout: -tls-client-cert and -tls-client-key go together",
+        ),
+        (
+            &["-metrics-addr", "localhost:9464"],
+            "invalid value 'localhost:9464' for '--metrics-addr <IP:PORT>'",
+        ),
+        (
+            &["-metrics-addr", "127.0.0.1"],
+            "invalid value '127.0.0.1' for '--metrics-addr <IP:PORT>'",
         ),
         (&["-csr", "-csr-c", "US"], "roundabout: -csr needs -csr-cn"),
         (&["csr", "--key", "key.pem"], "--cn"),

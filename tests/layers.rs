@@ -23,7 +23,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("csr", &["sip"]),
     ("transport", &["ratelimit", "sip", "config"]),
     ("proxy", &["ratelimit", "sip", "config", "transport"]),
-    ("server", &["sip", "config", "transport", "proxy"]),
+    ("metrics", &["ratelimit", "sip", "transport", "proxy"]),
+    (
+        "server",
+        &["sip", "config", "transport", "proxy", "metrics"],
+    ),
     ("cli", &["sip", "config", "csr"]),
     ("main", &["config", "csr", "server", "cli"]),
 ];

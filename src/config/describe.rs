@@ -33,6 +33,7 @@ impl Config {
             sip_timers,
             transaction_limits,
             drain_timeout,
+            metrics_addr,
         } = self;
         let port = |transport| match ports.get(transport) {
             Some(port) => port.to_string(),
@@ -81,6 +82,10 @@ impl Config {
                 mutual_tls.verify_client.as_str(),
             ),
             format!("ws-path={}", ws_path.as_deref().unwrap_or("any")),
+            format!(
+                "metrics-addr={}",
+                metrics_addr.map_or("off".to_owned(), |addr| addr.to_string())
+            ),
             format!(
                 "limits max-message-size={} max-connections={} max-connections-per-ip={} \
                  idle-timeout={}s handshake-timeout={}s read-timeout={}s write-timeout={}s \

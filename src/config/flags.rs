@@ -309,6 +309,11 @@ pub struct RunArgs {
     )]
     pub drain_timeout: u64,
 
+    /// Serve GET /metrics (Prometheus) and GET /health over HTTP on this address (off unless
+    /// given)
+    #[arg(long, env = "ROUNDABOUT_METRICS_ADDR", value_name = "IP:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     pub transactions: TransactionArgs,
 

@@ -69,6 +69,8 @@ pub struct Config {
     pub transaction_limits: TransactionLimits,
     /// `-drain-timeout`: after SIGTERM, how long responses and in-dialog requests still flow.
     pub drain_timeout: Duration,
+    /// `-metrics-addr`: where `GET /metrics` and `GET /health` are served; `None` is off.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Listening port per transport; `None` is `off`, `Some(0)` an ephemeral port.
@@ -328,6 +330,7 @@ impl Config {
             check_config: _,
             lenient_trusted_server,
             drain_timeout,
+            metrics_addr,
             transactions:
                 TransactionArgs {
                     sip_t1_ms,
@@ -481,6 +484,7 @@ impl Config {
             sip_timers,
             transaction_limits,
             drain_timeout: Duration::from_secs(*drain_timeout),
+            metrics_addr: *metrics_addr,
         };
         Ok(Validated { config, skipped })
     }

@@ -579,6 +579,19 @@ fn drain_timeout() {
 }
 
 #[test]
+fn metrics_addr_is_off_unless_given() {
+    assert_eq!(config(&[]).metrics_addr, None);
+    assert!(config(&[])
+        .describe()
+        .contains(&"metrics-addr=off".to_owned()));
+    let on = config(&["-metrics-addr", "127.0.0.1:9464"]);
+    assert_eq!(on.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+    assert!(on
+        .describe()
+        .contains(&"metrics-addr=127.0.0.1:9464".to_owned()));
+}
+
+#[test]
 fn token_key_from_hex_or_file() {
     let expected: [u8; 32] = std::array::from_fn(|i| {
         let pattern = [

@@ -71,6 +71,7 @@ impl Router {
             tls_ca: _,
             mutual_tls: _,
             drain_timeout: _,
+            metrics_addr: _,
             ws_path: _,
             proxy_protocol_from: _,
             sip_timers: _,

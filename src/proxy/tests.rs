@@ -92,6 +92,7 @@ pub(super) fn config() -> Config {
         sip_timers: crate::config::SipTimers::RFC_3261,
         transaction_limits: crate::config::TransactionLimits::DEFAULT,
         drain_timeout: Duration::from_secs(5),
+        metrics_addr: None,
     }
 }
 

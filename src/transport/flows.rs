@@ -1,6 +1,7 @@
 //! The flow table: every open stream connection, keyed by (transport, remote address), so that
 //! responses and requests for a peer go back on the connection it uses. Also the connection
-//! limits, counted here where connections are admitted and released.
+//! limits, counted here where connections are admitted and released, and the counts of
+//! connections per transport that the metrics read.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,6 +11,7 @@ use dashmap::DashMap;
 
 use super::queue::QueueSender;
 use super::{ConnectionId, FlowKey};
+use crate::sip::Transport;
 
 /// The write side of a connection: a bounded queue its writer task drains.
 #[derive(Clone, Debug)]
@@ -27,6 +29,28 @@ pub(crate) struct FlowTable {
     next_id: AtomicU64,
     max_total: usize,
     max_per_ip: usize,
+    /// Indexed by `Transport as usize`.
+    counts: [TransportCounts; Transport::ALL.len()],
+}
+
+/// One transport's connection counts, kept with relaxed atomics: bumped once per connection,
+/// read only when the metrics are scraped.
+#[derive(Debug, Default)]
+struct TransportCounts {
+    open: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// A transport's connections as counted since start (see [`super::Senders::connections`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    /// In the flow table now, accepted or dialled.
+    pub open: u64,
+    /// Accepted from a peer and handed to the transport's handshake.
+    pub accepted: u64,
+    /// Refused on accept: a connection limit, or a bad or unexpected PROXY protocol header.
+    pub refused: u64,
 }
 
 /// Where connection ids start: random, so that an id a token names before a restart is not
@@ -68,6 +92,10 @@ pub(crate) struct Listed {
 impl Drop for Listed {
     fn drop(&mut self) {
         self.table.remove(&self.key, self.id);
+        self.table
+            .counts(self.key.transport)
+            .open
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -89,6 +117,34 @@ impl FlowTable {
             next_id: AtomicU64::new(first_connection_id()),
             max_total,
             max_per_ip,
+            counts: Default::default(),
+        }
+    }
+
+    fn counts(&self, transport: Transport) -> &TransportCounts {
+        &self.counts[transport as usize]
+    }
+
+    /// A connection of `transport` was accepted and goes on to its handshake.
+    pub(crate) fn count_accepted(&self, transport: Transport) {
+        self.counts(transport)
+            .accepted
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection of `transport` was refused as it was accepted.
+    pub(crate) fn count_refused(&self, transport: Transport) {
+        self.counts(transport)
+            .refused
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_counts(&self, transport: Transport) -> ConnectionCounts {
+        let counts = self.counts(transport);
+        ConnectionCounts {
+            open: counts.open.load(Ordering::Relaxed),
+            accepted: counts.accepted.load(Ordering::Relaxed),
+            refused: counts.refused.load(Ordering::Relaxed),
         }
     }
 
@@ -116,6 +172,9 @@ impl FlowTable {
     pub(crate) fn list(self: &Arc<Self>, key: FlowKey, queue: QueueSender) -> Listed {
         let id = self.next_id();
         self.insert(key, FlowHandle { queue, id });
+        self.counts(key.transport)
+            .open
+            .fetch_add(1, Ordering::Relaxed);
         Listed {
             table: Arc::clone(self),
             key,

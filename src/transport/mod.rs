@@ -98,7 +98,7 @@ mod tls;
 mod udp;
 mod ws;
 
-pub use flows::LimitReached;
+pub use flows::{ConnectionCounts, LimitReached};
 pub use tls::{KeyPair, TlsError};
 
 use std::sync::OnceLock;
@@ -384,6 +384,12 @@ impl Senders {
     /// The new files are unusable; the old certificate stays in use.
     pub fn reload_tls(&self) -> Result<(), TlsError> {
         self.shared.tls.reload()
+    }
+
+    /// The connections of `transport` (a stream transport; UDP has none) counted so far.
+    #[must_use]
+    pub fn connections(&self, transport: Transport) -> ConnectionCounts {
+        self.shared.flows.connection_counts(transport)
     }
 
     /// The address the listener of `transport` is bound to, if it listens.

@@ -63,6 +63,7 @@ pub(crate) async fn accept<F, Fut>(
             let Some(admission) = admit(&shared, transport, remote) else {
                 continue;
             };
+            shared.flows.count_accepted(transport);
             let key = FlowKey { transport, remote };
             let socket = prepare(socket, key, shared.limits.write_timeout);
             shared
@@ -79,6 +80,7 @@ pub(crate) async fn accept<F, Fut>(
                 else {
                     return;
                 };
+                shared.flows.count_accepted(transport);
                 let key = FlowKey { transport, remote };
                 let socket = prepare(socket, key, shared.limits.write_timeout);
                 upgrade(socket, key, Arc::clone(&shared), admission).await;
@@ -92,6 +94,7 @@ fn admit(shared: &Arc<Shared>, transport: Transport, remote: SocketAddr) -> Opti
     match shared.flows.admit(remote.ip()) {
         Ok(admission) => Some(admission),
         Err(limit) => {
+            shared.flows.count_refused(transport);
             warn_limited!(%transport, %remote, %limit, "connection refused");
             None
         }
@@ -127,6 +130,7 @@ async fn behind_balancer(
     };
     // Every refusal at debug; the warning is rate-limited and may leave some out.
     debug!(%transport, %remote, reason = %outcome, "PROXY protocol refusal");
+    shared.flows.count_refused(transport);
     warn_limited!(%transport, %remote, reason = %outcome, "connection refused");
     None
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub mod certs;
 pub mod haproxy;
+pub mod http;
 pub mod kamailio;
 pub mod lossy;
 pub mod node;
