@@ -95,6 +95,7 @@ fn router(egress: Transport) -> Router {
         transaction_limits: roundabout::config::TransactionLimits::DEFAULT,
         drain_timeout: Duration::from_secs(5),
         metrics_addr: None,
+        hep: None,
     };
     Router::new(
         &config,

@@ -24,6 +24,7 @@ needs=(
     npm=npm
     haproxy=haproxy
     promtool=prometheus
+    sngrep=sngrep
 )
 missing=()
 for need in "${needs[@]}"; do

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::hep::{Capture, Captured};
 use crate::metrics::{Collected, Counted, Messages};
 use crate::proxy::flood::{OverloadGuard, SourceLimiter};
 use crate::proxy::router::Router;
@@ -30,6 +31,11 @@ pub enum ServerError {
     Transport(#[from] TransportError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("cannot send to -hep-addr {addr}: {source}")]
+    Hep {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot listen on -metrics-addr {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
@@ -103,6 +109,7 @@ pub struct Server {
     proxy: Proxy,
     drain_timeout: Duration,
     metrics: Option<MetricsListener>,
+    hep: Option<(Capture, crate::hep::Sender)>,
 }
 
 /// `-metrics-addr`: its listener, bound with the SIP ones, and the message counts it shows.
@@ -129,11 +136,28 @@ impl Server {
             }
             None => None,
         };
-        // Without -metrics-addr the proxy sends straight to the transports: nothing counted.
-        let outbound: Arc<dyn Outbound> = match &metrics {
+        let hep = match config.hep {
+            Some(hep) => {
+                let bound = crate::hep::bind(hep.addr, hep.agent_id, &senders)
+                    .await
+                    .map_err(|source| ServerError::Hep {
+                        addr: hep.addr,
+                        source,
+                    })?;
+                info!(addr = %hep.addr, agent_id = hep.agent_id, "HEP capture on");
+                Some(bound)
+            }
+            None => None,
+        };
+        // Without -metrics-addr the proxy sends straight to the transports: nothing counted;
+        // without -hep-addr nothing captured.
+        let mut outbound: Arc<dyn Outbound> = match &metrics {
             Some(metrics) => Arc::new(Counted::new(senders.clone(), Arc::clone(&metrics.messages))),
             None => Arc::new(senders.clone()),
         };
+        if let Some((capture, _)) = &hep {
+            outbound = Arc::new(Captured::new(outbound, capture.clone()));
+        }
         let ports = Transport::ALL
             .into_iter()
             .filter_map(|t| senders.local_addr(t).map(|addr| (t, addr.port())))
@@ -151,6 +175,7 @@ impl Server {
             proxy,
             drain_timeout: config.drain_timeout,
             metrics,
+            hep,
         })
     }
 
@@ -173,11 +198,18 @@ impl Server {
             proxy,
             drain_timeout,
             metrics,
+            hep,
         } = self;
         let shutdown = CancellationToken::new();
-        let handler: Arc<dyn Handler> = match metrics {
+        // Stopped once the transports are, so that what they send to the last is captured.
+        let hep_stop = CancellationToken::new();
+        let hep_dropped = hep.as_ref().map(|(capture, _)| capture.dropped());
+        let mut handler: Arc<dyn Handler> = match metrics {
             Some(MetricsListener { listener, messages }) => {
-                let collected = Collected::new(Arc::clone(&messages), proxy.clone(), senders);
+                let mut collected = Collected::new(Arc::clone(&messages), proxy.clone(), senders);
+                if let Some(dropped) = hep_dropped {
+                    collected = collected.with_hep_dropped(dropped);
+                }
                 tokio::spawn(crate::metrics::serve(
                     listener,
                     collected,
@@ -188,6 +220,10 @@ impl Server {
             }
             None => Arc::new(proxy.clone()),
         };
+        let hep_sender = hep.map(|(capture, sender)| {
+            handler = Arc::new(Captured::new(Arc::clone(&handler), capture));
+            tokio::spawn(sender.run(hep_stop.clone()))
+        });
         let sweeper = {
             let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
             tokio::spawn(async move {
@@ -235,6 +271,10 @@ impl Server {
         };
         transports.run(handler, shutdown.clone(), FLUSH).await;
         shutdown.cancel();
+        hep_stop.cancel();
+        if let Some(hep_sender) = hep_sender {
+            let _ = hep_sender.await;
+        }
         let _ = tokio::join!(sweeper, stopping);
     }
 }

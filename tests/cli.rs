@@ -86,6 +86,8 @@ fn help_lists_every_flag() {
         "lenient-trusted-server",
         "drain-timeout",
         "metrics-addr",
+        "hep-addr",
+        "hep-id",
         "max-message-size",
         "max-connections",
         "max-connections-per-ip",
@@ -352,6 +354,19 @@ fn usage_errors_exit_64() {
             &["-metrics-addr", "127.0.0.1"],
             "invalid value '127.0.0.1' for '--metrics-addr <IP:PORT>'",
         ),
+        (
+            &["-hep-addr", "localhost:9060"],
+            "invalid value 'localhost:9060' for '--hep-addr <IP:PORT>'",
+        ),
+        (
+            &["-hep-addr", "127.0.0.1:9060", "-hep-id", "two"],
+            "invalid value 'two' for '--hep-id <N>'",
+        ),
+        (
+            &["-hep-addr", "127.0.0.1:9060", "-hep-id", "4294967296"],
+            "invalid value '4294967296' for '--hep-id <N>'",
+        ),
+        (&["-hep-id", "7"], "roundabout: -hep-id needs -hep-addr"),
         (&["-csr", "-csr-c", "US"], "roundabout: -csr needs -csr-cn"),
         (&["csr", "--key", "key.pem"], "--cn"),
     ] {

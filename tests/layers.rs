@@ -24,9 +24,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("transport", &["ratelimit", "sip", "config"]),
     ("proxy", &["ratelimit", "sip", "config", "transport"]),
     ("metrics", &["ratelimit", "sip", "transport", "proxy"]),
+    ("hep", &["ratelimit", "sip", "transport"]),
     (
         "server",
-        &["sip", "config", "transport", "proxy", "metrics"],
+        &["sip", "config", "transport", "proxy", "metrics", "hep"],
     ),
     ("cli", &["sip", "config", "csr"]),
     ("main", &["config", "csr", "server", "cli"]),

@@ -34,6 +34,7 @@ impl Config {
             transaction_limits,
             drain_timeout,
             metrics_addr,
+            hep,
         } = self;
         let port = |transport| match ports.get(transport) {
             Some(port) => port.to_string(),
@@ -86,6 +87,10 @@ impl Config {
                 "metrics-addr={}",
                 metrics_addr.map_or("off".to_owned(), |addr| addr.to_string())
             ),
+            match hep {
+                Some(hep) => format!("hep-addr={} hep-id={}", hep.addr, hep.agent_id),
+                None => "hep-addr=off".to_owned(),
+            },
             format!(
                 "limits max-message-size={} max-connections={} max-connections-per-ip={} \
                  idle-timeout={}s handshake-timeout={}s read-timeout={}s write-timeout={}s \

@@ -314,6 +314,15 @@ pub struct RunArgs {
     #[arg(long, env = "ROUNDABOUT_METRICS_ADDR", value_name = "IP:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Send every SIP message received and sent as a HEPv3 packet over UDP to this address
+    /// (Homer, sngrep; off unless given)
+    #[arg(long, env = "ROUNDABOUT_HEP_ADDR", value_name = "IP:PORT")]
+    pub hep_addr: Option<std::net::SocketAddr>,
+
+    /// Capture agent id in the HEP packets (default 2001; needs -hep-addr)
+    #[arg(long, env = "ROUNDABOUT_HEP_ID", value_name = "N")]
+    pub hep_id: Option<u32>,
+
     #[command(flatten)]
     pub transactions: TransactionArgs,
 

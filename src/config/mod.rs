@@ -71,7 +71,19 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// `-metrics-addr`: where `GET /metrics` and `GET /health` are served; `None` is off.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `-hep-addr` and `-hep-id`: where captured messages go; `None` is off.
+    pub hep: Option<Hep>,
 }
+
+/// The HEP capture server and the agent id Roundabout sends as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hep {
+    pub addr: std::net::SocketAddr,
+    pub agent_id: u32,
+}
+
+/// `-hep-id` when not given.
+pub const DEFAULT_HEP_ID: u32 = 2001;
 
 /// Listening port per transport; `None` is `off`, `Some(0)` an ephemeral port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,6 +260,8 @@ pub enum ConfigError {
     LocalFqdn(String),
     #[error("-contact-header-fqdn needs -local-fqdn")]
     ContactFqdnWithoutLocalFqdn,
+    #[error("-hep-id needs -hep-addr")]
+    HepIdWithoutHepAddr,
     #[error("-default-sip-server {0} is not the IP address of any -trusted-server")]
     DefaultServerNotTrusted(IpAddr),
     #[error("-ws-path {0:?}: a path starts with / and has no spaces")]
@@ -331,6 +345,8 @@ impl Config {
             lenient_trusted_server,
             drain_timeout,
             metrics_addr,
+            hep_addr,
+            hep_id,
             transactions:
                 TransactionArgs {
                     sip_t1_ms,
@@ -364,6 +380,14 @@ impl Config {
         if *contact_header_fqdn && local_fqdn.is_none() {
             return Err(ConfigError::ContactFqdnWithoutLocalFqdn);
         }
+        let hep = match (hep_addr, hep_id) {
+            (Some(addr), id) => Some(Hep {
+                addr: *addr,
+                agent_id: id.unwrap_or(DEFAULT_HEP_ID),
+            }),
+            (None, Some(_)) => return Err(ConfigError::HepIdWithoutHepAddr),
+            (None, None) => None,
+        };
         let (trusted_servers, skipped) =
             servers::parse_trusted_servers(trusted_server, *lenient_trusted_server)?;
         let trusted_clients = clients::parse_client_ranges(
@@ -485,6 +509,7 @@ impl Config {
             transaction_limits,
             drain_timeout: Duration::from_secs(*drain_timeout),
             metrics_addr: *metrics_addr,
+            hep,
         };
         Ok(Validated { config, skipped })
     }

@@ -579,6 +579,23 @@ fn drain_timeout() {
 }
 
 #[test]
+fn hep_is_off_unless_given_and_its_id_defaults() {
+    assert_eq!(config(&[]).hep, None);
+    assert!(config(&[]).describe().contains(&"hep-addr=off".to_owned()));
+    let on = config(&["-hep-addr", "127.0.0.1:9060"]);
+    let expected = Hep {
+        addr: "127.0.0.1:9060".parse().unwrap(),
+        agent_id: DEFAULT_HEP_ID,
+    };
+    assert_eq!(on.hep, Some(expected));
+    assert!(on
+        .describe()
+        .contains(&"hep-addr=127.0.0.1:9060 hep-id=2001".to_owned()));
+    let id = config(&["-hep-addr", "127.0.0.1:9060", "-hep-id", "4242"]);
+    assert_eq!(id.hep.map(|hep| hep.agent_id), Some(4242));
+}
+
+#[test]
 fn metrics_addr_is_off_unless_given() {
     assert_eq!(config(&[]).metrics_addr, None);
     assert!(config(&[])

@@ -2,6 +2,7 @@
 //! by `prometheus-client`. The names, their labels and their meaning are listed in README.md.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -21,6 +22,8 @@ pub struct Collected {
     messages: Arc<Messages>,
     proxy: Proxy,
     senders: Senders,
+    /// With `-hep-addr`: messages the capture dropped.
+    hep_dropped: Option<Arc<AtomicU64>>,
 }
 
 impl Collected {
@@ -30,6 +33,16 @@ impl Collected {
             messages,
             proxy,
             senders,
+            hep_dropped: None,
+        }
+    }
+
+    /// Shows `roundabout_hep_dropped_total` too, read from `dropped`.
+    #[must_use]
+    pub fn with_hep_dropped(self, dropped: Arc<AtomicU64>) -> Collected {
+        Collected {
+            hep_dropped: Some(dropped),
+            ..self
         }
     }
 }
@@ -93,6 +106,14 @@ impl Collector for Collected {
             "Responses dropped because they answer nothing Roundabout sent.",
             self.proxy.forged_responses(),
         )?;
+        if let Some(dropped) = &self.hep_dropped {
+            counter(
+                &mut encoder,
+                "roundabout_hep_dropped",
+                "SIP messages not captured to -hep-addr: the capture queue was full, or the message too long for HEP.",
+                dropped.load(Ordering::Relaxed),
+            )?;
+        }
         process(&mut encoder, Usage::read())
     }
 }

@@ -72,6 +72,7 @@ impl Router {
             mutual_tls: _,
             drain_timeout: _,
             metrics_addr: _,
+            hep: _,
             ws_path: _,
             proxy_protocol_from: _,
             sip_timers: _,

@@ -93,6 +93,7 @@ pub(super) fn config() -> Config {
         transaction_limits: crate::config::TransactionLimits::DEFAULT,
         drain_timeout: Duration::from_secs(5),
         metrics_addr: None,
+        hep: None,
     }
 }
 

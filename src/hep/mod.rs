@@ -1,0 +1,268 @@
+//! `-hep-addr`: every SIP message received and sent, as the handler gets it and the transports
+//! take it (TLS and WebSocket framing already removed), goes as a HEPv3 packet over UDP to a
+//! capture server (Homer, sngrep). [`Captured`] wraps the proxy as the transports' handler and
+//! the transports as the proxy's outbound, only when `-hep-addr` is given, so without it
+//! nothing is captured. Capturing never waits: messages go into a bounded queue that one task
+//! ([`Sender::run`]) drains; when the queue is full the message is dropped and counted.
+//!
+//! Stream transports (TCP, TLS, WS, WSS) are all marked as TCP: HEP's protocol chunk is the IP
+//! protocol, and the port tells the transports apart.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::sip::Transport;
+use crate::transport::{
+    ConnectionId, Destination, Encoded, FlowKey, Handler, Inbound, Outbound, SendError, Senders,
+};
+use crate::warn_limited;
+
+mod encode;
+
+/// Messages waiting to be sent to the capture server; beyond this they are dropped.
+const QUEUE: usize = 4096;
+
+/// One message on its way to the capture server.
+#[derive(Debug)]
+struct Message {
+    source: SocketAddr,
+    destination: SocketAddr,
+    transport: Transport,
+    time: Duration,
+    head: Bytes,
+    body: Bytes,
+}
+
+/// The capturing side: puts messages in the queue, never waiting.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    queue: mpsc::Sender<Message>,
+    /// Roundabout's listening address per transport (`Transport as usize`).
+    local: Arc<[Option<SocketAddr>; Transport::ALL.len()]>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The sending side: the socket connected to the capture server and the queue it drains.
+#[derive(Debug)]
+pub struct Sender {
+    socket: UdpSocket,
+    queue: mpsc::Receiver<Message>,
+    agent_id: u32,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Binds the socket to the capture server at `addr`, sending as capture agent `agent_id`.
+///
+/// # Errors
+/// The socket cannot be bound or connected.
+pub async fn bind(
+    addr: SocketAddr,
+    agent_id: u32,
+    senders: &Senders,
+) -> std::io::Result<(Capture, Sender)> {
+    let any: IpAddr = match addr {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((any, 0)).await?;
+    socket.connect(addr).await?;
+    let (queue, receiver) = mpsc::channel(QUEUE);
+    let local = Transport::ALL.map(|transport| senders.local_addr(transport));
+    let dropped = Arc::<AtomicU64>::default();
+    let capture = Capture {
+        queue,
+        local: Arc::new(local),
+        dropped: Arc::clone(&dropped),
+    };
+    let sender = Sender {
+        socket,
+        queue: receiver,
+        agent_id,
+        dropped,
+    };
+    Ok((capture, sender))
+}
+
+impl Capture {
+    /// Messages not captured: the queue was full, or one was too long for a HEP packet.
+    #[must_use]
+    pub fn dropped(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
+    }
+
+    fn local(&self, transport: Transport) -> SocketAddr {
+        self.local[transport as usize]
+            .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+    }
+
+    fn capture(&self, source: SocketAddr, destination: SocketAddr, flow: &FlowKey, msg: Encoded) {
+        let captured = Message {
+            source,
+            destination,
+            transport: flow.transport,
+            time: encode::now(),
+            head: msg.head,
+            body: msg.body,
+        };
+        if self.queue.try_send(captured).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn received(&self, inbound: &Inbound) {
+        let msg = Encoded {
+            head: inbound.data.clone(),
+            body: Bytes::new(),
+        };
+        let local = self.local(inbound.flow.transport);
+        self.capture(inbound.flow.remote, local, &inbound.flow, msg);
+    }
+
+    fn sent(&self, dest: &Destination, msg: Encoded) {
+        let local = self.local(dest.flow.transport);
+        self.capture(local, dest.flow.remote, &dest.flow, msg);
+    }
+}
+
+impl Sender {
+    /// Sends what is queued until `shutdown`, then what is still queued then.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut packet = Vec::with_capacity(2048);
+        loop {
+            let captured = tokio::select! {
+                () = shutdown.cancelled() => match self.queue.try_recv() {
+                    Ok(captured) => captured,
+                    Err(_) => break,
+                },
+                captured = self.queue.recv() => match captured {
+                    Some(captured) => captured,
+                    None => break,
+                },
+            };
+            let ip_protocol = if captured.transport.is_stream() {
+                encode::IPPROTO_TCP
+            } else {
+                encode::IPPROTO_UDP
+            };
+            let payload: [&[u8]; 2] = [&captured.head, &captured.body];
+            let hep = encode::Packet {
+                source: captured.source,
+                destination: captured.destination,
+                ip_protocol,
+                time: captured.time,
+                agent_id: self.agent_id,
+                payload: &payload,
+            };
+            if let Err(error) = encode::encode(&hep, &mut packet) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                warn_limited!(%error, "message not captured");
+                continue;
+            }
+            if let Err(error) = self.socket.send(&packet).await {
+                warn_limited!(%error, "HEP packet not sent");
+            }
+        }
+    }
+}
+
+/// The proxy as the transports' handler, or the transports as the proxy's outbound, with every
+/// message that passes captured.
+pub struct Captured<T: ?Sized> {
+    inner: Arc<T>,
+    capture: Capture,
+}
+
+impl<T: ?Sized> Captured<T> {
+    pub fn new(inner: Arc<T>, capture: Capture) -> Captured<T> {
+        Captured { inner, capture }
+    }
+}
+
+impl Handler for Captured<dyn Handler> {
+    fn handle(&self, inbound: Inbound) {
+        self.capture.received(&inbound);
+        self.inner.handle(inbound);
+    }
+
+    fn undelivered(&self, msg: Encoded, flow: FlowKey) {
+        self.inner.undelivered(msg, flow);
+    }
+
+    fn connection_closed(&self, flow: FlowKey, connection: ConnectionId) {
+        self.inner.connection_closed(flow, connection);
+    }
+}
+
+impl Outbound for Captured<dyn Outbound> {
+    /// Captured once the transport took the message (sent on UDP, queued on a stream).
+    fn send(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError> {
+        let copy = msg.clone();
+        self.inner.send(dest, msg)?;
+        self.capture.sent(dest, copy);
+        Ok(())
+    }
+
+    fn connection_at(
+        &self,
+        remote: SocketAddr,
+        transport: Transport,
+    ) -> Option<(FlowKey, ConnectionId)> {
+        self.inner.connection_at(remote, transport)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture(queue: usize) -> (Capture, mpsc::Receiver<Message>) {
+        let (sender, receiver) = mpsc::channel(queue);
+        let mut local = [None; Transport::ALL.len()];
+        local[Transport::Udp as usize] = Some("192.0.2.9:5060".parse().unwrap());
+        let capture = Capture {
+            queue: sender,
+            local: Arc::new(local),
+            dropped: Arc::default(),
+        };
+        (capture, receiver)
+    }
+
+    fn inbound() -> Inbound {
+        Inbound {
+            data: Bytes::from_static(b"OPTIONS sip:a@192.0.2.9 SIP/2.0\r\n\r\n"),
+            flow: FlowKey {
+                transport: Transport::Udp,
+                remote: "192.0.2.1:5070".parse().unwrap(),
+            },
+            connection: None,
+        }
+    }
+
+    #[test]
+    fn a_received_message_goes_from_the_remote_to_the_listener() {
+        let (capture, mut queue) = capture(4);
+        capture.received(&inbound());
+        let message = queue.try_recv().unwrap();
+        assert_eq!(message.source, "192.0.2.1:5070".parse().unwrap());
+        assert_eq!(message.destination, "192.0.2.9:5060".parse().unwrap());
+        assert_eq!(&message.head[..], &inbound().data[..]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let (capture, mut queue) = capture(1);
+        capture.received(&inbound());
+        capture.received(&inbound());
+        capture.received(&inbound());
+        assert_eq!(capture.dropped().load(Ordering::Relaxed), 2);
+        assert!(queue.try_recv().is_ok());
+        assert!(queue.try_recv().is_err());
+    }
+}

@@ -1,0 +1,218 @@
+//! `-hep-addr` against a real capture server: sngrep listens for HEP and writes what it gets to
+//! a pcap; SIPp sends MESSAGEs over UDP through Roundabout to a UDP server. Every message of
+//! the exchange is then in the pcap as readable SIP on both legs, with the real addresses:
+//! SIPp to Roundabout's UDP listener, Roundabout's listener to the server, and back.
+
+// Test code: a failed unwrap is a failed test, with its line.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::process::{poll_until, wait_for_exit};
+use common::udp_server::UdpServer;
+use common::{free_port, require, wait_udp_bound, Roundabout, Sipp};
+
+/// MESSAGEs SIPp sends.
+const CALLS: usize = 3;
+
+/// One captured packet: IP protocol, source, destination and the transport payload.
+#[derive(Debug)]
+struct Frame {
+    protocol: u8,
+    source: SocketAddr,
+    destination: SocketAddr,
+    payload: String,
+}
+
+/// The IPv4 UDP and TCP frames of a pcap file (24-byte global header, then 16-byte record
+/// headers each followed by the frame), whatever the link type sngrep chose.
+fn frames(pcap: &[u8]) -> Vec<Frame> {
+    let Some(header) = pcap.get(..24) else {
+        return Vec::new();
+    };
+    let little = header[..4] == [0xd4, 0xc3, 0xb2, 0xa1] || header[..4] == [0x4d, 0x3c, 0xb2, 0xa1];
+    let u32_at = |bytes: &[u8], at: usize| {
+        let word: [u8; 4] = bytes[at..at + 4].try_into().unwrap();
+        if little {
+            u32::from_le_bytes(word)
+        } else {
+            u32::from_be_bytes(word)
+        }
+    };
+    let link_header = match u32_at(header, 20) {
+        1 => 14,      // Ethernet
+        113 => 16,    // Linux cooked
+        276 => 20,    // Linux cooked v2
+        0 | 108 => 4, // BSD loopback
+        _ => 0,       // raw IP
+    };
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let captured = u32_at(pcap, at + 8) as usize;
+        let Some(frame) = pcap.get(at + 16..at + 16 + captured) else {
+            break;
+        };
+        at += 16 + captured;
+        let Some(ip) = frame.get(link_header..) else {
+            continue;
+        };
+        if ip.len() < 20 || ip[0] >> 4 != 4 {
+            continue;
+        }
+        let ip_header = usize::from(ip[0] & 0x0f) * 4;
+        let address = |at: usize| Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]);
+        let port = |at: usize| u16::from_be_bytes([ip[at], ip[at + 1]]);
+        let protocol = ip[9];
+        let transport_header = match protocol {
+            17 => 8,
+            6 => usize::from(ip[ip_header + 12] >> 4) * 4,
+            _ => continue,
+        };
+        frames.push(Frame {
+            protocol,
+            source: SocketAddr::from((address(12), port(ip_header))),
+            destination: SocketAddr::from((address(16), port(ip_header + 2))),
+            payload: String::from_utf8_lossy(&ip[ip_header + transport_header..]).into_owned(),
+        });
+    }
+    frames
+}
+
+/// The value of header `name` in a SIP message.
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message.lines().find_map(|line| {
+        let (field, value) = line.split_once(':')?;
+        field
+            .trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim())
+    })
+}
+
+/// sngrep as a HEP server on `addr`, writing to `pcap`; started and listening.
+fn sngrep(addr: SocketAddr, pcap: &std::path::Path) -> Child {
+    let child = Command::new("sngrep")
+        .args(["-N", "-q", "-L", &format!("udp:{addr}"), "-O"])
+        .arg(pcap)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sngrep starts");
+    assert!(
+        wait_udp_bound(addr, Duration::from_secs(10)),
+        "sngrep never listened on {addr}"
+    );
+    child
+}
+
+#[test]
+fn every_message_of_both_legs_reaches_the_capture_server() {
+    if !require("sipp") || !require("sngrep") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("out.pcap");
+    let hep = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+    let mut capture = sngrep(hep, &pcap);
+
+    let mut server = UdpServer::start("127.0.0.2");
+    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", server.addr.port());
+    let hep_flag = hep.to_string();
+    let mut rb = Roundabout::start(&[
+        "-strict-host",
+        "-trusted-server",
+        &trusted,
+        "-drain-timeout",
+        "0",
+        "-hep-addr",
+        &hep_flag,
+        "-hep-id",
+        "4242",
+    ]);
+    let proxy = rb.addr("udp");
+    let sipp_addr = SocketAddr::from(([127, 0, 0, 3], free_port("127.0.0.3")));
+    let mut uac = Sipp::run("message_uac.xml", "127.0.0.3", sipp_addr.port(), "udp")
+        .to(proxy)
+        .via(proxy)
+        .key("ruri", "sip:bob@registrar.test")
+        .calls(CALLS)
+        .rate(10)
+        .spawn();
+    assert_eq!(
+        uac.wait(Duration::from_secs(20)),
+        Some(0),
+        "SIPp failed\nerrors:\n{}\nproxy log:\n{}",
+        uac.errors(),
+        rb.logs()
+    );
+    let call_ids: Vec<String> = uac
+        .sent()
+        .iter()
+        .filter(|m| m.starts_with("MESSAGE "))
+        .filter_map(|m| header(m, "Call-ID").map(str::to_owned))
+        .collect();
+    assert!(call_ids.len() >= CALLS, "{call_ids:?}");
+    let server_got = server.all().len();
+    assert!(server_got >= CALLS);
+
+    // Roundabout sends what it queued before it exits; sngrep writes the pcap as it stops.
+    rb.signal("TERM");
+    assert_eq!(
+        rb.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        rb.logs()
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &capture.id().to_string()])
+        .status();
+    assert!(
+        wait_for_exit(&mut capture, Instant::now() + Duration::from_secs(10)).is_some(),
+        "sngrep did not stop"
+    );
+    let frames = poll_until(
+        Instant::now() + Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            let frames = frames(&std::fs::read(&pcap).ok()?);
+            (!frames.is_empty()).then_some(frames)
+        },
+    )
+    .unwrap_or_else(|| panic!("nothing in {}\nproxy log:\n{}", pcap.display(), rb.logs()));
+
+    let legs = [
+        ("MESSAGE ", sipp_addr, proxy),
+        ("MESSAGE ", proxy, server.addr),
+        ("SIP/2.0 200", server.addr, proxy),
+        ("SIP/2.0 200", proxy, sipp_addr),
+    ];
+    for call_id in &call_ids {
+        for (start, source, destination) in legs {
+            let found = frames.iter().any(|frame| {
+                frame.protocol == 17
+                    && frame.source == source
+                    && frame.destination == destination
+                    && frame.payload.starts_with(start)
+                    && header(&frame.payload, "Call-ID") == Some(call_id.as_str())
+            });
+            assert!(
+                found,
+                "no {start} {source} -> {destination} of {call_id} in the capture:\n{frames:#?}"
+            );
+        }
+    }
+    // Nothing else: each message once, retransmissions included (SIPp's and the server's).
+    let sipp_sent = uac.sent().len();
+    let sipp_got = uac.received().len();
+    assert_eq!(
+        frames.len(),
+        sipp_sent + sipp_got + server_got * 2,
+        "{frames:#?}"
+    );
+}
