@@ -11,14 +11,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::hep::{Capture, Captured};
-use crate::metrics::{Collected, Counted, Messages};
+use crate::hep::Capture;
+use crate::metrics::{Collected, Messages};
 use crate::proxy::flood::{OverloadGuard, SourceLimiter};
 use crate::proxy::router::Router;
 use crate::proxy::transaction::Transactions;
 use crate::proxy::Proxy;
 use crate::sip::Transport;
-use crate::transport::{Handler, Outbound, Senders, TransportError, Transports};
+use crate::transport::{Handler, Outbound, Senders, Tapped, TransportError, Transports};
 
 /// After the drain, how long connections may take to write what is queued.
 const FLUSH: Duration = Duration::from_secs(1);
@@ -149,15 +149,10 @@ impl Server {
             }
             None => None,
         };
-        // Without -metrics-addr the proxy sends straight to the transports: nothing counted;
-        // without -hep-addr nothing captured.
-        let mut outbound: Arc<dyn Outbound> = match &metrics {
-            Some(metrics) => Arc::new(Counted::new(senders.clone(), Arc::clone(&metrics.messages))),
+        let outbound: Arc<dyn Outbound> = match taps(&metrics, &hep) {
+            Some(taps) => Arc::new(Tapped::new(senders.clone(), taps)),
             None => Arc::new(senders.clone()),
         };
-        if let Some((capture, _)) = &hep {
-            outbound = Arc::new(Captured::new(outbound, capture.clone()));
-        }
         let ports = Transport::ALL
             .into_iter()
             .filter_map(|t| senders.local_addr(t).map(|addr| (t, addr.port())))
@@ -203,27 +198,24 @@ impl Server {
         let shutdown = CancellationToken::new();
         // Stopped once the transports are, so that what they send to the last is captured.
         let hep_stop = CancellationToken::new();
-        let hep_dropped = hep.as_ref().map(|(capture, _)| capture.dropped());
-        let mut handler: Arc<dyn Handler> = match metrics {
-            Some(MetricsListener { listener, messages }) => {
-                let mut collected = Collected::new(Arc::clone(&messages), proxy.clone(), senders);
-                if let Some(dropped) = hep_dropped {
-                    collected = collected.with_hep_dropped(dropped);
-                }
-                tokio::spawn(crate::metrics::serve(
-                    listener,
-                    collected,
-                    control.drain.clone(),
-                    shutdown.clone(),
-                ));
-                Arc::new(Counted::new(proxy.clone(), messages))
-            }
+        let handler: Arc<dyn Handler> = match taps(&metrics, &hep) {
+            Some(taps) => Arc::new(Tapped::new(proxy.clone(), taps)),
             None => Arc::new(proxy.clone()),
         };
-        let hep_sender = hep.map(|(capture, sender)| {
-            handler = Arc::new(Captured::new(Arc::clone(&handler), capture));
-            tokio::spawn(sender.run(hep_stop.clone()))
-        });
+        let hep_dropped = hep.as_ref().map(|(capture, _)| capture.dropped());
+        if let Some(MetricsListener { listener, messages }) = metrics {
+            let mut collected = Collected::new(Arc::clone(&messages), proxy.clone(), senders);
+            if let Some(dropped) = hep_dropped {
+                collected = collected.with_hep_dropped(dropped);
+            }
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                collected,
+                control.drain.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let hep_sender = hep.map(|(_, sender)| tokio::spawn(sender.run(hep_stop.clone())));
         let sweeper = {
             let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
             tokio::spawn(async move {
@@ -277,6 +269,20 @@ impl Server {
         }
         let _ = tokio::join!(sweeper, stopping);
     }
+}
+
+/// What watches the messages between the transports and the proxy: the metrics' counts and the
+/// HEP capture, each only when configured; `None` when neither is, and then the proxy and the
+/// transports talk directly, with nothing counted or captured.
+fn taps(
+    metrics: &Option<MetricsListener>,
+    hep: &Option<(Capture, crate::hep::Sender)>,
+) -> Option<(Option<Arc<Messages>>, Option<Capture>)> {
+    let counts = metrics
+        .as_ref()
+        .map(|metrics| Arc::clone(&metrics.messages));
+    let capture = hep.as_ref().map(|(capture, _)| capture.clone());
+    (counts.is_some() || capture.is_some()).then_some((counts, capture))
 }
 
 /// With a wildcard `-bind-ip`, the addresses of this host's interfaces: the listeners take what

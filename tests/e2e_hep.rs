@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{poll_until, wait_for_exit};
 use common::udp_server::UdpServer;
-use common::{free_port, require, wait_udp_bound, Roundabout, Sipp};
+use common::{free_port, header, require, sipp_messages, wait_udp_bound, Roundabout};
 
 /// MESSAGEs SIPp sends.
 const CALLS: usize = 3;
@@ -83,17 +83,6 @@ fn frames(pcap: &[u8]) -> Vec<Frame> {
     frames
 }
 
-/// The value of header `name` in a SIP message.
-fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
-    message.lines().find_map(|line| {
-        let (field, value) = line.split_once(':')?;
-        field
-            .trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| value.trim())
-    })
-}
-
 /// sngrep as a HEP server on `addr`, writing to `pcap`; started and listening.
 fn sngrep(addr: SocketAddr, pcap: &std::path::Path) -> Child {
     let child = Command::new("sngrep")
@@ -137,19 +126,12 @@ fn every_message_of_both_legs_reaches_the_capture_server() {
     ]);
     let proxy = rb.addr("udp");
     let sipp_addr = SocketAddr::from(([127, 0, 0, 3], free_port("127.0.0.3")));
-    let mut uac = Sipp::run("message_uac.xml", "127.0.0.3", sipp_addr.port(), "udp")
-        .to(proxy)
-        .via(proxy)
-        .key("ruri", "sip:bob@registrar.test")
-        .calls(CALLS)
-        .rate(10)
-        .spawn();
-    assert_eq!(
-        uac.wait(Duration::from_secs(20)),
-        Some(0),
-        "SIPp failed\nerrors:\n{}\nproxy log:\n{}",
-        uac.errors(),
-        rb.logs()
+    let uac = sipp_messages(
+        &rb,
+        "127.0.0.3",
+        sipp_addr.port(),
+        "sip:bob@registrar.test",
+        CALLS,
     );
     let call_ids: Vec<String> = uac
         .sent()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::http::{get, Answer};
 use common::process::poll_until;
 use common::udp_server::UdpServer;
-use common::{free_port, require, Roundabout, Sipp};
+use common::{free_port, require, sipp_messages, Roundabout};
 
 /// MESSAGEs SIPp sends.
 const CALLS: usize = 5;
@@ -121,25 +121,12 @@ fn metrics_count_what_the_peers_saw_and_health_follows_the_drain() {
     assert_eq!(before.status, 200);
     assert_eq!(udp_counts(&before.body), [0; 4], "{}", before.body);
 
-    let proxy = rb.addr("udp");
-    let mut uac = Sipp::run(
-        "message_uac.xml",
+    let uac = sipp_messages(
+        &rb,
         "127.0.0.3",
         free_port("127.0.0.3"),
-        "udp",
-    )
-    .to(proxy)
-    .via(proxy)
-    .key("ruri", "sip:bob@registrar.test")
-    .calls(CALLS)
-    .rate(10)
-    .spawn();
-    assert_eq!(
-        uac.wait(Duration::from_secs(20)),
-        Some(0),
-        "SIPp failed\nerrors:\n{}\nproxy log:\n{}",
-        uac.errors(),
-        rb.logs()
+        "sip:bob@registrar.test",
+        CALLS,
     );
     // What each peer's own trace says went over the wire (a UDP retransmission included).
     let count = |messages: &[String], start: &str| {

@@ -21,38 +21,10 @@ use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
 use common::certs::TestCa;
 use common::node::{self, Json, NodeScript};
 use common::udp_server::UdpServer;
-use common::{free_port, header, require, uri_of, vias, Roundabout, Sipp, UdpPeer};
+use common::{free_port, header, require, sipp_messages, uri_of, vias, Roundabout, Sipp, UdpPeer};
 
 /// What any single step may take; every test stays well under a minute.
 const STEP: Duration = Duration::from_secs(10);
-
-/// A SIPp UAC on UDP sends `calls` MESSAGEs to `ruri` through Roundabout's UDP listener; each
-/// must get its 200.
-fn sipp_message(rb: &Roundabout, ruri: &str, calls: usize) -> Sipp {
-    let proxy = rb.addr("udp");
-    let mut uac = Sipp::run(
-        "message_uac.xml",
-        "127.0.0.3",
-        free_port("127.0.0.3"),
-        "udp",
-    )
-    .to(proxy)
-    .via(proxy)
-    .key("ruri", ruri)
-    .calls(calls)
-    .rate(10)
-    .spawn();
-    let code = uac.wait(Duration::from_secs(20));
-    assert_eq!(
-        code,
-        Some(0),
-        "SIPp MESSAGE to {ruri} failed\nerrors:\n{}\nreceived:\n{:#?}\nproxy log:\n{}",
-        uac.errors(),
-        uac.received(),
-        rb.logs()
-    );
-    uac
-}
 
 /// Every 200 SIPp got names only SIPp's own Via (Roundabout's was popped).
 fn check_sipp_answers(uac: &Sipp, calls: usize) {
@@ -193,7 +165,7 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
     // A SIPp UAC on UDP sends a MESSAGE to the Contact the registrar saw; JsSIP gets it, with
     // its own contact as Request-URI, and SIPp gets JsSIP's 200.
     let target = uri_of(rewritten).to_string();
-    let uac = sipp_message(&rb, &target, 1);
+    let uac = sipp_messages(&rb, "127.0.0.3", free_port("127.0.0.3"), &target, 1);
     let incoming = jssip.wait_for("incoming_message", STEP);
     assert!(
         incoming.str("body").starts_with("hello from sipp 1"),
@@ -208,7 +180,13 @@ fn jssip_through_roundabout(transport: &str, contact_user: Option<&str>) {
     check_sipp_answers(&uac, 1);
     // Without a token, the client cache finds the registered user (the To user of the
     // REGISTER, whatever JsSIP's Contact user is) and sends down the same WebSocket.
-    let uac = sipp_message(&rb, &format!("sip:alice@127.0.0.1:{udp_port}"), 1);
+    let uac = sipp_messages(
+        &rb,
+        "127.0.0.3",
+        free_port("127.0.0.3"),
+        &format!("sip:alice@127.0.0.1:{udp_port}"),
+        1,
+    );
     let incoming = jssip.wait_for("incoming_message", STEP);
     assert!(incoming.str("body").starts_with("hello from sipp 1"));
     assert_eq!(incoming.str("ruri"), contact, "R-URI from the client cache");
@@ -288,7 +266,13 @@ fn roundabout_dials_ws_server(transport: &str) {
         &ca_path,
     ]);
 
-    let uac = sipp_message(&rb, "sip:peer@wsspeer.test", 2);
+    let uac = sipp_messages(
+        &rb,
+        "127.0.0.3",
+        free_port("127.0.0.3"),
+        "sip:peer@wsspeer.test",
+        2,
+    );
     check_sipp_answers(&uac, 2);
 
     // One connection, offering exactly `sip`, Host and SNI the server's first FQDN, path `/`.

@@ -1,8 +1,7 @@
 //! `-hep-addr`: every SIP message received and sent, as the handler gets it and the transports
 //! take it (TLS and WebSocket framing already removed), goes as a HEPv3 packet over UDP to a
-//! capture server (Homer, sngrep). [`Captured`] wraps the proxy as the transports' handler and
-//! the transports as the proxy's outbound, only when `-hep-addr` is given, so without it
-//! nothing is captured. Capturing never waits: messages go into a bounded queue that one task
+//! capture server (Homer, sngrep). [`Capture`] is a [`Tap`] that the server puts between the
+//! transports and the proxy only when `-hep-addr` is given, so without it nothing is captured. Capturing never waits: messages go into a bounded queue that one task
 //! ([`Sender::run`]) drains; when the queue is full the message is dropped and counted.
 //!
 //! Stream transports (TCP, TLS, WS, WSS) are all marked as TCP: HEP's protocol chunk is the IP
@@ -19,9 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::sip::Transport;
-use crate::transport::{
-    ConnectionId, Destination, Encoded, FlowKey, Handler, Inbound, Outbound, SendError, Senders,
-};
+use crate::transport::{Destination, Encoded, FlowKey, Inbound, Senders, Tap};
 use crate::warn_limited;
 
 mod encode;
@@ -115,20 +112,6 @@ impl Capture {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
-
-    fn received(&self, inbound: &Inbound) {
-        let msg = Encoded {
-            head: inbound.data.clone(),
-            body: Bytes::new(),
-        };
-        let local = self.local(inbound.flow.transport);
-        self.capture(inbound.flow.remote, local, &inbound.flow, msg);
-    }
-
-    fn sent(&self, dest: &Destination, msg: Encoded) {
-        let local = self.local(dest.flow.transport);
-        self.capture(local, dest.flow.remote, &dest.flow, msg);
-    }
 }
 
 impl Sender {
@@ -172,49 +155,26 @@ impl Sender {
     }
 }
 
-/// The proxy as the transports' handler, or the transports as the proxy's outbound, with every
-/// message that passes captured.
-pub struct Captured<T: ?Sized> {
-    inner: Arc<T>,
-    capture: Capture,
-}
+impl Tap for Capture {
+    /// The message itself (its two parts shared, not copied).
+    type Sending = Encoded;
 
-impl<T: ?Sized> Captured<T> {
-    pub fn new(inner: Arc<T>, capture: Capture) -> Captured<T> {
-        Captured { inner, capture }
-    }
-}
-
-impl Handler for Captured<dyn Handler> {
-    fn handle(&self, inbound: Inbound) {
-        self.capture.received(&inbound);
-        self.inner.handle(inbound);
+    fn received(&self, inbound: &Inbound) {
+        let msg = Encoded {
+            head: inbound.data.clone(),
+            body: Bytes::new(),
+        };
+        let local = self.local(inbound.flow.transport);
+        self.capture(inbound.flow.remote, local, &inbound.flow, msg);
     }
 
-    fn undelivered(&self, msg: Encoded, flow: FlowKey) {
-        self.inner.undelivered(msg, flow);
+    fn sending(&self, msg: &Encoded) -> Encoded {
+        msg.clone()
     }
 
-    fn connection_closed(&self, flow: FlowKey, connection: ConnectionId) {
-        self.inner.connection_closed(flow, connection);
-    }
-}
-
-impl Outbound for Captured<dyn Outbound> {
-    /// Captured once the transport took the message (sent on UDP, queued on a stream).
-    fn send(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError> {
-        let copy = msg.clone();
-        self.inner.send(dest, msg)?;
-        self.capture.sent(dest, copy);
-        Ok(())
-    }
-
-    fn connection_at(
-        &self,
-        remote: SocketAddr,
-        transport: Transport,
-    ) -> Option<(FlowKey, ConnectionId)> {
-        self.inner.connection_at(remote, transport)
+    fn sent(&self, dest: &Destination, msg: Encoded) {
+        let local = self.local(dest.flow.transport);
+        self.capture(local, dest.flow.remote, &dest.flow, msg);
     }
 }
 

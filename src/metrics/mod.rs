@@ -4,17 +4,14 @@
 //! table's connection counts, the client cache, the transactions, the forged-response counter,
 //! and the process itself (`process`); `collect` encodes them with `prometheus-client`. The one
 //! count added to the forwarding path is of SIP messages received and sent, by transport and
-//! kind: [`Counted`] wraps the proxy as the transports' handler and the transports as the
-//! proxy's outbound, and only when `-metrics-addr` is given, so without it nothing is counted.
+//! kind: [`Messages`] is a [`Tap`] that the server puts between the transports and the proxy
+//! only when `-metrics-addr` is given, so without it nothing is counted.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::sip::Transport;
-use crate::transport::{
-    ConnectionId, Destination, Encoded, FlowKey, Handler, Inbound, Outbound, SendError,
-};
+use crate::transport::{Destination, Encoded, Inbound, Tap};
 
 mod collect;
 mod endpoint;
@@ -41,7 +38,7 @@ const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
 
 /// What a message is, as far as the counts tell kinds apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     /// An index into [`METHODS`].
     Request(usize),
     /// An index into [`CLASSES`].
@@ -105,51 +102,21 @@ pub struct Messages {
     sent: MessageCounts,
 }
 
-/// The proxy as the transports' handler, or the transports as the proxy's outbound, with
-/// every message that passes counted in [`Messages`].
-pub struct Counted<T> {
-    inner: T,
-    messages: Arc<Messages>,
-}
+/// Counts every message a [`Tapped`](crate::transport::Tapped) handler or outbound passes.
+impl Tap for Arc<Messages> {
+    type Sending = Option<Kind>;
 
-impl<T> Counted<T> {
-    pub fn new(inner: T, messages: Arc<Messages>) -> Counted<T> {
-        Counted { inner, messages }
-    }
-}
-
-impl<H: Handler> Handler for Counted<H> {
-    fn handle(&self, inbound: Inbound) {
-        self.messages
-            .received
+    fn received(&self, inbound: &Inbound) {
+        self.received
             .count(inbound.flow.transport, Kind::of(&inbound.data));
-        self.inner.handle(inbound);
     }
 
-    fn undelivered(&self, msg: Encoded, flow: FlowKey) {
-        self.inner.undelivered(msg, flow);
+    fn sending(&self, msg: &Encoded) -> Option<Kind> {
+        Kind::of(&msg.head)
     }
 
-    fn connection_closed(&self, flow: FlowKey, connection: ConnectionId) {
-        self.inner.connection_closed(flow, connection);
-    }
-}
-
-impl<O: Outbound> Outbound for Counted<O> {
-    /// Counted once the transport took the message (sent on UDP, queued on a stream).
-    fn send(&self, dest: &Destination, msg: Encoded) -> Result<(), SendError> {
-        let kind = Kind::of(&msg.head);
-        self.inner.send(dest, msg)?;
-        self.messages.sent.count(dest.flow.transport, kind);
-        Ok(())
-    }
-
-    fn connection_at(
-        &self,
-        remote: SocketAddr,
-        transport: Transport,
-    ) -> Option<(FlowKey, ConnectionId)> {
-        self.inner.connection_at(remote, transport)
+    fn sent(&self, dest: &Destination, kind: Option<Kind>) {
+        self.sent.count(dest.flow.transport, kind);
     }
 }
 
@@ -158,6 +125,9 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use std::net::SocketAddr;
+
+    use crate::transport::{ConnectionId, FlowKey, Outbound, SendError, Tapped};
 
     /// An outbound that takes every message, or refuses every one.
     struct Taking(bool);
@@ -192,8 +162,8 @@ mod tests {
             head: Bytes::from_static(b"BYE sip:a@192.0.2.1 SIP/2.0\r\n\r\n"),
             body: Bytes::new(),
         };
-        let taken = Counted::new(Taking(true), Arc::clone(&messages));
-        let refused = Counted::new(Taking(false), Arc::clone(&messages));
+        let taken = Tapped::new(Taking(true), Arc::clone(&messages));
+        let refused = Tapped::new(Taking(false), Arc::clone(&messages));
         assert!(taken.send(&dest, bye()).is_ok());
         assert!(refused.send(&dest, bye()).is_err());
         assert!(taken.send(&dest, bye()).is_ok());

@@ -93,12 +93,14 @@ mod lifecycle;
 mod proxy_header;
 mod queue;
 mod stream;
+mod tap;
 mod tcp;
 mod tls;
 mod udp;
 mod ws;
 
 pub use flows::{ConnectionCounts, LimitReached};
+pub use tap::{Tap, Tapped};
 pub use tls::{KeyPair, TlsError};
 
 use std::sync::OnceLock;

@@ -412,6 +412,30 @@ impl Sipp {
     }
 }
 
+/// SIPp at `ip:port` sending `calls` MESSAGEs (`message_uac.xml`) to `ruri` through `rb`'s UDP
+/// listener, run to the end: each must get its 200, or the test fails with SIPp's errors, what
+/// it received and the proxy's log.
+pub fn sipp_messages(rb: &Roundabout, ip: &str, port: u16, ruri: &str, calls: usize) -> Sipp {
+    let proxy = rb.addr("udp");
+    let mut uac = Sipp::run("message_uac.xml", ip, port, "udp")
+        .to(proxy)
+        .via(proxy)
+        .key("ruri", ruri)
+        .calls(calls)
+        .rate(10)
+        .spawn();
+    let code = uac.wait(Duration::from_secs(20));
+    assert_eq!(
+        code,
+        Some(0),
+        "SIPp MESSAGE to {ruri} failed\nerrors:\n{}\nreceived:\n{:#?}\nproxy log:\n{}",
+        uac.errors(),
+        uac.received(),
+        rb.logs()
+    );
+    uac
+}
+
 /// A SIPp command line being put together; [`SippArgs::spawn`] starts it.
 pub struct SippArgs {
     args: Vec<String>,
