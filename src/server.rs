@@ -109,6 +109,7 @@ pub struct Server {
     proxy: Proxy,
     drain_timeout: Duration,
     metrics: Option<MetricsListener>,
+    /// `-hep-addr`: the capture the taps queue into, and the side that sends the queue.
     hep: Option<(Capture, crate::hep::Sender)>,
 }
 

@@ -1,7 +1,8 @@
 //! `-hep-addr` against a real capture server: sngrep listens for HEP and writes what it gets to
 //! a pcap; SIPp sends MESSAGEs over UDP through Roundabout to a UDP server. Every message of
 //! the exchange is then in the pcap as readable SIP on both legs, with the real addresses:
-//! SIPp to Roundabout's UDP listener, Roundabout's listener to the server, and back.
+//! SIPp to Roundabout's UDP listener, Roundabout's listener to the server, and back. With
+//! `-metrics-addr` as well, the messages are counted too and no capture was dropped.
 
 // Test code: a failed unwrap is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
@@ -12,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::http::get;
 use common::process::{poll_until, wait_for_exit};
 use common::udp_server::UdpServer;
 use common::{free_port, header, require, sipp_messages, wait_udp_bound, Roundabout};
@@ -113,6 +115,9 @@ fn every_message_of_both_legs_reaches_the_capture_server() {
     let mut server = UdpServer::start("127.0.0.2");
     let trusted = format!("127.0.0.2:registrar.test:{}:udp:", server.addr.port());
     let hep_flag = hep.to_string();
+    // Metrics on too: both taps at once, and the drop count shown.
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+    let metrics_flag = metrics.to_string();
     let mut rb = Roundabout::start(&[
         "-strict-host",
         "-trusted-server",
@@ -123,6 +128,8 @@ fn every_message_of_both_legs_reaches_the_capture_server() {
         &hep_flag,
         "-hep-id",
         "4242",
+        "-metrics-addr",
+        &metrics_flag,
     ]);
     let proxy = rb.addr("udp");
     let sipp_addr = SocketAddr::from(([127, 0, 0, 3], free_port("127.0.0.3")));
@@ -142,6 +149,20 @@ fn every_message_of_both_legs_reaches_the_capture_server() {
     assert!(call_ids.len() >= CALLS, "{call_ids:?}");
     let server_got = server.all().len();
     assert!(server_got >= CALLS);
+    let scrape = get(metrics, "/metrics").expect("metrics answer").body;
+    assert!(
+        scrape
+            .lines()
+            .any(|line| line == "roundabout_hep_dropped_total 0"),
+        "{scrape}"
+    );
+    let requests = r#"roundabout_sip_requests_received_total{transport="udp",method="MESSAGE"} "#;
+    assert!(
+        scrape
+            .lines()
+            .any(|line| line.strip_prefix(requests) == Some(&uac.sent().len().to_string())),
+        "{scrape}"
+    );
 
     // Roundabout sends what it queued before it exits; sngrep writes the pcap as it stops.
     rb.signal("TERM");

@@ -1,8 +1,9 @@
 //! `-hep-addr`: every SIP message received and sent, as the handler gets it and the transports
 //! take it (TLS and WebSocket framing already removed), goes as a HEPv3 packet over UDP to a
 //! capture server (Homer, sngrep). [`Capture`] is a [`Tap`] that the server puts between the
-//! transports and the proxy only when `-hep-addr` is given, so without it nothing is captured. Capturing never waits: messages go into a bounded queue that one task
-//! ([`Sender::run`]) drains; when the queue is full the message is dropped and counted.
+//! transports and the proxy only when `-hep-addr` is given, so without it nothing is captured.
+//! Capturing never waits: messages go into a bounded queue that one task ([`Sender::run`])
+//! drains; when the queue is full the message is dropped and counted.
 //!
 //! Stream transports (TCP, TLS, WS, WSS) are all marked as TCP: HEP's protocol chunk is the IP
 //! protocol, and the port tells the transports apart.
