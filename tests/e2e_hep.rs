@@ -2,7 +2,8 @@
 //! a pcap; SIPp sends MESSAGEs over UDP through Roundabout to a UDP server. Every message of
 //! the exchange is then in the pcap as readable SIP on both legs, with the real addresses:
 //! SIPp to Roundabout's UDP listener, Roundabout's listener to the server, and back. With
-//! `-metrics-addr` as well, the messages are counted too and no capture was dropped.
+//! `-metrics-addr` as well, the messages are counted too and no capture was dropped. JsSIP over
+//! WSS: its REGISTER and MESSAGE show as readable SIP inside the TLS and WebSocket framing.
 
 // Test code: a failed unwrap is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
@@ -13,15 +14,18 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::certs::TestCa;
 use common::http::get;
-use common::process::{poll_until, wait_for_exit};
+use common::node;
+use common::process::wait_for_exit;
 use common::udp_server::UdpServer;
 use common::{free_port, header, require, sipp_messages, wait_udp_bound, Roundabout};
 
 /// MESSAGEs SIPp sends.
 const CALLS: usize = 3;
 
-/// One captured packet: IP protocol, source, destination and the transport payload.
+/// One captured packet: IP protocol, source, destination and the transport payload. (sngrep
+/// writes each HEP packet it gets as a UDP frame, whatever its protocol chunk says.)
 #[derive(Debug)]
 struct Frame {
     protocol: u8,
@@ -102,6 +106,25 @@ fn sngrep(addr: SocketAddr, pcap: &std::path::Path) -> Child {
     child
 }
 
+/// Stops sngrep (Roundabout has exited) and reads what it wrote.
+fn stop(mut capture: Child, pcap: &std::path::Path, rb: &Roundabout) -> Vec<Frame> {
+    let _ = Command::new("kill")
+        .args(["-TERM", &capture.id().to_string()])
+        .status();
+    assert!(
+        wait_for_exit(&mut capture, Instant::now() + Duration::from_secs(10)).is_some(),
+        "sngrep did not stop"
+    );
+    let frames = frames(&std::fs::read(pcap).unwrap_or_default());
+    assert!(
+        !frames.is_empty(),
+        "nothing in {}\nproxy log:\n{}",
+        pcap.display(),
+        rb.logs()
+    );
+    frames
+}
+
 #[test]
 fn every_message_of_both_legs_reaches_the_capture_server() {
     if !require("sipp") || !require("sngrep") {
@@ -110,7 +133,7 @@ fn every_message_of_both_legs_reaches_the_capture_server() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("out.pcap");
     let hep = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
-    let mut capture = sngrep(hep, &pcap);
+    let capture = sngrep(hep, &pcap);
 
     let mut server = UdpServer::start("127.0.0.2");
     let trusted = format!("127.0.0.2:registrar.test:{}:udp:", server.addr.port());
@@ -172,22 +195,7 @@ fn every_message_of_both_legs_reaches_the_capture_server() {
         "{}",
         rb.logs()
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &capture.id().to_string()])
-        .status();
-    assert!(
-        wait_for_exit(&mut capture, Instant::now() + Duration::from_secs(10)).is_some(),
-        "sngrep did not stop"
-    );
-    let frames = poll_until(
-        Instant::now() + Duration::from_secs(5),
-        Duration::from_millis(50),
-        || {
-            let frames = frames(&std::fs::read(&pcap).ok()?);
-            (!frames.is_empty()).then_some(frames)
-        },
-    )
-    .unwrap_or_else(|| panic!("nothing in {}\nproxy log:\n{}", pcap.display(), rb.logs()));
+    let frames = stop(capture, &pcap, &rb);
 
     let legs = [
         ("MESSAGE ", sipp_addr, proxy),
@@ -218,4 +226,79 @@ fn every_message_of_both_legs_reaches_the_capture_server() {
         sipp_sent + sipp_got + server_got * 2,
         "{frames:#?}"
     );
+}
+
+/// JsSIP over WSS registers through Roundabout to a UDP registrar and sends a MESSAGE: the
+/// capture shows both inside the TLS and WebSocket framing, as IP protocol TCP to Roundabout's
+/// WSS listener, and on the UDP leg, with both 200s back.
+#[test]
+fn a_wss_leg_is_captured_as_readable_sip() {
+    if !require("sngrep") || !require("openssl") || !node::require_node() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("out.pcap");
+    let hep = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+    let capture = sngrep(hep, &pcap);
+    let ca = TestCa::new();
+    let mut registrar = UdpServer::start("127.0.0.2");
+    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", registrar.addr.port());
+    let mut args = [
+        "-strict-host",
+        "-trusted-server",
+        &trusted,
+        "-drain-timeout",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(ca.leaf("proxy.test").wss_flags());
+    args.extend(["-hep-addr".to_owned(), hep.to_string()]);
+    let mut rb = Roundabout::start(&args);
+    let (udp, wss) = (rb.addr("udp"), rb.addr("wss"));
+    let url = format!("wss://127.0.0.1:{}", wss.port());
+    let extra = [
+        "--message-to",
+        "sip:bob@registrar.test",
+        "--message-body",
+        "hi",
+    ];
+    let mut jssip = node::jssip_alice(&url, Some(&ca.cert), &extra);
+    let sent = jssip.wait_any(&["message_sent", "message_failed"], Duration::from_secs(10));
+    assert_eq!(sent.event(), Some("message_sent"), "{}", jssip.transcript());
+    let register = registrar.wait_request("REGISTER", Duration::from_secs(10));
+    let message = registrar.wait_request("MESSAGE", Duration::from_secs(10));
+    drop(jssip);
+    rb.signal("TERM");
+    assert_eq!(
+        rb.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        rb.logs()
+    );
+    let frames = stop(capture, &pcap, &rb);
+
+    for (method, request) in [("REGISTER", &register), ("MESSAGE", &message)] {
+        let call_id = header(request, "Call-ID").unwrap();
+        let of_call = |frame: &&Frame| header(&frame.payload, "Call-ID") == Some(call_id);
+        // JsSIP's port is its own; sngrep writes every HEP packet into its pcap as a UDP
+        // frame, so the IP protocol (6 for the WSS leg) is not in the pcap to check.
+        let legs = [
+            (method, None, Some(wss)),
+            (method, Some(udp), Some(registrar.addr)),
+            ("SIP/2.0 200", Some(registrar.addr), Some(udp)),
+            ("SIP/2.0 200", Some(wss), None),
+        ];
+        for (start, source, destination) in legs {
+            let found = frames.iter().filter(of_call).any(|frame| {
+                source.is_none_or(|source| frame.source == source)
+                    && destination.is_none_or(|destination| frame.destination == destination)
+                    && frame.payload.starts_with(start)
+            });
+            assert!(
+                found,
+                "no {start} {source:?} -> {destination:?} of {call_id}:\n{frames:#?}"
+            );
+        }
+    }
 }

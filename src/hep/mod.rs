@@ -130,16 +130,11 @@ impl Sender {
                     None => break,
                 },
             };
-            let ip_protocol = if captured.transport.is_stream() {
-                encode::IPPROTO_TCP
-            } else {
-                encode::IPPROTO_UDP
-            };
             let payload: [&[u8]; 2] = [&captured.head, &captured.body];
             let hep = encode::Packet {
                 source: captured.source,
                 destination: captured.destination,
-                ip_protocol,
+                ip_protocol: ip_protocol(captured.transport),
                 time: captured.time,
                 agent_id: self.agent_id,
                 payload: &payload,
@@ -153,6 +148,15 @@ impl Sender {
                 warn_limited!(%error, "HEP packet not sent");
             }
         }
+    }
+}
+
+/// HEP's protocol chunk is the IP protocol: TLS, WS and WSS run over TCP too.
+fn ip_protocol(transport: Transport) -> u8 {
+    if transport.is_stream() {
+        encode::IPPROTO_TCP
+    } else {
+        encode::IPPROTO_UDP
     }
 }
 
@@ -214,6 +218,15 @@ mod tests {
         assert_eq!(message.source, "192.0.2.1:5070".parse().unwrap());
         assert_eq!(message.destination, "192.0.2.9:5060".parse().unwrap());
         assert_eq!(&message.head[..], &inbound().data[..]);
+    }
+
+    #[test]
+    fn stream_transports_are_marked_tcp() {
+        let protocols = Transport::ALL.map(ip_protocol);
+        for (transport, protocol) in Transport::ALL.into_iter().zip(protocols) {
+            let expected = if transport == Transport::Udp { 17 } else { 6 };
+            assert_eq!(protocol, expected, "{transport}");
+        }
     }
 
     #[test]
