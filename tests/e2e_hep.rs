@@ -106,8 +106,16 @@ fn sngrep(addr: SocketAddr, pcap: &std::path::Path) -> Child {
     child
 }
 
-/// Stops sngrep (Roundabout has exited) and reads what it wrote.
-fn stop(mut capture: Child, pcap: &std::path::Path, rb: &Roundabout) -> Vec<Frame> {
+/// Stops Roundabout, which sends what it queued before it exits, then sngrep, which writes the
+/// pcap as it stops, and reads that.
+fn stop(mut capture: Child, pcap: &std::path::Path, rb: &mut Roundabout) -> Vec<Frame> {
+    rb.signal("TERM");
+    assert_eq!(
+        rb.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        rb.logs()
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &capture.id().to_string()])
         .status();
@@ -187,15 +195,7 @@ fn every_message_of_both_legs_reaches_the_capture_server() {
         "{scrape}"
     );
 
-    // Roundabout sends what it queued before it exits; sngrep writes the pcap as it stops.
-    rb.signal("TERM");
-    assert_eq!(
-        rb.wait_exit(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        rb.logs()
-    );
-    let frames = stop(capture, &pcap, &rb);
+    let frames = stop(capture, &pcap, &mut rb);
 
     let legs = [
         ("MESSAGE ", sipp_addr, proxy),
@@ -269,14 +269,7 @@ fn a_wss_leg_is_captured_as_readable_sip() {
     let register = registrar.wait_request("REGISTER", Duration::from_secs(10));
     let message = registrar.wait_request("MESSAGE", Duration::from_secs(10));
     drop(jssip);
-    rb.signal("TERM");
-    assert_eq!(
-        rb.wait_exit(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        rb.logs()
-    );
-    let frames = stop(capture, &pcap, &rb);
+    let frames = stop(capture, &pcap, &mut rb);
 
     for (method, request) in [("REGISTER", &register), ("MESSAGE", &message)] {
         let call_id = header(request, "Call-ID").unwrap();
