@@ -252,13 +252,7 @@ fn call_from_udp_to_tls_kamailio() {
     let uas_port = free_port(uas_ip);
     let trusted = through_kamailio(&kamailio, uas_ip, uas_port);
     let rb = start_roundabout(&rb_leaf, Some(&ca.cert), &trusted, &[]);
-    let diagnostics = || {
-        format!(
-            "proxy log:\n{}\nkamailio log:\n{}",
-            rb.logs(),
-            kamailio.logs()
-        )
-    };
+    let diagnostics = || logs_of(&rb, &kamailio);
     let (uac, uas) = calls(&hosts, rb.addr("udp"), uas_port, &diagnostics);
 
     // Every request reached Kamailio over TLS from Roundabout, with the SNI Roundabout verified
@@ -371,13 +365,7 @@ fn call_from_tls_kamailio_to_udp() {
         .tls(&k_leaf.cert, &k_leaf.key, Some(&ca.cert))
         .var("ROUNDABOUT", rb.addr("tls"))
         .start();
-    let diagnostics = || {
-        format!(
-            "proxy log:\n{}\nkamailio log:\n{}",
-            rb.logs(),
-            kamailio.logs()
-        )
-    };
+    let diagnostics = || logs_of(&rb, &kamailio);
     let (uac, uas) = calls(&hosts, kamailio.addr("udp"), uas_port, &diagnostics);
 
     // Roundabout's UDP Via on top, then Kamailio's TLS Via marked with the connection's source.
@@ -1042,13 +1030,7 @@ fn pinned_self_signed_kamailio_requires_and_accepts_roundabouts_certificate() {
     let uas_port = free_port(hosts.uas);
     let trusted = through_kamailio(&kamailio, hosts.uas, uas_port);
     let rb = start_roundabout(&rb_self, Some(&k_self.cert), &trusted, &[]);
-    let diagnostics = || {
-        format!(
-            "proxy log:\n{}\nkamailio log:\n{}",
-            rb.logs(),
-            kamailio.logs()
-        )
-    };
+    let diagnostics = || logs_of(&rb, &kamailio);
     let (_uac, uas) = calls(&hosts, rb.addr("udp"), uas_port, &diagnostics);
     assert!(count(&uas.received(), "BYE ") >= CALLS);
     assert_client_certificate(&kamailio, "roundabout.test", &diagnostics);
@@ -1087,13 +1069,7 @@ fn tls_client_cert_is_the_identity_presented_when_dialling() {
         &trusted,
         &["-tls-client-cert", cert, "-tls-client-key", key],
     );
-    let diagnostics = || {
-        format!(
-            "proxy log:\n{}\nkamailio log:\n{}",
-            rb.logs(),
-            kamailio.logs()
-        )
-    };
+    let diagnostics = || logs_of(&rb, &kamailio);
     calls(&hosts, rb.addr("udp"), uas_port, &diagnostics);
     assert_client_certificate(&kamailio, "roundabout-client.test", &diagnostics);
 }
@@ -1133,13 +1109,7 @@ fn pinned_self_signed_kamailio_dials_in_under_required_client_certificates() {
         .tls(&k_self.cert, &k_self.key, Some(&ca.cert))
         .var("ROUNDABOUT", rb.addr("tls"))
         .start();
-    let diagnostics = || {
-        format!(
-            "proxy log:\n{}\nkamailio log:\n{}",
-            rb.logs(),
-            kamailio.logs()
-        )
-    };
+    let diagnostics = || logs_of(&rb, &kamailio);
     let (_uac, uas) = calls(&hosts, kamailio.addr("udp"), uas_port, &diagnostics);
     assert!(count(&uas.received(), "BYE ") >= CALLS);
     let logs = rb.logs();
@@ -1288,4 +1258,13 @@ fn a_trusted_server_must_present_a_certificate_naming_it() {
         "{}",
         rb.logs()
     );
+}
+
+/// What Roundabout and Kamailio logged, for a failed assertion.
+fn logs_of(rb: &Roundabout, kamailio: &Kamailio) -> String {
+    format!(
+        "proxy log:\n{}\nkamailio log:\n{}",
+        rb.logs(),
+        kamailio.logs()
+    )
 }
