@@ -73,7 +73,7 @@ fn router(egress: Transport) -> Router {
         tls_ca: None,
         mutual_tls: roundabout::config::MutualTls::default(),
         ws_path: None,
-        proxy_protocol_from: Vec::new(),
+        proxy_protocol_from: ClientRanges::default(),
         token_key: [9; 32],
         limits: Limits {
             max_message: 65_536,

@@ -7,10 +7,29 @@ use thiserror::Error;
 
 use super::{parse_bracketed_ip, ConfigError};
 
-/// The `-trusted-client-ip` ranges, reduced to their networks.
+/// Addresses and networks, each reduced to its network: the `-trusted-client-ip` ranges, and
+/// the `-proxy-protocol-from` balancers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientRanges {
     pub ranges: Vec<IpNet>,
+}
+
+impl ClientRanges {
+    /// Whether `ip` is in one of the ranges; an IPv4-mapped IPv6 address (a dual-stack
+    /// socket's view of an IPv4 peer) counts as its IPv4 address.
+    #[must_use]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.ranges.iter().any(|net| net.contains(&ip))
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
 }
 
 /// `-trusted-client-ip` prefix for IPv6 entries while `-trusted-client-mask` keeps its default.
@@ -41,9 +60,10 @@ pub(super) fn parse_client_ranges(list: &str, mask: u8) -> Result<ClientRanges, 
 }
 
 /// `-proxy-protocol-from` entries: an address without a `/prefix` is that one host.
-pub(super) fn parse_balancers(list: &str) -> Result<Vec<IpNet>, ConfigError> {
-    parse_networks(list, |ip| Ok(if ip.is_ipv4() { 32 } else { 128 }))
-        .map_err(|(entry, problem)| ConfigError::ProxyProtocolFrom { entry, problem })
+pub(super) fn parse_balancers(list: &str) -> Result<ClientRanges, ConfigError> {
+    let ranges = parse_networks(list, |ip| Ok(if ip.is_ipv4() { 32 } else { 128 }))
+        .map_err(|(entry, problem)| ConfigError::ProxyProtocolFrom { entry, problem })?;
+    Ok(ClientRanges { ranges })
 }
 
 /// A comma-separated list of addresses and networks, each reduced to its network, an address

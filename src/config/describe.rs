@@ -140,7 +140,7 @@ impl Config {
         if trusted_clients.ranges.is_empty() {
             lines.push("trusted-client-ranges none".to_owned());
         }
-        for balancer in proxy_protocol_from {
+        for balancer in &proxy_protocol_from.ranges {
             lines.push(format!("proxy-protocol-from {balancer}"));
         }
         lines

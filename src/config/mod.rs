@@ -11,7 +11,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use thiserror::Error;
 
 use crate::sip::host::is_host_name;
@@ -47,7 +46,7 @@ pub struct Config {
     pub trusted_clients: ClientRanges,
     /// `-proxy-protocol-from`: the load balancers whose connections start with a PROXY
     /// protocol header; empty turns the PROXY protocol off.
-    pub proxy_protocol_from: Vec<IpNet>,
+    pub proxy_protocol_from: ClientRanges,
     /// `-default-sip-server`: index into `trusted_servers`.
     pub default_sip_server: Option<usize>,
     /// `-default-network`: transport for untrusted R-URI hosts without `;transport=`.

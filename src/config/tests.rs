@@ -255,6 +255,7 @@ fn balancers_are_hosts_unless_given_a_prefix() {
     for (list, expected) in cases {
         let balancers: Vec<String> = config(&["-proxy-protocol-from", list])
             .proxy_protocol_from
+            .ranges
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -715,4 +716,19 @@ fn port_settings() {
     assert_eq!("65535".parse::<PortSetting>(), Ok(PortSetting::Port(65535)));
     assert!("+5060".parse::<PortSetting>().is_err());
     assert!("".parse::<PortSetting>().is_err());
+}
+
+#[test]
+fn client_ranges_contain_their_addresses_and_mapped_ipv4() {
+    let r = super::ClientRanges {
+        ranges: vec![
+            "192.0.2.0/24".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
+    };
+    assert!(r.contains("192.0.2.200".parse().unwrap()));
+    assert!(r.contains("::ffff:192.0.2.1".parse().unwrap()));
+    assert!(r.contains("2001:db8:1::5".parse().unwrap()));
+    assert!(!r.contains("192.0.3.1".parse().unwrap()));
+    assert!(!super::ClientRanges::default().contains("192.0.2.1".parse().unwrap()));
 }

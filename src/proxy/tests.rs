@@ -86,7 +86,7 @@ pub(super) fn config() -> Config {
         tls_ca: None,
         mutual_tls: crate::config::MutualTls::default(),
         ws_path: None,
-        proxy_protocol_from: Vec::new(),
+        proxy_protocol_from: ClientRanges::default(),
         token_key: [3; 32],
         limits: limits(),
         sip_timers: crate::config::SipTimers::RFC_3261,

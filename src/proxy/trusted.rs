@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::config::{ClientRanges, RouteHop, TrustedServer, TrustedServers};
+use crate::config::{RouteHop, TrustedServer, TrustedServers};
 use crate::sip::uri::parse_host_ip;
 use crate::transport::FlowKey;
 
@@ -96,17 +96,6 @@ impl TrustedServers {
     }
 }
 
-impl ClientRanges {
-    #[must_use]
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.ranges.iter().any(|net| net.contains(&ip))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,20 +169,5 @@ mod tests {
         );
         assert_eq!(at(Transport::Udp, "203.0.113.110:5060"), None);
         assert_eq!(at(Transport::Tcp, "203.0.113.20:5070"), None);
-    }
-
-    #[test]
-    fn client_ranges() {
-        let r = ClientRanges {
-            ranges: vec![
-                "192.0.2.0/24".parse().unwrap(),
-                "2001:db8::/32".parse().unwrap(),
-            ],
-        };
-        assert!(r.contains("192.0.2.200".parse().unwrap()));
-        assert!(r.contains("::ffff:192.0.2.1".parse().unwrap()));
-        assert!(r.contains("2001:db8:1::5".parse().unwrap()));
-        assert!(!r.contains("192.0.3.1".parse().unwrap()));
-        assert!(!ClientRanges::default().contains("192.0.2.1".parse().unwrap()));
     }
 }

@@ -159,7 +159,7 @@ pub(crate) struct Shared {
     pub(crate) ws_path: Option<Arc<str>>,
     /// `-proxy-protocol-from`: where connections start with a PROXY protocol header (none: the
     /// accept loop never looks).
-    pub(crate) balancers: Vec<ipnet::IpNet>,
+    pub(crate) balancers: crate::config::ClientRanges,
     udp: Option<Arc<tokio::net::UdpSocket>>,
     local: Vec<(Transport, SocketAddr)>,
 }

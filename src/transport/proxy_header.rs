@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use ppp::v2::{Command, Protocol};
 use ppp::{v1, v2, HeaderResult, PartialResult};
 use tokio::io::AsyncReadExt;
@@ -40,11 +39,6 @@ pub(crate) enum Refused {
     Closed,
     #[error(transparent)]
     Io(#[from] std::io::Error),
-}
-
-/// Whether connections from `ip` carry a header.
-pub(crate) fn is_balancer(balancers: &[IpNet], ip: std::net::IpAddr) -> bool {
-    balancers.iter().any(|net| net.contains(&ip))
 }
 
 /// Reads the header at the start of `socket`, a connection from a balancer at `remote`, within

@@ -246,7 +246,7 @@ pub(crate) mod tests {
             tracker: TaskTracker::new(),
             tls: TlsContext::load(None, None, &Default::default(), &Default::default()).unwrap(),
             ws_path: None,
-            balancers: Vec::new(),
+            balancers: crate::config::ClientRanges::default(),
             udp: None,
             local: Vec::new(),
         });

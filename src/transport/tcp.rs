@@ -63,9 +63,7 @@ pub(crate) async fn accept<F, Fut>(
             let Some(admission) = admit(&shared, transport, remote) else {
                 continue;
             };
-            shared.flows.count_accepted(transport);
-            let key = FlowKey { transport, remote };
-            let socket = prepare(socket, key, shared.limits.write_timeout);
+            let (socket, key) = into_flow(socket, transport, remote, &shared);
             shared
                 .tracker
                 .spawn(upgrade(socket, key, Arc::clone(&shared), admission));
@@ -80,13 +78,24 @@ pub(crate) async fn accept<F, Fut>(
                 else {
                     return;
                 };
-                shared.flows.count_accepted(transport);
-                let key = FlowKey { transport, remote };
-                let socket = prepare(socket, key, shared.limits.write_timeout);
+                let (socket, key) = into_flow(socket, transport, remote, &shared);
                 upgrade(socket, key, Arc::clone(&shared), admission).await;
             });
         }
     }
+}
+
+/// An admitted connection from `remote` (the client's address behind a balancer), counted and
+/// readied as a flow of `transport`.
+fn into_flow(
+    socket: TcpStream,
+    transport: Transport,
+    remote: SocketAddr,
+    shared: &Shared,
+) -> (Connection, FlowKey) {
+    shared.flows.count_accepted(transport);
+    let key = FlowKey { transport, remote };
+    (prepare(socket, key, shared.limits.write_timeout), key)
 }
 
 /// A connection slot for a connection from `remote`, if the limits allow it.
@@ -112,7 +121,7 @@ async fn behind_balancer(
     shared: &Arc<Shared>,
 ) -> Option<(TcpStream, SocketAddr, Admission)> {
     let limit = shared.limits.handshake_timeout;
-    let outcome = if proxy_header::is_balancer(&shared.balancers, remote.ip()) {
+    let outcome = if shared.balancers.contains(remote.ip()) {
         match proxy_header::read_client(&mut socket, remote, limit).await {
             Ok(client) => {
                 debug!(%transport, balancer = %remote, %client, "PROXY protocol header");
