@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::hep::Capture;
 use crate::metrics::{Collected, Messages};
+use crate::proxy::decisions::{Counting, Decisions};
 use crate::proxy::flood::{OverloadGuard, SourceLimiter};
 use crate::proxy::router::Router;
 use crate::proxy::transaction::Transactions;
@@ -117,6 +118,7 @@ pub struct Server {
 struct MetricsListener {
     listener: tokio::net::TcpListener,
     messages: Arc<Messages>,
+    decisions: Arc<Decisions>,
 }
 
 impl Server {
@@ -133,6 +135,7 @@ impl Server {
                 Some(MetricsListener {
                     listener,
                     messages: Arc::default(),
+                    decisions: Arc::default(),
                 })
             }
             None => None,
@@ -164,6 +167,9 @@ impl Server {
             SourceLimiter::new(config.limits.rate_limit),
             OverloadGuard::new(config.limits.max_new_requests),
             Transactions::new(config.sip_timers, config.transaction_limits),
+            metrics.as_ref().map_or(Counting::Off, |metrics| {
+                Counting::On(Arc::clone(&metrics.decisions))
+            }),
         );
         Ok(Server {
             transports,
@@ -204,8 +210,13 @@ impl Server {
             None => Arc::new(proxy.clone()),
         };
         let hep_dropped = hep.as_ref().map(|(capture, _)| capture.dropped());
-        if let Some(MetricsListener { listener, messages }) = metrics {
-            let mut collected = Collected::new(Arc::clone(&messages), proxy.clone(), senders);
+        if let Some(MetricsListener {
+            listener,
+            messages,
+            decisions,
+        }) = metrics
+        {
+            let mut collected = Collected::new(messages, decisions, proxy.clone(), senders);
             if let Some(dropped) = hep_dropped {
                 collected = collected.with_hep_dropped(dropped);
             }

@@ -1,7 +1,9 @@
 //! `-metrics-addr` against real peers: SIPp sends MESSAGEs over UDP through Roundabout to a UDP
 //! server; `/metrics` then counts exactly the messages the peers' own traces show, the text
 //! passes `promtool check metrics`, and `/health` turns from 200 to 503 when SIGTERM starts
-//! the drain. The connection counts follow TCP connections opened, refused and closed.
+//! the drain. JsSIP over WSS moves the WSS, handshake, stateful and registration counts; what
+//! Roundabout answers, refuses and drops is counted by code and reason. The connection counts
+//! follow TCP connections opened, refused and closed.
 
 // Test code: a failed unwrap is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
@@ -12,10 +14,11 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::certs::TestCa;
 use common::http::{get, Answer};
 use common::process::poll_until;
 use common::udp_server::UdpServer;
-use common::{free_port, require, sipp_messages, Roundabout};
+use common::{free_port, node, require, sipp_messages, Roundabout, UdpPeer};
 
 /// MESSAGEs SIPp sends.
 const CALLS: usize = 5;
@@ -149,7 +152,8 @@ fn metrics_count_what_the_peers_saw_and_health_follows_the_drain() {
         "roundabout_connections_open",
         "roundabout_client_cache_entries",
         "roundabout_transactions_active",
-        "roundabout_forged_responses_dropped",
+        "roundabout_messages_dropped",
+        "roundabout_forwarding_seconds",
         "process_resident_memory_bytes",
         "process_open_fds",
         "process_cpu_seconds",
@@ -160,10 +164,16 @@ fn metrics_count_what_the_peers_saw_and_health_follows_the_drain() {
             after.body
         );
     }
+    // Every MESSAGE the server got was forwarded, without a transaction (UDP to UDP), and
+    // each message sent was timed from the one that caused it.
+    let forwarded = r#"roundabout_requests_forwarded_total{path="stateless"}"#;
+    assert_eq!(sample(&after.body, forwarded), server_got);
     assert_eq!(
-        sample(&after.body, "roundabout_forged_responses_dropped_total"),
-        0
+        sample(&after.body, "roundabout_forwarding_seconds_count"),
+        server_got + sipp_got
     );
+    let forged = r#"roundabout_messages_dropped_total{reason="forged"}"#;
+    assert_eq!(sample(&after.body, forged), 0);
     let problems = promtool_problems(&after.body);
     assert!(problems.is_empty(), "{problems:#?}\n{}", after.body);
 
@@ -220,4 +230,232 @@ fn connection_counts_follow_tcp_connections() {
     counts_become([1, 1, 1]);
     drop(first);
     counts_become([0, 1, 1]);
+}
+
+/// A request from `from` over UDP, with `extra` header lines.
+fn request(method: &str, ruri: &str, from: &UdpPeer, call: &str, extra: &str) -> String {
+    format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-{call};rport\r\n\
+         From: <sip:m@example.com>;tag=1\r\nTo: <{ruri}>\r\nCall-ID: {call}@metrics\r\n\
+         CSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n",
+        from.addr()
+    )
+}
+
+/// The status code of a response.
+fn status(response: &str) -> &str {
+    response.split(' ').nth(1).unwrap_or_default()
+}
+
+/// Roundabout answers, drops and forwards what a UDP peer sends, and a flood over
+/// `-rate-limit`: each is counted under its code or reason, exactly as many times as it
+/// happened, and every message sent was timed.
+#[test]
+fn answers_drops_and_refusals_are_counted_by_code_and_reason() {
+    if !require("promtool") {
+        return;
+    }
+    let mut server = UdpServer::start("127.0.0.2");
+    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", server.addr.port());
+    let (rb, metrics) = with_metrics(&[
+        "-strict-host",
+        "-trusted-server",
+        &trusted,
+        "-rate-limit",
+        "5",
+    ]);
+    let proxy = rb.addr("udp");
+    let peer = UdpPeer::bind("127.0.0.3");
+    let max_forwards = "Max-Forwards: 70\r\n";
+
+    // Answered by Roundabout: a host it may not relay to, no Max-Forwards left, a token that
+    // does not verify (its Request-URI then names Roundabout and no client).
+    let unknown = request(
+        "OPTIONS",
+        "sip:x@elsewhere.example",
+        &peer,
+        "unknown",
+        max_forwards,
+    );
+    let no_hops = request(
+        "OPTIONS",
+        "sip:bob@registrar.test",
+        &peer,
+        "hops",
+        "Max-Forwards: 0\r\n",
+    );
+    let token = format!("sip:x@{proxy};rbt=AAAAforged");
+    let forged_token = request("BYE", &token, &peer, "token", max_forwards);
+    let mut codes = Vec::new();
+    for asked in [&unknown, &no_hops, &forged_token] {
+        peer.send(proxy, asked);
+        let answer = peer.recv().expect("Roundabout answers");
+        codes.push(status(&answer).to_owned());
+    }
+    assert_eq!(codes, ["403", "483", "404"]);
+    // Dropped: a response that is not for Roundabout, and one that claims to answer a request
+    // of Roundabout's with a branch it never minted.
+    let stray = String::from(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK-stray\r\n\
+         From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: stray@metrics\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let forged = stray.replace(
+        "192.0.2.9:5060;branch=z9hG4bK-stray",
+        &format!("{proxy};branch=z9hG4bKrbforged"),
+    );
+    peer.send(proxy, &stray);
+    peer.send(proxy, &forged);
+
+    // A flood of 40 OPTIONS from one source, over 5/s with bursts of 10.
+    let flooder = UdpPeer::bind("127.0.0.4");
+    const FLOOD: u64 = 40;
+    for n in 0..FLOOD {
+        let options = request(
+            "OPTIONS",
+            "sip:bob@registrar.test",
+            &flooder,
+            &format!("flood{n}"),
+            max_forwards,
+        );
+        flooder.send(proxy, &options);
+    }
+    let mut answered = 0;
+    while flooder.recv_within(Duration::from_millis(500)).is_some() {
+        answered += 1;
+    }
+    let relayed = server
+        .all()
+        .iter()
+        .filter(|m| m.contains("@metrics"))
+        .count() as u64;
+    assert_eq!(answered, relayed, "every OPTIONS relayed is answered");
+    assert!(
+        (1..FLOOD).contains(&relayed),
+        "{relayed} of {FLOOD} relayed"
+    );
+
+    let scrape = answer(metrics, "/metrics").body;
+    let count = |series: &str| sample(&scrape, series);
+    let expected = [
+        (r#"roundabout_requests_answered_total{code="403"}"#, 1),
+        (r#"roundabout_requests_answered_total{code="483"}"#, 1),
+        (r#"roundabout_requests_answered_total{code="404"}"#, 1),
+        (r#"roundabout_requests_answered_total{code="503"}"#, 0),
+        ("roundabout_token_failures_total", 1),
+        (
+            r#"roundabout_messages_dropped_total{reason="unroutable"}"#,
+            1,
+        ),
+        (r#"roundabout_messages_dropped_total{reason="forged"}"#, 1),
+        (
+            r#"roundabout_messages_dropped_total{reason="rate_limit"}"#,
+            FLOOD - relayed,
+        ),
+        (
+            r#"roundabout_requests_forwarded_total{path="stateless"}"#,
+            relayed,
+        ),
+        (r#"roundabout_requests_forwarded_total{path="stateful"}"#, 0),
+        (r#"roundabout_requests_refused_total{reason="overload"}"#, 0),
+        (r#"roundabout_requests_undelivered_total{code="480"}"#, 0),
+    ];
+    let seen: Vec<(&str, u64)> = expected
+        .iter()
+        .map(|&(series, _)| (series, count(series)))
+        .collect();
+    assert_eq!(seen, expected, "\n{scrape}\n{}", rb.logs());
+    // Every message sent was sent while Roundabout handled the one that caused it.
+    let sent: u64 = scrape
+        .lines()
+        .filter(|line| {
+            line.starts_with("roundabout_sip_requests_sent_total")
+                || line.starts_with("roundabout_sip_responses_sent_total")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        sent,
+        3 + 2 * relayed,
+        "three answers, each OPTIONS and its 200"
+    );
+    assert_eq!(count("roundabout_forwarding_seconds_count"), sent);
+    let problems = promtool_problems(&scrape);
+    assert!(problems.is_empty(), "{problems:#?}\n{scrape}");
+}
+
+/// JsSIP over WSS registers through Roundabout to a UDP registrar and sends a MESSAGE: the WSS
+/// handshake, both requests received over WSS and forwarded with a client transaction (WSS to
+/// UDP), and the binding the REGISTER's 200 made are counted.
+#[test]
+fn a_wss_client_moves_the_handshake_transaction_and_registration_counts() {
+    if !require("openssl") || !node::require_node() || !require("promtool") {
+        return;
+    }
+    let ca = TestCa::new();
+    let mut registrar = UdpServer::start("127.0.0.2");
+    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", registrar.addr.port());
+    let mut args = ["-strict-host", "-trusted-server", &trusted]
+        .map(String::from)
+        .to_vec();
+    args.extend(ca.leaf("proxy.test").wss_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (rb, metrics) = with_metrics(&args);
+    let url = format!("wss://127.0.0.1:{}", rb.addr("wss").port());
+    let extra = [
+        "--message-to",
+        "sip:bob@registrar.test",
+        "--message-body",
+        "hi",
+    ];
+    let mut jssip = node::jssip_alice(&url, Some(&ca.cert), &extra);
+    let sent = jssip.wait_any(&["message_sent", "message_failed"], Duration::from_secs(10));
+    assert_eq!(sent.event(), Some("message_sent"), "{}", jssip.transcript());
+    registrar.wait_request("REGISTER", Duration::from_secs(10));
+    registrar.wait_request("MESSAGE", Duration::from_secs(10));
+
+    let scrape = answer(metrics, "/metrics").body;
+    let expected = [
+        (
+            r#"roundabout_handshakes_total{transport="wss",direction="in",result="ok"}"#,
+            1,
+        ),
+        (
+            r#"roundabout_handshakes_total{transport="wss",direction="in",result="failed"}"#,
+            0,
+        ),
+        (
+            r#"roundabout_connections_accepted_total{transport="wss"}"#,
+            1,
+        ),
+        (r#"roundabout_connections_open{transport="wss"}"#, 1),
+        (
+            r#"roundabout_sip_requests_received_total{transport="wss",method="REGISTER"}"#,
+            1,
+        ),
+        (
+            r#"roundabout_sip_requests_received_total{transport="wss",method="MESSAGE"}"#,
+            1,
+        ),
+        (
+            r#"roundabout_sip_responses_sent_total{transport="wss",class="2xx"}"#,
+            2,
+        ),
+        (r#"roundabout_requests_forwarded_total{path="stateful"}"#, 2),
+        (
+            r#"roundabout_requests_forwarded_total{path="stateless"}"#,
+            0,
+        ),
+        (r#"roundabout_registrations_total{event="bound"}"#, 1),
+        ("roundabout_client_cache_entries", 1),
+        ("roundabout_transactions_timed_out_total", 0),
+    ];
+    let seen: Vec<(&str, u64)> = expected
+        .iter()
+        .map(|&(series, _)| (series, sample(&scrape, series)))
+        .collect();
+    assert_eq!(seen, expected, "\n{scrape}\n{}", rb.logs());
+    let problems = promtool_problems(&scrape);
+    assert!(problems.is_empty(), "{problems:#?}\n{scrape}");
+    drop(jssip);
 }

@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use roundabout::cli::Action;
 use roundabout::config::Config;
 use roundabout::proxy::action::{NextHop, RequestAction, ResponseAction};
+use roundabout::proxy::decisions::Counting;
 use roundabout::proxy::flood::{OverloadGuard, SourceLimiter};
 use roundabout::proxy::rewrite::Rewriter;
 use roundabout::proxy::router::Router;
@@ -376,6 +377,8 @@ fn ws_setup() -> &'static WsSetup {
             SourceLimiter::new(0),
             OverloadGuard::new(0),
             Transactions::new(config.sip_timers, config.transaction_limits),
+            // Counting on, so that what counts the decisions is fuzzed with them.
+            Counting::On(Arc::default()),
         );
         WsSetup { runtime, proxy }
     })

@@ -13,13 +13,16 @@ use prometheus_client::metrics::MetricType;
 
 use super::process::Usage;
 use super::{MessageCounts, Messages, CLASSES, METHODS};
+use crate::proxy::decisions::{Decisions, Dropped, Path, Refused, Undelivered, ANSWER_CODES};
 use crate::proxy::Proxy;
 use crate::sip::Transport;
-use crate::transport::{ConnectionCounts, Senders};
+use crate::transport::{ConnectionCounts, Handshake, Senders};
 
-/// What a scrape reads: the message counts, the proxy and the transports.
+/// What a scrape reads: the message counts, the proxy's decisions, the proxy and the
+/// transports.
 pub struct Collected {
     messages: Arc<Messages>,
+    decisions: Arc<Decisions>,
     proxy: Proxy,
     senders: Senders,
     /// With `-hep-addr`: messages the capture dropped.
@@ -28,9 +31,15 @@ pub struct Collected {
 
 impl Collected {
     #[must_use]
-    pub fn new(messages: Arc<Messages>, proxy: Proxy, senders: Senders) -> Collected {
+    pub fn new(
+        messages: Arc<Messages>,
+        decisions: Arc<Decisions>,
+        proxy: Proxy,
+        senders: Senders,
+    ) -> Collected {
         Collected {
             messages,
+            decisions,
             proxy,
             senders,
             hep_dropped: None,
@@ -62,6 +71,18 @@ impl Collector for Collected {
         for (direction, what, counts) in directions {
             sip_messages(&mut encoder, direction, what, counts)?;
         }
+        let (sum, count, buckets) = self.messages.forwarding.read();
+        encoder
+            .encode_descriptor(
+                "roundabout_forwarding_seconds",
+                "Time from receiving a message to handing a message it causes to a transport, while the proxy handles it.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                sum, count, &buckets, None,
+            )?;
+        decisions(&mut encoder, &self.decisions)?;
         let connections: Vec<(Transport, ConnectionCounts)> = Transport::ALL
             .into_iter()
             .filter(|transport| transport.is_stream())
@@ -88,11 +109,15 @@ impl Collector for Collected {
             MetricType::Counter,
             connections.iter().map(|(t, counts)| (*t, counts.refused)),
         )?;
-        gauge(
+        handshakes(&mut encoder, &connections)?;
+        by_transport(
             &mut encoder,
-            "roundabout_client_cache_entries",
-            "Client bindings in the client cache.",
-            self.proxy.clients().len() as u64,
+            "roundabout_send_queue_full",
+            "Messages not sent because their connection's send queue was full.",
+            MetricType::Counter,
+            connections
+                .iter()
+                .map(|(t, counts)| (*t, counts.queue_full)),
         )?;
         gauge(
             &mut encoder,
@@ -100,11 +125,18 @@ impl Collector for Collected {
             "Transactions Roundabout keeps now (reliable transport to UDP).",
             self.proxy.transactions().len() as u64,
         )?;
+        registrations(&mut encoder, &self.proxy)?;
         counter(
             &mut encoder,
-            "roundabout_forged_responses_dropped",
-            "Responses dropped because they answer nothing Roundabout sent.",
-            self.proxy.forged_responses(),
+            "roundabout_token_failures",
+            "Request-URI tokens that did not verify: forged, damaged, or minted with another -token-key.",
+            self.proxy.token_failures(),
+        )?;
+        counter(
+            &mut encoder,
+            "roundabout_transactions_timed_out",
+            "Client transactions that ended with no final response (RFC 3261 Timers B, F and C).",
+            self.proxy.transactions().timed_out(),
         )?;
         if let Some(dropped) = &self.hep_dropped {
             counter(
@@ -144,6 +176,123 @@ fn sip_messages(
             ConstCounter::new(counts.responses(transport, index))
                 .encode(family.encode_family(&labels)?)?;
         }
+    }
+    Ok(())
+}
+
+/// What the proxy decided: requests forwarded, answered, refused and undelivered, and
+/// messages dropped.
+fn decisions(encoder: &mut DescriptorEncoder<'_>, decisions: &Decisions) -> fmt::Result {
+    let forwarded = Path::ALL.map(|path| ([("path", path.as_str())], decisions.forwarded(path)));
+    labelled(
+        encoder,
+        "roundabout_requests_forwarded",
+        "SIP requests forwarded, statelessly or with a client transaction.",
+        forwarded,
+    )?;
+    // In the order of `Decisions::answered`'s indices: the codes counted, then any other.
+    let codes: Vec<String> = ANSWER_CODES
+        .iter()
+        .map(u16::to_string)
+        .chain(["other".to_owned()])
+        .collect();
+    let answered = codes
+        .iter()
+        .enumerate()
+        .map(|(index, code)| ([("code", code.as_str())], decisions.answered(index)));
+    labelled(
+        encoder,
+        "roundabout_requests_answered",
+        "SIP requests Roundabout answered itself, by status code.",
+        answered,
+    )?;
+    let refused = Refused::ALL.map(|why| ([("reason", why.as_str())], decisions.refused(why)));
+    labelled(
+        encoder,
+        "roundabout_requests_refused",
+        "New SIP requests refused with 503 before they were forwarded, by reason.",
+        refused,
+    )?;
+    let codes = Undelivered::ALL.map(|why| why.code().to_string());
+    let undelivered = Undelivered::ALL
+        .iter()
+        .zip(&codes)
+        .map(|(&why, code)| ([("code", code.as_str())], decisions.undelivered(why)));
+    labelled(
+        encoder,
+        "roundabout_requests_undelivered",
+        "SIP requests that could not be delivered to their next hop, by the status that answered them: 480 the client's flow is gone, 503 not sent.",
+        undelivered,
+    )?;
+    let dropped = Dropped::ALL.map(|why| ([("reason", why.as_str())], decisions.dropped(why)));
+    labelled(
+        encoder,
+        "roundabout_messages_dropped",
+        "SIP messages dropped with no answer, by reason.",
+        dropped,
+    )
+}
+
+/// TLS and WebSocket handshakes by transport, direction and outcome.
+fn handshakes(
+    encoder: &mut DescriptorEncoder<'_>,
+    connections: &[(Transport, ConnectionCounts)],
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        "roundabout_handshakes",
+        "TLS and WebSocket handshakes of connections accepted (in) and dialled (out); for a dialled one, connecting counts as part of it.",
+        None,
+        MetricType::Counter,
+    )?;
+    let handshaking = connections.iter().filter(|(t, _)| *t != Transport::Tcp);
+    for (transport, counts) in handshaking {
+        for handshake in Handshake::ALL {
+            let labels = [
+                ("transport", transport.as_str()),
+                ("direction", if handshake.dialled { "out" } else { "in" }),
+                ("result", if handshake.ok { "ok" } else { "failed" }),
+            ];
+            ConstCounter::new(counts.handshakes[handshake.index()])
+                .encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The client cache's bindings: how many now, and what happened to them.
+fn registrations(encoder: &mut DescriptorEncoder<'_>, proxy: &Proxy) -> fmt::Result {
+    let clients = proxy.clients();
+    gauge(
+        encoder,
+        "roundabout_client_cache_entries",
+        "Client bindings in the client cache.",
+        clients.len() as u64,
+    )?;
+    let counts = clients.counts();
+    let events = [
+        ("bound", counts.bound),
+        ("removed", counts.removed),
+        ("expired", counts.expired),
+        ("refused", counts.refused),
+    ];
+    labelled(
+        encoder,
+        "roundabout_registrations",
+        "Client bindings stored or refreshed by a REGISTER's 2xx (bound), removed by an un-REGISTER (removed), run out (expired), and REGISTERs refused with the cache full (refused).",
+        events.map(|(event, n)| ([("event", event)], n)),
+    )
+}
+
+/// A counter with one value per label set.
+fn labelled<'a, const N: usize>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = ([(&'a str, &'a str); N], u64)>,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in values {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }

@@ -4,17 +4,21 @@
 //! table's connection counts, the client cache, the transactions, the forged-response counter,
 //! and the process itself (`process`); `collect` encodes them with `prometheus-client`. The one
 //! count added to the forwarding path is of SIP messages received and sent, by transport and
-//! kind: [`Messages`] is a [`Tap`] that the server puts between the transports and the proxy
-//! only when `-metrics-addr` is given, so without it nothing is counted.
+//! kind, and the time from receiving a message to sending what it causes (`latency`):
+//! [`Messages`] is a [`Tap`] that the server puts between the transports and the proxy only
+//! when `-metrics-addr` is given, so without it nothing is counted or timed. The proxy counts
+//! its decisions ([`crate::proxy::decisions`]) only when it is given somewhere to count them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::sip::Transport;
 use crate::transport::{Destination, Encoded, Inbound, Tap};
+use latency::Latency;
 
 mod collect;
 mod endpoint;
+mod latency;
 mod process;
 
 pub use collect::Collected;
@@ -100,6 +104,8 @@ impl MessageCounts {
 pub struct Messages {
     received: MessageCounts,
     sent: MessageCounts,
+    /// From receiving a message to sending what it causes.
+    forwarding: Latency,
 }
 
 /// Counts every message a [`Tapped`](crate::transport::Tapped) handler or outbound passes.
@@ -109,6 +115,11 @@ impl Tap for Arc<Messages> {
     fn received(&self, inbound: &Inbound) {
         self.received
             .count(inbound.flow.transport, Kind::of(&inbound.data));
+        Latency::received();
+    }
+
+    fn handled(&self) {
+        Latency::handled();
     }
 
     fn sending(&self, msg: &Encoded) -> Option<Kind> {
@@ -117,6 +128,7 @@ impl Tap for Arc<Messages> {
 
     fn sent(&self, dest: &Destination, kind: Option<Kind>) {
         self.sent.count(dest.flow.transport, kind);
+        self.forwarding.sent();
     }
 }
 

@@ -78,6 +78,22 @@ pub struct ClientCache {
     len: AtomicUsize,
     /// REGISTERs refused because no binding could be kept.
     refused: AtomicU64,
+    bound: AtomicU64,
+    removed: AtomicU64,
+    expired: AtomicU64,
+}
+
+/// What happened to the cache's bindings since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindingCounts {
+    /// Bindings stored or refreshed by a REGISTER's 2xx.
+    pub bound: u64,
+    /// Removed by an un-REGISTER's 2xx (expires 0).
+    pub removed: u64,
+    /// Run out and swept.
+    pub expired: u64,
+    /// REGISTERs refused because the cache was full.
+    pub refused: u64,
 }
 
 impl std::fmt::Debug for ClientCache {
@@ -99,6 +115,9 @@ impl ClientCache {
             capacity,
             len: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
+            bound: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
         }
     }
 
@@ -136,7 +155,10 @@ impl ClientCache {
                 self.sweep(now);
             }
             match self.shard(user).bind(user, binding, due, || self.reserve()) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.bound.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Err(unbound) => binding = unbound,
             }
         }
@@ -155,6 +177,7 @@ impl ClientCache {
         }
         shard.remove(key);
         self.len.fetch_sub(1, Ordering::Relaxed);
+        self.removed.fetch_add(1, Ordering::Relaxed);
         true
     }
 
@@ -169,6 +192,7 @@ impl ClientCache {
             .map(|shard| lock(shard).expire(tick))
             .sum();
         self.len.fetch_sub(gone, Ordering::Relaxed);
+        self.expired.fetch_add(gone as u64, Ordering::Relaxed);
         gone
     }
 
@@ -196,10 +220,14 @@ impl ClientCache {
         false
     }
 
-    /// REGISTERs refused because the cache was full.
     #[must_use]
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+    pub fn counts(&self) -> BindingCounts {
+        BindingCounts {
+            bound: self.bound.load(Ordering::Relaxed),
+            removed: self.removed.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
     }
 
     #[must_use]
@@ -423,6 +451,8 @@ mod tests {
         assert_eq!(cache.sweep(t0 + secs(61)), 1);
         assert!(cache.is_empty());
         assert_eq!(cache.lookup(b"1000", t0), ClientLookup::Unknown);
+        let counts = cache.counts();
+        assert_eq!((counts.bound, counts.expired, counts.removed), (1, 1, 0));
     }
 
     #[test]
@@ -442,6 +472,8 @@ mod tests {
         assert_eq!(cache.lookup(b"1000", t0), ClientLookup::Unknown);
         assert!(cache.is_empty());
         assert_eq!(cache.sweep(t0 + secs(700)), 0, "removed, not expired again");
+        let counts = cache.counts();
+        assert_eq!((counts.bound, counts.expired, counts.removed), (2, 0, 1));
     }
 
     /// Capacity with expiry making room: (step, user, bind at second, expires, bound?, len).
@@ -573,7 +605,7 @@ mod tests {
                 "{case}"
             );
             refused += u64::from(!admitted);
-            assert_eq!(cache.refused(), refused, "{case}");
+            assert_eq!(cache.counts().refused, refused, "{case}");
         }
         // Once the binding has run out, a new user is admitted again.
         assert!(cache.admit_register(&register(other, contact), t0 + secs(61)));

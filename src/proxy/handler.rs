@@ -6,7 +6,7 @@
 //! `replies`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +19,7 @@ use crate::warn_limited;
 
 use super::action::{Forward, Lookup, NextHop, RequestAction, ResponseAction};
 use super::clients::ClientCache;
+use super::decisions::{Counting, Dropped, Path, Refused, Undelivered};
 use super::flood::{OverloadGuard, SourceLimiter};
 use super::rewrite::{Registration, Rewriter};
 use super::router::{Router, SelfNames};
@@ -46,8 +47,7 @@ struct Inner {
     transactions: Transactions,
     draining: AtomicBool,
     resolves: Arc<Semaphore>,
-    /// Responses refused because they answer nothing Roundabout sent (or come from elsewhere).
-    forged_responses: AtomicU64,
+    counting: Counting,
 }
 
 impl Proxy {
@@ -58,6 +58,7 @@ impl Proxy {
         limiter: SourceLimiter,
         overload: OverloadGuard,
         transactions: Transactions,
+        counting: Counting,
     ) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
@@ -69,7 +70,7 @@ impl Proxy {
                 transactions,
                 draining: AtomicBool::new(false),
                 resolves: Arc::new(Semaphore::new(MAX_PENDING_RESOLVES)),
-                forged_responses: AtomicU64::new(0),
+                counting,
             }),
         }
     }
@@ -95,10 +96,10 @@ impl Proxy {
         &self.inner.transactions
     }
 
-    /// Responses dropped as forged since start.
+    /// Request-URI tokens that did not verify, since start.
     #[must_use]
-    pub fn forged_responses(&self) -> u64 {
-        self.inner.forged_responses.load(Ordering::Relaxed)
+    pub fn token_failures(&self) -> u64 {
+        self.inner.router.token_failures()
     }
 
     fn request(
@@ -129,17 +130,32 @@ impl Proxy {
         }
         if starts_new_work(&msg) {
             if self.inner.draining.load(Ordering::Relaxed) {
-                self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
+                self.refuse(
+                    &msg,
+                    &source,
+                    Refused::Draining,
+                    Status::SERVICE_UNAVAILABLE,
+                );
                 return;
             }
             if !self.inner.overload.admit(now) {
                 warn_limited!("overload: new requests over -max-new-requests refused with 503");
-                self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
+                self.refuse(
+                    &msg,
+                    &source,
+                    Refused::Overload,
+                    Status::SERVICE_UNAVAILABLE,
+                );
                 return;
             }
         }
         if method == Some(Method::Register) && !self.clients().admit_register(&msg, now) {
-            self.reply(&msg, &source, Status::CLIENT_CACHE_FULL);
+            self.refuse(
+                &msg,
+                &source,
+                Refused::ClientCacheFull,
+                Status::CLIENT_CACHE_FULL,
+            );
             return;
         }
         let action = self.inner.router.route_request(&msg, &source, now);
@@ -160,7 +176,10 @@ impl Proxy {
                 debug!(flow = %source, code = status.code, "request answered by the proxy");
                 self.reply(&msg, &source, status);
             }
-            RequestAction::Drop(reason) => debug!(flow = %source, reason, "request dropped"),
+            RequestAction::Drop(reason) => {
+                debug!(flow = %source, reason, "request dropped");
+                self.inner.counting.dropped(Dropped::Unroutable);
+            }
             RequestAction::Forward(forward) => match forward.next.clone() {
                 NextHop::Flow(dest) => {
                     self.send_request(&msg, (&source, connection), &forward, &dest);
@@ -212,7 +231,10 @@ impl Proxy {
             dest
         };
         match self.inner.outbound.send(dest, out) {
-            Ok(()) => debug!(from = %source, to = %dest.flow, "request forwarded"),
+            Ok(()) => {
+                debug!(from = %source, to = %dest.flow, "request forwarded");
+                self.inner.counting.forwarded(Path::Stateless);
+            }
             Err(SendError::NoFlow) => match &forward.fallback {
                 Some(fallback) => self.send_request(
                     msg,
@@ -233,11 +255,13 @@ impl Proxy {
                 }
                 None => {
                     debug!(from = %source, to = %dest.flow, "flow gone");
+                    self.inner.counting.undelivered(Undelivered::FlowGone);
                     self.reply(msg, source, Status::TEMPORARILY_UNAVAILABLE);
                 }
             },
             Err(error) => {
                 warn_limited!(to = %dest.flow, %error, "request not sent");
+                self.inner.counting.undelivered(Undelivered::NotSent);
                 self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
             }
         }
@@ -257,7 +281,12 @@ impl Proxy {
     ) {
         let Ok(permit) = Arc::clone(&self.inner.resolves).try_acquire_owned() else {
             warn_limited!(host = %lookup.host, "too many host names being resolved");
-            self.reply(&msg, &source, Status::SERVICE_UNAVAILABLE);
+            self.refuse(
+                &msg,
+                &source,
+                Refused::ResolveLimit,
+                Status::SERVICE_UNAVAILABLE,
+            );
             return;
         };
         let proxy = self.clone();
@@ -324,13 +353,16 @@ impl Proxy {
             ResponseAction::Forward(dest) => {
                 let _ = self.forward_response(&msg, &source, connection, &dest);
             }
-            ResponseAction::Drop(reason) => debug!(flow = %source, reason, "response dropped"),
+            ResponseAction::Drop(reason) => {
+                debug!(flow = %source, reason, "response dropped");
+                self.inner.counting.dropped(Dropped::Unroutable);
+            }
             ResponseAction::Forged(reason) => self.forged(&source, reason),
         }
     }
 
     fn forged(&self, source: &FlowKey, reason: &'static str) {
-        self.inner.forged_responses.fetch_add(1, Ordering::Relaxed);
+        self.inner.counting.dropped(Dropped::Forged);
         warn_limited!(flow = %source, reason, "forged response dropped");
     }
 
@@ -351,6 +383,7 @@ impl Proxy {
             Ok(rewritten) => rewritten,
             Err(error) => {
                 warn_limited!(flow = %source, %error, "malformed response dropped");
+                self.inner.counting.dropped(Dropped::Malformed);
                 return Ok(());
             }
         };
@@ -360,7 +393,10 @@ impl Proxy {
         let sent = self.inner.outbound.send(dest, out);
         match &sent {
             Ok(()) => debug!(from = %source, to = %dest.flow, "response forwarded"),
-            Err(error) => debug!(to = %dest.flow, %error, "response not sent"),
+            Err(error) => {
+                debug!(to = %dest.flow, %error, "response not sent");
+                self.inner.counting.dropped(Dropped::NotSent);
+            }
         }
         sent
     }
@@ -424,6 +460,7 @@ impl Handler for Proxy {
         {
             // Dropped before parsing: a flood costs as little as possible and gets no answer.
             warn_limited!(source = %flow.remote.ip(), "flood: messages over -rate-limit dropped");
+            self.inner.counting.dropped(Dropped::RateLimited);
             return;
         }
         match Message::parse(data.clone()) {
@@ -456,6 +493,7 @@ impl Handler for Proxy {
         }
         if let Some(response) = self.next_hop_answer(&request, Status::SERVICE_UNAVAILABLE) {
             debug!(to = %flow, "request not delivered: answered 503");
+            self.inner.counting.undelivered(Undelivered::NotSent);
             self.response(response, flow, None);
         }
     }

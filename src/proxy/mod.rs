@@ -4,6 +4,7 @@
 pub mod action;
 pub mod branch;
 pub mod clients;
+pub mod decisions;
 pub mod flood;
 mod handler;
 mod identity;

@@ -3,6 +3,7 @@
 //! docs/responses.md).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use crate::config::{ClientRanges, Config, TrustedServer, TrustedServers};
 use crate::sip::uri::parse_host_ip;
 use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Transport, Uri, Via};
 use crate::transport::{Destination, FlowKey};
+use tracing::debug;
 
 use super::action::{
     answer_destination, Forward, Lookup, NewRequestUri, NextHop, RequestAction, ResponseAction,
@@ -47,6 +49,8 @@ pub struct Router {
     /// Authenticates Roundabout's Via branches and To tags.
     branches: BranchKey,
     clients: Arc<ClientCache>,
+    /// Request-URI tokens that did not verify (forged, damaged, or minted with another key).
+    token_failures: Arc<AtomicU64>,
 }
 
 impl Router {
@@ -98,6 +102,7 @@ impl Router {
             tokens: TokenKey::new(token_key),
             branches: BranchKey::new(token_key),
             clients: Arc::new(ClientCache::new(limits.client_cache_size)),
+            token_failures: Arc::default(),
         }
     }
 
@@ -125,6 +130,12 @@ impl Router {
     #[must_use]
     pub fn clients(&self) -> &ClientCache {
         &self.clients
+    }
+
+    /// Request-URI tokens that did not verify, since start.
+    #[must_use]
+    pub fn token_failures(&self) -> u64 {
+        self.token_failures.load(Ordering::Relaxed)
     }
 
     /// Whether `flow` is a trusted server's own address and transport: a flow Roundabout may
@@ -256,11 +267,14 @@ impl Router {
         }
         // Rule 4 (and 8: an ACK with a token is always routed by it). A token that does not
         // verify is never used as an address.
-        if let Some(token) = request_uri
-            .param_value(token::PARAM)
-            .and_then(|t| self.tokens.decode(t))
-        {
-            return Ok(self.to_token(token, pop_routes));
+        if let Some(param) = request_uri.param_value(token::PARAM) {
+            match self.tokens.decode(param) {
+                Some(token) => return Ok(self.to_token(token, pop_routes)),
+                None => {
+                    debug!("token in the Request-URI does not verify: routed without it");
+                    self.token_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
         // Rule 8: without -ack-ruri, ACK goes by its To host, as in the original.
         let to;

@@ -692,6 +692,7 @@ fn contact_token_round_trip_brings_in_dialog_requests_back() {
         route(&r, &request("BYE", &forged, ""), client()),
         RequestAction::Reply(Status::NOT_FOUND)
     );
+    assert_eq!(r.token_failures(), 1, "the forged token is counted");
     // ... and under -strict-host too, it never reaches an address of its own choosing.
     let strict = router_with(|c| c.strict_host = true);
     assert!(!matches!(

@@ -16,7 +16,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -224,6 +224,8 @@ pub struct Transactions {
     earlier: Notify,
     timers: SipTimers,
     limits: TransactionLimits,
+    /// Client transactions that ended with no final response (Timers B, F and C).
+    timed_out: AtomicU64,
 }
 
 impl Transactions {
@@ -235,7 +237,14 @@ impl Transactions {
             earlier: Notify::new(),
             timers,
             limits,
+            timed_out: AtomicU64::new(0),
         }
+    }
+
+    /// Client transactions that timed out with no final response, since start.
+    #[must_use]
+    pub fn timed_out(&self) -> u64 {
+        self.timed_out.load(Ordering::Relaxed)
     }
 
     /// The table holds no borrowed data across a panic, so a poisoned lock is still usable.

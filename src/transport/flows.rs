@@ -40,6 +40,9 @@ struct TransportCounts {
     open: AtomicU64,
     accepted: AtomicU64,
     refused: AtomicU64,
+    /// Indexed by [`Handshake::index`].
+    handshakes: [AtomicU64; 4],
+    queue_full: AtomicU64,
 }
 
 /// A transport's connections as counted since start (see [`super::Senders::connections`]).
@@ -51,6 +54,57 @@ pub struct ConnectionCounts {
     pub accepted: u64,
     /// Refused on accept: a connection limit, or a bad or unexpected PROXY protocol header.
     pub refused: u64,
+    /// TLS and WebSocket handshakes (none are counted for TCP), by [`Handshake::index`].
+    pub handshakes: [u64; 4],
+    /// Messages not sent because the connection's send queue was full.
+    pub queue_full: u64,
+}
+
+/// A TLS or WebSocket handshake's outcome, on a connection accepted or dialled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handshake {
+    pub dialled: bool,
+    pub ok: bool,
+}
+
+impl Handshake {
+    /// Every outcome, in index order.
+    pub const ALL: [Handshake; 4] = [
+        Handshake {
+            dialled: false,
+            ok: true,
+        },
+        Handshake {
+            dialled: false,
+            ok: false,
+        },
+        Handshake {
+            dialled: true,
+            ok: true,
+        },
+        Handshake {
+            dialled: true,
+            ok: false,
+        },
+    ];
+
+    #[must_use]
+    pub fn index(self) -> usize {
+        usize::from(self.dialled) * 2 + usize::from(!self.ok)
+    }
+}
+
+/// What happened on a transport's connections, as counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConnectionEvent {
+    /// Accepted, and handed to the transport's handshake.
+    Accepted,
+    /// Refused as it was accepted.
+    Refused,
+    /// A TLS or WebSocket handshake ended.
+    Handshake(Handshake),
+    /// A message found the send queue full.
+    QueueFull,
 }
 
 /// Where connection ids start: random, so that an id a token names before a restart is not
@@ -125,18 +179,15 @@ impl FlowTable {
         &self.counts[transport as usize]
     }
 
-    /// A connection of `transport` was accepted and goes on to its handshake.
-    pub(crate) fn count_accepted(&self, transport: Transport) {
-        self.counts(transport)
-            .accepted
-            .fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A connection of `transport` was refused as it was accepted.
-    pub(crate) fn count_refused(&self, transport: Transport) {
-        self.counts(transport)
-            .refused
-            .fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn count(&self, transport: Transport, event: ConnectionEvent) {
+        let counts = self.counts(transport);
+        let counter = match event {
+            ConnectionEvent::Accepted => &counts.accepted,
+            ConnectionEvent::Refused => &counts.refused,
+            ConnectionEvent::Handshake(handshake) => &counts.handshakes[handshake.index()],
+            ConnectionEvent::QueueFull => &counts.queue_full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn connection_counts(&self, transport: Transport) -> ConnectionCounts {
@@ -145,6 +196,8 @@ impl FlowTable {
             open: counts.open.load(Ordering::Relaxed),
             accepted: counts.accepted.load(Ordering::Relaxed),
             refused: counts.refused.load(Ordering::Relaxed),
+            handshakes: std::array::from_fn(|i| counts.handshakes[i].load(Ordering::Relaxed)),
+            queue_full: counts.queue_full.load(Ordering::Relaxed),
         }
     }
 

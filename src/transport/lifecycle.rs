@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::flows::{Admission, Listed};
+use super::flows::{Admission, ConnectionEvent, Handshake, Listed};
 use super::queue::{send_queue, QueueLimits, QueueReceiver, QueueSender};
 use super::{ConnectionId, FlowKey, Shared, Transport};
 
@@ -117,10 +117,24 @@ where
     let handshake = Box::pin(handshake);
     async move {
         let served = match handshake.await {
-            Some(stream) => serve(stream, Registered::new(key, &shared), shared, admission),
-            None => return,
+            Some(stream) => {
+                count_handshake(&shared, key.transport, false, true);
+                serve(stream, Registered::new(key, &shared), shared, admission)
+            }
+            None => return count_handshake(&shared, key.transport, false, false),
         };
         served.await;
+    }
+}
+
+/// Counts a TLS or WebSocket handshake; plain TCP has none to count (its PROXY protocol
+/// header, when one is expected, fails as a refused connection).
+pub(crate) fn count_handshake(shared: &Shared, transport: Transport, dialled: bool, ok: bool) {
+    if transport != Transport::Tcp {
+        let handshake = Handshake { dialled, ok };
+        shared
+            .flows
+            .count(transport, ConnectionEvent::Handshake(handshake));
     }
 }
 

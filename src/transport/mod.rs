@@ -99,7 +99,7 @@ mod tls;
 mod udp;
 mod ws;
 
-pub use flows::{ConnectionCounts, LimitReached};
+pub use flows::{ConnectionCounts, Handshake, LimitReached};
 pub use tap::{Tap, Tapped};
 pub use tls::{KeyPair, TlsError};
 
@@ -112,7 +112,7 @@ use tracing::{debug, info};
 
 use crate::config::{Config, Limits};
 use crate::warn_limited;
-use flows::FlowTable;
+use flows::{ConnectionEvent, FlowTable};
 
 /// Why a transport could not start.
 #[derive(Debug, thiserror::Error)]
@@ -340,7 +340,12 @@ impl Senders {
         }
         match shared.flows.queue(&key, dest.connection) {
             Some(queue) => queue.try_send(msg).map_err(|e| match e {
-                queue::QueueError::Full => SendError::QueueFull,
+                queue::QueueError::Full => {
+                    shared
+                        .flows
+                        .count(key.transport, ConnectionEvent::QueueFull);
+                    SendError::QueueFull
+                }
                 queue::QueueError::Closed => SendError::NoFlow,
             }),
             // A named connection that is gone is gone: another is never opened in its place.
@@ -361,14 +366,21 @@ impl Senders {
             let name = name.as_deref();
             let connected = match key.transport {
                 Transport::Ws | Transport::Wss => match ws::connect(key, name, &shared).await {
-                    Ok(socket) => return ws::serve(socket, flow, shared, admission).await,
+                    Ok(socket) => {
+                        lifecycle::count_handshake(&shared, key.transport, true, true);
+                        return ws::serve(socket, flow, shared, admission).await;
+                    }
                     Err(error) => error,
                 },
                 _ => match tcp::connect(key, name, &shared).await {
-                    Ok(socket) => return stream::serve(socket, flow, shared, admission).await,
+                    Ok(socket) => {
+                        lifecycle::count_handshake(&shared, key.transport, true, true);
+                        return stream::serve(socket, flow, shared, admission).await;
+                    }
                     Err(error) => error,
                 },
             };
+            lifecycle::count_handshake(&shared, key.transport, true, false);
             let mut queued = flow.unserved();
             warn_limited!(flow = %key, error = %connected, "cannot connect");
             if let Some(handler) = shared.handler.get() {

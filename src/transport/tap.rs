@@ -16,6 +16,9 @@ pub trait Tap: Send + Sync + 'static {
 
     fn received(&self, inbound: &Inbound);
 
+    /// The handler is done with the message last received on this thread.
+    fn handled(&self) {}
+
     fn sending(&self, msg: &Encoded) -> Self::Sending;
 
     /// The transport took the message (sent on UDP, queued on a stream); a message it refused
@@ -39,6 +42,7 @@ impl<H: Handler, P: Tap> Handler for Tapped<H, P> {
     fn handle(&self, inbound: Inbound) {
         self.tap.received(&inbound);
         self.inner.handle(inbound);
+        self.tap.handled();
     }
 
     fn undelivered(&self, msg: Encoded, flow: FlowKey) {
@@ -76,6 +80,11 @@ impl<A: Tap, B: Tap> Tap for (A, B) {
         self.1.received(inbound);
     }
 
+    fn handled(&self) {
+        self.0.handled();
+        self.1.handled();
+    }
+
     fn sending(&self, msg: &Encoded) -> Self::Sending {
         (self.0.sending(msg), self.1.sending(msg))
     }
@@ -93,6 +102,12 @@ impl<P: Tap> Tap for Option<P> {
     fn received(&self, inbound: &Inbound) {
         if let Some(tap) = self {
             tap.received(inbound);
+        }
+    }
+
+    fn handled(&self) {
+        if let Some(tap) = self {
+            tap.handled();
         }
     }
 

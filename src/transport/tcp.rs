@@ -12,7 +12,7 @@ use tracing::debug;
 use crate::warn_limited;
 
 use super::deadline::WriteDeadline;
-use super::flows::Admission;
+use super::flows::{Admission, ConnectionEvent};
 use super::lifecycle::{self, Registered};
 use super::stream::ByteStream;
 use super::{proxy_header, stream, FlowKey, Shared};
@@ -93,7 +93,7 @@ fn into_flow(
     remote: SocketAddr,
     shared: &Shared,
 ) -> (Connection, FlowKey) {
-    shared.flows.count_accepted(transport);
+    shared.flows.count(transport, ConnectionEvent::Accepted);
     let key = FlowKey { transport, remote };
     (prepare(socket, key, shared.limits.write_timeout), key)
 }
@@ -103,7 +103,7 @@ fn admit(shared: &Arc<Shared>, transport: Transport, remote: SocketAddr) -> Opti
     match shared.flows.admit(remote.ip()) {
         Ok(admission) => Some(admission),
         Err(limit) => {
-            shared.flows.count_refused(transport);
+            shared.flows.count(transport, ConnectionEvent::Refused);
             warn_limited!(%transport, %remote, %limit, "connection refused");
             None
         }
@@ -139,7 +139,7 @@ async fn behind_balancer(
     };
     // Every refusal at debug; the warning is rate-limited and may leave some out.
     debug!(%transport, %remote, reason = %outcome, "PROXY protocol refusal");
-    shared.flows.count_refused(transport);
+    shared.flows.count(transport, ConnectionEvent::Refused);
     warn_limited!(%transport, %remote, reason = %outcome, "connection refused");
     None
 }

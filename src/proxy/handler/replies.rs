@@ -12,6 +12,7 @@ use crate::warn_limited;
 use super::{bad_request_reason, Proxy};
 use crate::proxy::action::answer_destination;
 use crate::proxy::clients::CACHE_FULL_RETRY_AFTER;
+use crate::proxy::decisions::{Dropped, Refused};
 use crate::proxy::router::proxy_require;
 use crate::proxy::status::Status;
 
@@ -46,11 +47,24 @@ impl Proxy {
             })
             .find(|out| !self.amplifies(request.bytes(), source, out));
         match fitting {
-            Some(out) => self.send_reply(request.bytes(), source, out),
+            Some(out) => self.send_reply(request.bytes(), source, status.code, out),
             None => {
-                debug!(flow = %source, "reply larger than the request not sent to a UDP source")
+                debug!(flow = %source, "reply larger than the request not sent to a UDP source");
+                self.inner.counting.dropped(Dropped::Amplifying);
             }
         }
+    }
+
+    /// Answers a request refused before it was routed, and counts why.
+    pub(super) fn refuse(
+        &self,
+        request: &Message,
+        source: &FlowKey,
+        reason: Refused,
+        status: Status,
+    ) {
+        self.inner.counting.refused(reason);
+        self.reply(request, source, status);
     }
 
     /// Whether a reply to an unverified UDP source would be larger than its request.
@@ -64,19 +78,28 @@ impl Proxy {
         match reply::salvage_bad_request(data, bad_request_reason(error)) {
             Some(out) => {
                 debug!(flow = %source, %error, "malformed request answered");
-                self.send_reply(data, &source, out);
+                self.send_reply(data, &source, Status::BAD_REQUEST.code, out);
             }
-            None => warn_limited!(flow = %source, %error, "malformed message dropped"),
+            None => {
+                warn_limited!(flow = %source, %error, "malformed message dropped");
+                self.inner.counting.dropped(Dropped::Malformed);
+            }
         }
     }
 
-    fn send_reply(&self, request: &Bytes, source: &FlowKey, out: Encoded) {
+    fn send_reply(&self, request: &Bytes, source: &FlowKey, code: u16, out: Encoded) {
+        let counting = &self.inner.counting;
         if self.amplifies(request, source, &out) {
             debug!(flow = %source, "reply larger than the request not sent to a UDP source");
+            counting.dropped(Dropped::Amplifying);
             return;
         }
-        if let Err(error) = self.inner.outbound.send(&answer_destination(*source), out) {
-            debug!(flow = %source, %error, "reply not sent");
+        match self.inner.outbound.send(&answer_destination(*source), out) {
+            Ok(()) => counting.answered(code),
+            Err(error) => {
+                debug!(flow = %source, %error, "reply not sent");
+                counting.dropped(Dropped::NotSent);
+            }
         }
     }
 

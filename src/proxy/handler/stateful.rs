@@ -12,6 +12,7 @@ use crate::warn_limited;
 use super::Proxy;
 use crate::proxy::action::answer_destination;
 use crate::proxy::branch::Branch;
+use crate::proxy::decisions::{Path, Refused, Undelivered};
 use crate::proxy::status::Status;
 use crate::proxy::transaction::{Key, Kind, ResponseMatch, Send, Start};
 
@@ -150,7 +151,8 @@ impl Proxy {
                     active = transactions.len(),
                     "transaction limit (-max-transactions) reached: request refused with 503"
                 );
-                self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
+                let refused = Refused::TransactionLimit;
+                self.refuse(msg, source, refused, Status::SERVICE_UNAVAILABLE);
                 return;
             }
         }
@@ -159,10 +161,14 @@ impl Proxy {
             self.reply(msg, source, Status::TRYING);
         }
         match self.inner.outbound.send(dest, out) {
-            Ok(()) => debug!(from = %source, to = %dest.flow, "request forwarded statefully"),
+            Ok(()) => {
+                debug!(from = %source, to = %dest.flow, "request forwarded statefully");
+                self.inner.counting.forwarded(Path::Stateful);
+            }
             Err(error) => {
                 transactions.remove(key);
                 warn_limited!(to = %dest.flow, %error, "request not sent");
+                self.inner.counting.undelivered(Undelivered::NotSent);
                 self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
             }
         }

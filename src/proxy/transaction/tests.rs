@@ -134,6 +134,7 @@ fn invite_timers_a_and_b_to_the_millisecond() {
         .all(|(_, s)| downstream_method(s) == "INVITE"));
     assert!(is_answer(&sent[6].1, 408), "{:?}", sent[6]);
     assert!(table.is_empty());
+    assert_eq!(table.timed_out(), 1);
 }
 
 /// RFC 3261 §17.1.2.2: Timer E at T1 doubling up to T2, Timer F at 64·T1.
@@ -190,6 +191,7 @@ fn non_invite_provisional_final_and_timer_k() {
     assert!(run(&table, t0, 15_000, 15_000).is_empty());
     assert!(table.is_empty(), "Timer K frees the state");
     assert_eq!(table.bytes(), 0);
+    assert_eq!(table.timed_out(), 0, "ended by its final, not by a timer");
 }
 
 /// RFC 3261 §17.1.1.3: a non-2xx is ACKed on the UDP leg by Roundabout and sent upstream

@@ -2,6 +2,7 @@
 //! lazy deletion, served by one task, and what each timer does when it fires.
 
 use std::cmp::Reverse;
+use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
@@ -103,8 +104,11 @@ impl Transactions {
         // Timers B and F, or no final after the CANCEL: the next hop is taken to have answered
         // 408 (RFC 3261 §16.7 step 2, §16.8).
         if let Some(entry) = table.entries.get(&key) {
-            if entry.state != State::Completed && entry.origin == Origin::Upstream {
-                send.extend(entry.answer(Status::REQUEST_TIMEOUT));
+            if entry.state != State::Completed {
+                self.timed_out.fetch_add(1, Ordering::Relaxed);
+                if entry.origin == Origin::Upstream {
+                    send.extend(entry.answer(Status::REQUEST_TIMEOUT));
+                }
             }
         }
         self.remove_entry(table, key);
