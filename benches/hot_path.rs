@@ -3,23 +3,36 @@
 //!
 //! `call` is what the proxy does for one call of the SIPp bench (`bench/run.sh`): INVITE, 100,
 //! 180, 200, ACK, BYE, 200, UDP in and out, each parsed, validated, routed and rewritten.
-//! For instruction counts, `HOT_PATH_CALLS=N` skips criterion and runs `call` N times:
+//! `handler` is the same call through the whole handler (`Proxy::handle`: the flood check, the
+//! decisions, the send into an outbound that drops what it gets), without the metrics and with
+//! them (`-metrics-addr`'s taps, counts and timing): what turning them on costs.
+//! For instruction counts, `HOT_PATH_CALLS=N` skips criterion and runs `call` N times
+//! (`HOT_PATH_MODE=handler` or `metrics` for the handler without or with the metrics):
 //! `HOT_PATH_CALLS=100000 perf stat -e instructions:u target/release/deps/hot_path-<hash>`.
 
 #![allow(clippy::unwrap_used)] // a benchmark of fixed inputs: a failure is a bug to see at once
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use roundabout::config::{ClientRanges, Config, Limits, Ports, TrustedServer, TrustedServers};
+use roundabout::metrics::Messages;
 use roundabout::proxy::action::{Forward, NextHop, RequestAction, ResponseAction};
+use roundabout::proxy::decisions::Counting;
+use roundabout::proxy::flood::{OverloadGuard, SourceLimiter};
 use roundabout::proxy::rewrite::Rewriter;
 use roundabout::proxy::router::Router;
+use roundabout::proxy::transaction::Transactions;
+use roundabout::proxy::Proxy;
 use roundabout::sip::{Encoded, HeaderName, Message, Transport};
-use roundabout::transport::FlowKey;
+use roundabout::transport::{
+    ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError, Tapped,
+};
 
 const INVITE: &[u8] = b"INVITE sip:service@127.0.0.2:5080;transport=tcp SIP/2.0\r\n\
 Via: SIP/2.0/UDP 127.0.0.3:5070;branch=z9hG4bK-1-1-0;rport\r\n\
@@ -136,6 +149,34 @@ fn hot_path(c: &mut Criterion) {
     group.throughput(Throughput::Elements(call.messages.len() as u64));
     group.bench_function("udp_to_udp", |b| b.iter(|| call.forward_all()));
     group.finish();
+    let mut group = c.benchmark_group("handler");
+    group.throughput(Throughput::Elements(call.messages.len() as u64));
+    for metrics in [false, true] {
+        let handler = call.handler(metrics);
+        let name = if metrics {
+            "udp_to_udp_metrics"
+        } else {
+            "udp_to_udp"
+        };
+        group.bench_function(name, |b| b.iter(|| call.handle_all(&*handler)));
+    }
+    group.finish();
+}
+
+/// An outbound that takes every message and drops it (counting them): the handler's work
+/// without the sending.
+struct Discard(Arc<AtomicUsize>);
+
+impl Outbound for Discard {
+    fn send(&self, _: &Destination, msg: Encoded) -> Result<(), SendError> {
+        black_box(msg);
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn connection_at(&self, _: SocketAddr, _: Transport) -> Option<(FlowKey, ConnectionId)> {
+        None
+    }
 }
 
 /// The messages of one call as they reach the proxy, and where each comes from.
@@ -201,6 +242,58 @@ impl Call {
             router,
             rewriter,
             messages,
+        }
+    }
+
+    /// The proxy as the transports see it, with the metrics' taps and counts when `metrics`
+    /// (as the server builds it with `-metrics-addr`). Its router has the bench router's keys,
+    /// so the call's branches and tokens verify: checked by sending the call once.
+    fn handler(&self, metrics: bool) -> Box<dyn Handler> {
+        let messages = Arc::new(Messages::default());
+        let sent = Arc::new(AtomicUsize::new(0));
+        let discard = Discard(Arc::clone(&sent));
+        let outbound: Arc<dyn Outbound> = if metrics {
+            Arc::new(Tapped::new(discard, Arc::clone(&messages)))
+        } else {
+            Arc::new(discard)
+        };
+        let counting = if metrics {
+            Counting::On(Arc::default())
+        } else {
+            Counting::Off
+        };
+        let proxy = Proxy::new(
+            router(Transport::Udp),
+            outbound,
+            SourceLimiter::new(0),
+            OverloadGuard::new(0),
+            Transactions::new(
+                roundabout::config::SipTimers::RFC_3261,
+                roundabout::config::TransactionLimits::DEFAULT,
+            ),
+            counting,
+        );
+        let handler: Box<dyn Handler> = if metrics {
+            Box::new(Tapped::new(proxy, messages))
+        } else {
+            Box::new(proxy)
+        };
+        self.handle_all(&*handler);
+        assert_eq!(
+            sent.load(Ordering::Relaxed),
+            self.messages.len(),
+            "all forwarded"
+        );
+        handler
+    }
+
+    fn handle_all(&self, handler: &dyn Handler) {
+        for (data, source) in &self.messages {
+            handler.handle(Inbound {
+                data: black_box(data.clone()),
+                flow: *source,
+                connection: None,
+            });
         }
     }
 
@@ -332,8 +425,17 @@ fn main() {
         .and_then(|n| n.parse::<u64>().ok())
     {
         let call = Call::new();
+        let mode = std::env::var("HOT_PATH_MODE").unwrap_or_default();
+        let handler = match mode.as_str() {
+            "handler" => Some(call.handler(false)),
+            "metrics" => Some(call.handler(true)),
+            _ => None,
+        };
         for _ in 0..calls {
-            call.forward_all();
+            match &handler {
+                Some(handler) => call.handle_all(&**handler),
+                None => call.forward_all(),
+            }
         }
         return;
     }

@@ -298,7 +298,7 @@ fn answers_drops_and_refusals_are_counted_by_code_and_reason() {
     let stray = String::from(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK-stray\r\n\
          From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: stray@metrics\r\n\
-         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
     );
     let forged = stray.replace(
         "192.0.2.9:5060;branch=z9hG4bK-stray",
