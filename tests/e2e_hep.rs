@@ -11,6 +11,7 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,8 @@ use common::{free_port, header, require, sipp_messages, wait_udp_bound, Roundabo
 
 /// MESSAGEs SIPp sends.
 const CALLS: usize = 3;
+/// What any single step may take.
+const STEP: Duration = Duration::from_secs(10);
 
 /// One captured packet: IP protocol, source, destination and the transport payload. (sngrep
 /// writes each HEP packet it gets as a UDP frame, whatever its protocol chunk says.)
@@ -89,48 +92,88 @@ fn frames(pcap: &[u8]) -> Vec<Frame> {
     frames
 }
 
-/// sngrep as a HEP server on `addr`, writing to `pcap`; started and listening.
-fn sngrep(addr: SocketAddr, pcap: &std::path::Path) -> Child {
-    let child = Command::new("sngrep")
-        .args(["-N", "-q", "-L", &format!("udp:{addr}"), "-O"])
-        .arg(pcap)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sngrep starts");
-    assert!(
-        wait_udp_bound(addr, Duration::from_secs(10)),
-        "sngrep never listened on {addr}"
-    );
-    child
+/// sngrep as a HEP server on a free loopback port, writing what it gets to a pcap in a temp dir
+/// of its own; killed (by its PID) on drop if the test never stopped it.
+struct Capture {
+    hep: SocketAddr,
+    sngrep: Child,
+    pcap: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
-/// Stops Roundabout, which sends what it queued before it exits, then sngrep, which writes the
-/// pcap as it stops, and reads that.
-fn stop(mut capture: Child, pcap: &std::path::Path, rb: &mut Roundabout) -> Vec<Frame> {
-    rb.signal("TERM");
-    assert_eq!(
-        rb.wait_exit(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        rb.logs()
-    );
-    let _ = Command::new("kill")
-        .args(["-TERM", &capture.id().to_string()])
-        .status();
-    assert!(
-        wait_for_exit(&mut capture, Instant::now() + Duration::from_secs(10)).is_some(),
-        "sngrep did not stop"
-    );
-    let frames = frames(&std::fs::read(pcap).unwrap_or_default());
-    assert!(
-        !frames.is_empty(),
-        "nothing in {}\nproxy log:\n{}",
-        pcap.display(),
-        rb.logs()
-    );
-    frames
+impl Capture {
+    /// Started and listening.
+    fn start() -> Capture {
+        let dir = tempfile::tempdir().unwrap();
+        let pcap = dir.path().join("out.pcap");
+        let hep = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+        let sngrep = Command::new("sngrep")
+            .args(["-N", "-q", "-L", &format!("udp:{hep}"), "-O"])
+            .arg(&pcap)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sngrep starts");
+        assert!(wait_udp_bound(hep, STEP), "sngrep never listened on {hep}");
+        Capture {
+            hep,
+            sngrep,
+            pcap,
+            _dir: dir,
+        }
+    }
+
+    /// Stops Roundabout, which sends what it queued before it exits, then sngrep, which writes
+    /// the pcap as it stops, and reads that.
+    fn stop(&mut self, rb: &mut Roundabout) -> Vec<Frame> {
+        rb.signal("TERM");
+        assert_eq!(rb.wait_exit(STEP), Some(0), "{}", rb.logs());
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.sngrep.id().to_string()])
+            .status();
+        assert!(
+            wait_for_exit(&mut self.sngrep, Instant::now() + STEP).is_some(),
+            "sngrep did not stop"
+        );
+        let frames = frames(&std::fs::read(&self.pcap).unwrap_or_default());
+        assert!(
+            !frames.is_empty(),
+            "nothing in {}\nproxy log:\n{}",
+            self.pcap.display(),
+            rb.logs()
+        );
+        frames
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // `Child::kill` signals exactly this PID; after `stop` it has exited already.
+        let _ = self.sngrep.kill();
+        let _ = self.sngrep.wait();
+    }
+}
+
+/// Roundabout in front of the UDP server at `server`, known as `name`, capturing to `capture`
+/// with `extra` flags; no drain, so it stops at once.
+fn proxy(server: SocketAddr, name: &str, capture: &Capture, extra: &[String]) -> Roundabout {
+    let trusted = format!("{}:{name}:{}:udp:", server.ip(), server.port());
+    let hep = capture.hep.to_string();
+    let mut args = [
+        "-strict-host",
+        "-ack-ruri",
+        "-trusted-server",
+        &trusted,
+        "-drain-timeout",
+        "0",
+        "-hep-addr",
+        &hep,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend_from_slice(extra);
+    Roundabout::start(&args)
 }
 
 #[test]
@@ -138,30 +181,12 @@ fn every_message_of_both_legs_reaches_the_capture_server() {
     if !require("sipp") || !require("sngrep") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("out.pcap");
-    let hep = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
-    let capture = sngrep(hep, &pcap);
-
+    let mut capture = Capture::start();
     let mut server = UdpServer::start("127.0.0.2");
-    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", server.addr.port());
-    let hep_flag = hep.to_string();
     // Metrics on too: both taps at once, and the drop count shown.
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
-    let metrics_flag = metrics.to_string();
-    let mut rb = Roundabout::start(&[
-        "-strict-host",
-        "-trusted-server",
-        &trusted,
-        "-drain-timeout",
-        "0",
-        "-hep-addr",
-        &hep_flag,
-        "-hep-id",
-        "4242",
-        "-metrics-addr",
-        &metrics_flag,
-    ]);
+    let extra = ["-hep-id", "4242", "-metrics-addr", &metrics.to_string()].map(String::from);
+    let mut rb = proxy(server.addr, "registrar.test", &capture, &extra);
     let proxy = rb.addr("udp");
     let sipp_addr = SocketAddr::from(([127, 0, 0, 3], free_port("127.0.0.3")));
     let uac = sipp_messages(
@@ -195,7 +220,7 @@ fn every_message_of_both_legs_reaches_the_capture_server() {
         "{scrape}"
     );
 
-    let frames = stop(capture, &pcap, &mut rb);
+    let frames = capture.stop(&mut rb);
 
     let legs = [
         ("MESSAGE ", sipp_addr, proxy),
@@ -236,25 +261,11 @@ fn a_wss_leg_is_captured_as_readable_sip() {
     if !require("sngrep") || !require("openssl") || !node::require_node() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("out.pcap");
-    let hep = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
-    let capture = sngrep(hep, &pcap);
+    let mut capture = Capture::start();
     let ca = TestCa::new();
     let mut registrar = UdpServer::start("127.0.0.2");
-    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", registrar.addr.port());
-    let mut args = [
-        "-strict-host",
-        "-trusted-server",
-        &trusted,
-        "-drain-timeout",
-        "0",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(ca.leaf("proxy.test").wss_flags());
-    args.extend(["-hep-addr".to_owned(), hep.to_string()]);
-    let mut rb = Roundabout::start(&args);
+    let wss_flags = ca.leaf("proxy.test").wss_flags();
+    let mut rb = proxy(registrar.addr, "registrar.test", &capture, &wss_flags);
     let (udp, wss) = (rb.addr("udp"), rb.addr("wss"));
     let url = format!("wss://127.0.0.1:{}", wss.port());
     let extra = [
@@ -264,12 +275,12 @@ fn a_wss_leg_is_captured_as_readable_sip() {
         "hi",
     ];
     let mut jssip = node::jssip_alice(&url, Some(&ca.cert), &extra);
-    let sent = jssip.wait_any(&["message_sent", "message_failed"], Duration::from_secs(10));
+    let sent = jssip.wait_any(&["message_sent", "message_failed"], STEP);
     assert_eq!(sent.event(), Some("message_sent"), "{}", jssip.transcript());
-    let register = registrar.wait_request("REGISTER", Duration::from_secs(10));
-    let message = registrar.wait_request("MESSAGE", Duration::from_secs(10));
+    let register = registrar.wait_request("REGISTER", STEP);
+    let message = registrar.wait_request("MESSAGE", STEP);
     drop(jssip);
-    let frames = stop(capture, &pcap, &mut rb);
+    let frames = capture.stop(&mut rb);
 
     for (method, request) in [("REGISTER", &register), ("MESSAGE", &message)] {
         let call_id = header(request, "Call-ID").unwrap();
