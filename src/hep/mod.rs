@@ -100,12 +100,18 @@ impl Capture {
             .unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
     }
 
-    fn capture(&self, source: SocketAddr, destination: SocketAddr, flow: &FlowKey, msg: Encoded) {
+    fn capture(
+        &self,
+        (source, destination): (SocketAddr, SocketAddr),
+        flow: &FlowKey,
+        msg: Encoded,
+        time: Duration,
+    ) {
         let captured = Message {
             source,
             destination,
             transport: flow.transport,
-            time: encode::now(),
+            time,
             head: msg.head,
             body: msg.body,
         };
@@ -161,8 +167,10 @@ fn ip_protocol(transport: Transport) -> u8 {
 }
 
 impl Tap for Capture {
-    /// The message itself (its two parts shared, not copied).
-    type Sending = Encoded;
+    /// The message itself (its two parts shared, not copied) and the time it was handed to the
+    /// transport. Stamped once the transport took it, a request would be later than an answer
+    /// that came back meanwhile, and a capture server orders a call's messages by their time.
+    type Sending = (Encoded, Duration);
 
     fn received(&self, inbound: &Inbound) {
         let msg = Encoded {
@@ -170,16 +178,17 @@ impl Tap for Capture {
             body: Bytes::new(),
         };
         let local = self.local(inbound.flow.transport);
-        self.capture(inbound.flow.remote, local, &inbound.flow, msg);
+        let addresses = (inbound.flow.remote, local);
+        self.capture(addresses, &inbound.flow, msg, encode::now());
     }
 
-    fn sending(&self, msg: &Encoded) -> Encoded {
-        msg.clone()
+    fn sending(&self, msg: &Encoded) -> (Encoded, Duration) {
+        (msg.clone(), encode::now())
     }
 
-    fn sent(&self, dest: &Destination, msg: Encoded) {
+    fn sent(&self, dest: &Destination, (msg, time): (Encoded, Duration)) {
         let local = self.local(dest.flow.transport);
-        self.capture(local, dest.flow.remote, &dest.flow, msg);
+        self.capture((local, dest.flow.remote), &dest.flow, msg, time);
     }
 }
 
@@ -218,6 +227,28 @@ mod tests {
         assert_eq!(message.source, "192.0.2.1:5070".parse().unwrap());
         assert_eq!(message.destination, "192.0.2.9:5060".parse().unwrap());
         assert_eq!(&message.head[..], &inbound().data[..]);
+    }
+
+    #[test]
+    fn a_message_sent_is_stamped_before_an_answer_that_came_while_it_was_sent() {
+        let (capture, mut queue) = capture(4);
+        let request = Encoded {
+            head: Bytes::from_static(b"OPTIONS sip:b@192.0.2.1 SIP/2.0\r\n\r\n"),
+            body: Bytes::new(),
+        };
+        let dest = Destination {
+            flow: inbound().flow,
+            connection: None,
+            server_name: None,
+            may_connect: true,
+        };
+        let sending = capture.sending(&request);
+        capture.received(&inbound());
+        capture.sent(&dest, sending);
+        let answer = queue.try_recv().unwrap();
+        let sent = queue.try_recv().unwrap();
+        assert_eq!(sent.source, "192.0.2.9:5060".parse().unwrap());
+        assert!(sent.time <= answer.time, "{sent:?} {answer:?}");
     }
 
     #[test]

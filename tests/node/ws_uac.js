@@ -12,7 +12,8 @@
 //
 // Calls start at --rate per second, spread over --sockets WebSockets (as that many browser
 // tabs). Every event is one JSON line on stdout:
-//   {"event":"connected","sockets":N}                  every WebSocket is open
+//   {"event":"connected","sockets":N,"local":["IP:PORT",…]}   every WebSocket is open, and
+//       the local address of each (what a capture of Roundabout's side shows as the client's)
 //   {"event":"call","n":…,"call_id":…,"invite":200|code|null,"acks":N,"bye":200|code|null,"ms":…}
 //       one per call: the INVITE's and BYE's final status (null: none within --timeout-ms) and
 //       how many times the ACK was sent
@@ -97,6 +98,10 @@ class Line {
     this.host = `${token()}.invalid`;
     this.transport = url.startsWith('wss:') ? 'WSS' : 'WS';
     this.calls = new Map();
+    this.local = null;
+    this.ws.once('upgrade', (response) => {
+      this.local = `${response.socket.localAddress}:${response.socket.localPort}`;
+    });
     this.ws.on('message', (data) => this.onMessage(data.toString('utf8'), onStray));
     this.ws.on('close', (code, reason) => emit('disconnected', { code, reason: String(reason) }));
     this.ws.on('error', (error) => emit('error', { message: String(error.message || error) }));
@@ -245,7 +250,7 @@ async function main() {
     stray += 1;
   }));
   await Promise.all(lines.map((l) => l.open()));
-  emit('connected', { sockets: lines.length });
+  emit('connected', { sockets: lines.length, local: lines.map((l) => l.local) });
 
   const running = [];
   for (let n = 1; n <= calls; n += 1) {
