@@ -233,7 +233,8 @@ impl Reader<'_> {
     /// bencode's one spelling of each number requires.
     fn integer(&mut self, end: u8) -> Option<i64> {
         let rest = self.input.get(self.at..)?;
-        let len = rest.iter().position(|&b| b == end)?;
+        // No i64 is longer ("-9223372036854775808"): a long run of digits fails here, unread.
+        let len = rest.iter().take(21).position(|&b| b == end)?;
         let text = &rest[..len];
         let digits = text.strip_prefix(b"-").unwrap_or(text);
         let canonical = match digits {
@@ -313,6 +314,20 @@ mod tests {
     fn decodes_unsorted_keys_as_rtpengine_writes_them() {
         let value = decoded(b"d1:bi2e1:ai1ee").unwrap();
         assert_eq!(value, dict([("a", Value::Int(1)), ("b", Value::Int(2))]));
+    }
+
+    #[test]
+    fn integers_reach_both_ends_of_i64() {
+        assert_eq!(decoded(b"i-9223372036854775808e"), Ok(Value::Int(i64::MIN)));
+        assert_eq!(decoded(b"i9223372036854775807e"), Ok(Value::Int(i64::MAX)));
+        assert_eq!(
+            decoded(b"i9223372036854775808e"),
+            Err(BencodeError::BadInteger(1))
+        );
+        assert_eq!(
+            decoded(b"i000000000000000000000000000001e"),
+            Err(BencodeError::BadInteger(1))
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             timeout: Duration::from_secs(1),
+            // Three: one loss, and one rtpengine down, are both survived.
             tries: NonZeroU32::MIN.saturating_add(2),
             max_pending: 1024,
         }
@@ -183,11 +184,11 @@ impl NgClient {
             shared, settings, ..
         } = &*self.inner;
         let cookie = self.cookie()?;
-        let datagram = ng::encode_request(&cookie, request).map_err(MediaError::Request)?;
+        let datagram =
+            ng::encode_request(cookie.as_bytes(), request).map_err(MediaError::Request)?;
         let (waiter, mut answer) = oneshot::channel();
-        let _waiting = wait_for(shared, settings.max_pending, cookie.clone(), waiter)?;
+        let _waiting = wait_for(shared, settings.max_pending, cookie.clone().into(), waiter)?;
         let command = request.command();
-        let cookie = String::from_utf8_lossy(&cookie);
         let start = shared.preferred.load(Ordering::Relaxed);
         let mut tried = Vec::new();
         for n in 0..settings.tries.get() {
@@ -217,14 +218,14 @@ impl NgClient {
         })
     }
 
-    fn cookie(&self) -> Result<Bytes, MediaError> {
+    fn cookie(&self) -> Result<String, MediaError> {
         let mut random = [0; COOKIE_BYTES];
         self.inner
             .random
             .fill(&mut random)
             .map_err(|_| MediaError::Random)?;
         // base64url has no space, which ends the cookie.
-        Ok(URL_SAFE_NO_PAD.encode(random).into())
+        Ok(URL_SAFE_NO_PAD.encode(random))
     }
 }
 
