@@ -203,7 +203,10 @@ impl NgClient {
                 continue;
             }
             match tokio::time::timeout(settings.timeout, &mut answer).await {
-                Ok(Ok(dict)) => return reply(command, &dict),
+                Ok(Ok(dict)) => {
+                    debug!(command, %cookie, attempt = n + 1, "ng answer received");
+                    return reply(command, &dict);
+                }
                 Ok(Err(_)) => return Err(MediaError::Closed),
                 Err(_) => {
                     debug!(command, %cookie, %server, attempt = n + 1, "no ng answer in time")
