@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it: installs the real peers the tests drive (SIPp,
 # Kamailio with its TLS and WebSocket modules, Node for JsSIP, HAProxy, systemd-analyze,
-# promtool), then format and lint checks, every test, and a build of the benchmarks.
+# promtool, sngrep, rtpengine), then format and lint checks, every test, and a build of the
+# benchmarks.
 # Under CI=true a peer that cannot be installed fails the run; the tests themselves also refuse
 # to skip under CI=true.
 set -euo pipefail
@@ -25,6 +26,7 @@ needs=(
     haproxy=haproxy
     promtool=prometheus
     sngrep=sngrep
+    rtpengine=rtpengine-daemon
 )
 missing=()
 for need in "${needs[@]}"; do

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("proxy", &["ratelimit", "sip", "config", "transport"]),
     ("metrics", &["ratelimit", "sip", "transport", "proxy"]),
     ("hep", &["ratelimit", "sip", "transport"]),
+    ("media", &["ratelimit", "transport"]),
     (
         "server",
         &["sip", "config", "transport", "proxy", "metrics", "hep"],

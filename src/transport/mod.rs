@@ -102,6 +102,7 @@ mod ws;
 pub use flows::{ConnectionCounts, Handshake, LimitReached};
 pub use tap::{Tap, Tapped};
 pub use tls::{KeyPair, TlsError};
+pub use udp::is_transient;
 
 use std::sync::OnceLock;
 use std::time::Duration;

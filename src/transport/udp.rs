@@ -78,8 +78,9 @@ pub(crate) async fn receive(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
 }
 
 /// Errors a UDP socket reports for one peer (an ICMP unreachable from an earlier send) that
-/// say nothing about the socket itself.
-fn is_transient(e: &std::io::Error) -> bool {
+/// say nothing about the socket itself: a receive loop goes on after them.
+#[must_use]
+pub fn is_transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, Interrupted, WouldBlock};
     matches!(
         e.kind(),

@@ -22,6 +22,7 @@ pub mod kamailio;
 pub mod lossy;
 pub mod node;
 pub mod process;
+pub mod rtpengine;
 pub mod text;
 pub mod udp_server;
 
