@@ -12,6 +12,8 @@
 # Roundabout forwards with a transaction), RESULTS (default
 # /tmp/bench-results/compare-<time>), FIXED_RATES (default "4000 8000").
 # ROUNDABOUT_BIN measures another build of Roundabout instead of building this tree.
+# ROUNDABOUT_FLAGS are added to Roundabout's command line (say `-metrics-addr 127.0.0.1:9464`, to
+# measure what an optional feature costs).
 # FIXED_ONLY=1 runs only FIXED_RATES (no max search), one repeat at a time with the proxies and
 # scenarios interleaved, so that a machine that drifts during the sitting drifts for both.
 set -euo pipefail
@@ -36,7 +38,7 @@ run_proxy() {   # run_proxy KIND SCENARIO (then run.sh's environment)
   ROUNDABOUT_CMD="$BIN -local-ip 127.0.0.1 -ack-ruri -strict-host -log-level warn \
     -rate-limit 0 -max-new-requests 0 \
     -udp-port 5060 -tcp-port 5060 -ws-port off -state-dir $RESULTS \
-    -trusted-server 127.0.0.2::5080:${scen##*-}:" \
+    -trusted-server 127.0.0.2::5080:${scen##*-}: ${ROUNDABOUT_FLAGS:-}" \
     timeout 1800 "$HERE/run.sh" roundabout "$scen"
 }
 if [ "${FIXED_ONLY:-0}" = 1 ]; then
