@@ -68,6 +68,7 @@ fn handler(call: &Call, metrics: bool) -> Box<dyn Handler> {
             roundabout::config::TransactionLimits::DEFAULT,
         ),
         counting,
+        None,
     );
     let handler: Box<dyn Handler> = if metrics {
         Box::new(Tapped::new(proxy, messages))

@@ -12,9 +12,11 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::hep::Capture;
+use crate::media::{NgClient, Settings};
 use crate::metrics::{Collected, Messages};
 use crate::proxy::decisions::{Counting, Decisions};
 use crate::proxy::flood::{OverloadGuard, SourceLimiter};
+use crate::proxy::media::MediaRelay;
 use crate::proxy::router::Router;
 use crate::proxy::transaction::Transactions;
 use crate::proxy::Proxy;
@@ -43,6 +45,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the socket for -rtpengine: {0}")]
+    Rtpengine(#[source] std::io::Error),
 }
 
 /// Runs until SIGTERM or SIGINT, then drains for at most `config.drain_timeout`.
@@ -170,6 +174,7 @@ impl Server {
             metrics.as_ref().map_or(Counting::Off, |metrics| {
                 Counting::On(Arc::clone(&metrics.decisions))
             }),
+            media_relay(config).await?,
         );
         Ok(Server {
             transports,
@@ -281,6 +286,26 @@ impl Server {
         }
         let _ = tokio::join!(sweeper, stopping);
     }
+}
+
+/// `-rtpengine`: the media relay, its ng client on a socket of its own (of the first address's
+/// family, any port).
+async fn media_relay(config: &Config) -> Result<Option<Arc<MediaRelay>>, ServerError> {
+    let Some(first) = config.rtpengine.first() else {
+        return Ok(None);
+    };
+    let any: SocketAddr = if first.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(any)
+        .await
+        .map_err(ServerError::Rtpengine)?;
+    let client = NgClient::new(socket, config.rtpengine.clone(), Settings::default())
+        .map_err(|error| ServerError::Rtpengine(std::io::Error::other(error)))?;
+    info!(rtpengine = ?config.rtpengine, "media relay on");
+    Ok(Some(Arc::new(MediaRelay::new(client))))
 }
 
 /// What watches the messages between the transports and the proxy: the metrics' counts and the

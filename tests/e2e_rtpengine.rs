@@ -73,6 +73,7 @@ fn offer(call_id: &str) -> OfferRequest {
     OfferRequest {
         call_id: b(call_id),
         from_tag: b("webrtc-tag"),
+        to_tag: None,
         via_branch: Some(b("z9hG4bK-offer")),
         sdp: b(WEBRTC_OFFER),
         options: MediaOptions {

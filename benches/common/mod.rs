@@ -90,6 +90,7 @@ pub fn router(egress: Transport) -> Router {
         drain_timeout: Duration::from_secs(5),
         metrics_addr: None,
         hep: None,
+        rtpengine: Vec::new(),
     };
     Router::new(
         &config,

@@ -379,6 +379,7 @@ fn ws_setup() -> &'static WsSetup {
             Transactions::new(config.sip_timers, config.transaction_limits),
             // Counting on, so that what counts the decisions is fuzzed with them.
             Counting::On(Arc::default()),
+            None,
         );
         WsSetup { runtime, proxy }
     })

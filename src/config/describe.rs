@@ -35,6 +35,7 @@ impl Config {
             drain_timeout,
             metrics_addr,
             hep,
+            rtpengine,
         } = self;
         let port = |transport| match ports.get(transport) {
             Some(port) => port.to_string(),
@@ -90,6 +91,12 @@ impl Config {
             match hep {
                 Some(hep) => format!("hep-addr={} hep-id={}", hep.addr, hep.agent_id),
                 None => "hep-addr=off".to_owned(),
+            },
+            if rtpengine.is_empty() {
+                "rtpengine=off".to_owned()
+            } else {
+                let addrs: Vec<String> = rtpengine.iter().map(ToString::to_string).collect();
+                format!("rtpengine={}", addrs.join(","))
             },
             format!(
                 "limits max-message-size={} max-connections={} max-connections-per-ip={} \

@@ -323,6 +323,16 @@ pub struct RunArgs {
     #[arg(long, env = "ROUNDABOUT_HEP_ID", value_name = "N")]
     pub hep_id: Option<u32>,
 
+    /// rtpengine's ng control address(es), comma-separated, the first preferred: WebRTC calls
+    /// to and from plain-RTP endpoints get their media relayed (off unless given)
+    #[arg(
+        long,
+        env = "ROUNDABOUT_RTPENGINE",
+        value_name = "IP:PORT[,IP:PORT...]",
+        value_delimiter = ','
+    )]
+    pub rtpengine: Vec<std::net::SocketAddr>,
+
     #[command(flatten)]
     pub transactions: TransactionArgs,
 

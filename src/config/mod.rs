@@ -72,6 +72,9 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `-hep-addr` and `-hep-id`: where captured messages go; `None` is off.
     pub hep: Option<Hep>,
+    /// `-rtpengine`: the media relays' ng control addresses, the first preferred; empty is
+    /// off (SDP bodies are never touched).
+    pub rtpengine: Vec<std::net::SocketAddr>,
 }
 
 /// The HEP capture server and the agent id Roundabout sends as.
@@ -261,6 +264,11 @@ pub enum ConfigError {
     ContactFqdnWithoutLocalFqdn,
     #[error("-hep-id needs -hep-addr")]
     HepIdWithoutHepAddr,
+    #[error("-rtpengine {addr}: {problem}")]
+    Rtpengine {
+        addr: std::net::SocketAddr,
+        problem: &'static str,
+    },
     #[error("-default-sip-server {0} is not the IP address of any -trusted-server")]
     DefaultServerNotTrusted(IpAddr),
     #[error("-ws-path {0:?}: a path starts with / and has no spaces")]
@@ -346,6 +354,7 @@ impl Config {
             metrics_addr,
             hep_addr,
             hep_id,
+            rtpengine,
             transactions:
                 TransactionArgs {
                     sip_t1_ms,
@@ -387,6 +396,20 @@ impl Config {
             (None, Some(_)) => return Err(ConfigError::HepIdWithoutHepAddr),
             (None, None) => None,
         };
+        for (index, &addr) in rtpengine.iter().enumerate() {
+            let problem = if addr.ip().is_unspecified() || addr.ip().is_multicast() {
+                Some("not an address rtpengine can listen on")
+            } else if addr.port() == 0 {
+                Some("port 0")
+            } else if rtpengine[..index].contains(&addr) {
+                Some("given twice")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ConfigError::Rtpengine { addr, problem });
+            }
+        }
         let (trusted_servers, skipped) =
             servers::parse_trusted_servers(trusted_server, *lenient_trusted_server)?;
         let trusted_clients = clients::parse_client_ranges(
@@ -509,6 +532,7 @@ impl Config {
             drain_timeout: Duration::from_secs(*drain_timeout),
             metrics_addr: *metrics_addr,
             hep,
+            rtpengine: rtpengine.clone(),
         };
         Ok(Validated { config, skipped })
     }

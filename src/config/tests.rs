@@ -597,6 +597,35 @@ fn hep_is_off_unless_given_and_its_id_defaults() {
 }
 
 #[test]
+fn rtpengine_is_off_unless_given_and_takes_several_addresses() {
+    assert!(config(&[]).rtpengine.is_empty());
+    assert!(config(&[]).describe().contains(&"rtpengine=off".to_owned()));
+    let two = config(&["-rtpengine", "127.0.0.1:2223,[::1]:2224"]);
+    let expected: Vec<std::net::SocketAddr> = vec![
+        "127.0.0.1:2223".parse().unwrap(),
+        "[::1]:2224".parse().unwrap(),
+    ];
+    assert_eq!(two.rtpengine, expected);
+    assert!(two
+        .describe()
+        .contains(&"rtpengine=127.0.0.1:2223,[::1]:2224".to_owned()));
+    let cases = [
+        (
+            "0.0.0.0:2223",
+            "-rtpengine 0.0.0.0:2223: not an address rtpengine can listen on",
+        ),
+        ("127.0.0.1:0", "-rtpengine 127.0.0.1:0: port 0"),
+        (
+            "127.0.0.1:1,127.0.0.1:1",
+            "-rtpengine 127.0.0.1:1: given twice",
+        ),
+    ];
+    for (value, message) in cases {
+        assert_eq!(error(&["-rtpengine", value]), message);
+    }
+}
+
+#[test]
 fn metrics_addr_is_off_unless_given() {
     assert_eq!(config(&[]).metrics_addr, None);
     assert!(config(&[])

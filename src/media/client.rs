@@ -179,6 +179,15 @@ impl NgClient {
         Ok(self.request(&Request::List { limit }).await?.calls()?)
     }
 
+    /// The tags of the parties rtpengine knows in a call (see [`Reply::tags`]).
+    ///
+    /// # Errors
+    /// See [`MediaError`]; an unknown call is `Refused`.
+    pub async fn query(&self, call_id: Bytes, from_tag: Bytes) -> Result<Vec<Bytes>, MediaError> {
+        let query = Request::Query { call_id, from_tag };
+        Ok(self.request(&query).await?.tags()?)
+    }
+
     async fn request(&self, request: &Request) -> Result<Reply, MediaError> {
         let Inner {
             shared, settings, ..
@@ -493,6 +502,7 @@ mod tests {
         let offer = OfferRequest {
             call_id: Bytes::from_static(b"c1"),
             from_tag: Bytes::from_static(b"f1"),
+            to_tag: None,
             via_branch: None,
             sdp: Bytes::from_static(b"v=0 in"),
             options: ng::MediaOptions::default(),

@@ -144,7 +144,10 @@ pub struct MediaOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OfferRequest {
     pub call_id: Bytes,
+    /// The tag of the party that offers.
     pub from_tag: Bytes,
+    /// The other party's, once known: a re-INVITE's, or the caller's in a late offer.
+    pub to_tag: Option<Bytes>,
     pub via_branch: Option<Bytes>,
     pub sdp: Bytes,
     pub options: MediaOptions,
@@ -180,6 +183,11 @@ pub enum Request {
     List {
         limit: Option<u32>,
     },
+    /// What rtpengine holds of a call: the tags of its parties, among other things.
+    Query {
+        call_id: Bytes,
+        from_tag: Bytes,
+    },
 }
 
 impl Request {
@@ -191,6 +199,7 @@ impl Request {
             Request::Answer(_) => "answer",
             Request::Delete(_) => "delete",
             Request::List { .. } => "list",
+            Request::Query { .. } => "query",
         }
     }
 
@@ -205,6 +214,7 @@ impl Request {
             Request::Offer(offer) => {
                 put("call-id", offer.call_id.clone().into());
                 put("from-tag", offer.from_tag.clone().into());
+                put_some(&mut put, "to-tag", offer.to_tag.as_ref());
                 put_some(&mut put, "via-branch", offer.via_branch.as_ref());
                 put("sdp", offer.sdp.clone().into());
                 put_options(&mut put, &offer.options);
@@ -227,6 +237,10 @@ impl Request {
                 if let Some(limit) = limit {
                     put("limit", Value::Int(i64::from(*limit)));
                 }
+            }
+            Request::Query { call_id, from_tag } => {
+                put("call-id", call_id.clone().into());
+                put("from-tag", from_tag.clone().into());
             }
         }
         dict
@@ -359,6 +373,21 @@ impl Reply {
             .ok_or(MalformedAnswer::Missing("calls"))
     }
 
+    /// The tags of the parties of an `ok` answer to `query`: the keys of its `tags`
+    /// dictionary. A party rtpengine has not heard the tag of yet (the answerer before the
+    /// answer) is listed as `<untagged N>`, which no SIP tag can be (RFC 3261 §25.1: a tag is a
+    /// token).
+    ///
+    /// # Errors
+    /// It is not `ok`, or has no `tags` dictionary.
+    pub fn tags(self) -> Result<Vec<Bytes>, MalformedAnswer> {
+        let dict = self.ok()?;
+        match dict.get(&b"tags"[..]) {
+            Some(Value::Dict(tags)) => Ok(tags.keys().cloned().collect()),
+            _ => Err(MalformedAnswer::Missing("tags")),
+        }
+    }
+
     /// An `ok` answer's `warning`, rtpengine's word for a problem it went on despite.
     #[must_use]
     pub fn warning(&self) -> Option<&Bytes> {
@@ -455,6 +484,7 @@ mod tests {
         let offer = Request::Offer(OfferRequest {
             call_id: b("c1"),
             from_tag: b("f1"),
+            to_tag: None,
             via_branch: Some(b("z9hG4bK1")),
             sdp: b("v=0\r\n"),
             options: MediaOptions {
@@ -509,6 +539,7 @@ mod tests {
         let offer = Request::Offer(OfferRequest {
             call_id: b("c"),
             from_tag: b("f"),
+            to_tag: None,
             via_branch: None,
             sdp: Bytes::from(vec![b'a'; 65_500]),
             options: MediaOptions::default(),

@@ -14,6 +14,7 @@ use prometheus_client::metrics::MetricType;
 use super::process::Usage;
 use super::{MessageCounts, Messages, CLASSES, METHODS};
 use crate::proxy::decisions::{Decisions, Dropped, Path, Refused, Undelivered, ANSWER_CODES};
+use crate::proxy::media::Command;
 use crate::proxy::Proxy;
 use crate::sip::Transport;
 use crate::transport::{ConnectionCounts, Handshake, Senders};
@@ -138,6 +139,21 @@ impl Collector for Collected {
             "Client transactions that ended with no final response (RFC 3261 Timers B, F and C).",
             self.proxy.transactions().timed_out(),
         )?;
+        if let Some(relay) = self.proxy.media() {
+            let commands = Command::ALL;
+            labelled(
+                &mut encoder,
+                "roundabout_rtpengine_requests",
+                "ng requests sent to rtpengine (each once, however often tried), by command.",
+                commands.map(|c| ([("command", c.as_str())], relay.requests(c))),
+            )?;
+            labelled(
+                &mut encoder,
+                "roundabout_rtpengine_failures",
+                "ng requests rtpengine did not answer, or answered with an error, by command.",
+                commands.map(|c| ([("command", c.as_str())], relay.failures(c))),
+            )?;
+        }
         if let Some(dropped) = &self.hep_dropped {
             counter(
                 &mut encoder,

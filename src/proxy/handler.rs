@@ -21,6 +21,7 @@ use super::action::{Forward, Lookup, NextHop, RequestAction, ResponseAction};
 use super::clients::ClientCache;
 use super::decisions::{Counting, Dropped, Path, Refused, Undelivered};
 use super::flood::{OverloadGuard, SourceLimiter};
+use super::media::{self, CallIds, End, MediaFailure, MediaRelay, Step};
 use super::rewrite::{Registration, Rewriter};
 use super::router::{Router, SelfNames};
 use super::status::Status;
@@ -48,6 +49,8 @@ struct Inner {
     draining: AtomicBool,
     resolves: Arc<Semaphore>,
     counting: Counting,
+    /// `-rtpengine`: the media relay for calls between a WebSocket leg and another.
+    media: Option<Arc<MediaRelay>>,
 }
 
 impl Proxy {
@@ -59,6 +62,7 @@ impl Proxy {
         overload: OverloadGuard,
         transactions: Transactions,
         counting: Counting,
+        media: Option<Arc<MediaRelay>>,
     ) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
@@ -71,6 +75,7 @@ impl Proxy {
                 draining: AtomicBool::new(false),
                 resolves: Arc::new(Semaphore::new(MAX_PENDING_RESOLVES)),
                 counting,
+                media,
             }),
         }
     }
@@ -100,6 +105,12 @@ impl Proxy {
     #[must_use]
     pub fn token_failures(&self) -> u64 {
         self.inner.router.token_failures()
+    }
+
+    /// With `-rtpengine`, the media relay.
+    #[must_use]
+    pub fn media(&self) -> Option<&MediaRelay> {
+        self.inner.media.as_deref()
     }
 
     fn request(
@@ -191,7 +202,64 @@ impl Proxy {
         }
     }
 
+    /// Sends a routed request on, its SDP first rewritten by the media relay when it goes
+    /// between a WebSocket leg and another (`proxy::media`).
     fn send_request(
+        &self,
+        msg: &Message,
+        (source, connection): (&FlowKey, Option<ConnectionId>),
+        forward: &Forward,
+        dest: &Destination,
+    ) {
+        let step = self.inner.media.as_ref().and_then(|relay| {
+            Some((
+                relay,
+                media::request_step(msg, source.transport, dest.flow.transport)?,
+            ))
+        });
+        match step {
+            None => self.send_request_now(msg, (source, connection), forward, dest),
+            Some((relay, Step::End(end))) => {
+                self.end_media(relay, msg, end);
+                self.send_request_now(msg, (source, connection), forward, dest);
+            }
+            Some((relay, Step::Rewrite(rewrite))) => {
+                let (relay, proxy) = (Arc::clone(relay), self.clone());
+                let (msg, source, forward, dest) =
+                    (msg.clone(), *source, forward.clone(), dest.clone());
+                tokio::spawn(async move {
+                    let ids = CallIds::of(&msg);
+                    let sdp = msg.body();
+                    let relayed = match ids.clone() {
+                        Some(ids) => relay.rewrite(ids, sdp, rewrite).await,
+                        None => Err(MediaFailure::NoCallIds),
+                    };
+                    match relayed.and_then(|sdp| media::with_sdp(&msg, sdp)) {
+                        Ok(relayed) => {
+                            debug!(from = %source, "SDP rewritten by the media relay");
+                            proxy.send_request_now(
+                                &relayed,
+                                (&source, connection),
+                                &forward,
+                                &dest,
+                            );
+                        }
+                        Err(failure) => {
+                            warn_limited!(from = %source, %failure, "request's media not relayed: answered with an error");
+                            proxy.reply(&msg, &source, failure.status());
+                            // An offer rtpengine took but whose answer was lost must not stay
+                            // half set up.
+                            if let Some(ids) = ids {
+                                relay.end(ids, End::Call).await;
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn send_request_now(
         &self,
         msg: &Message,
         (source, connection): (&FlowKey, Option<ConnectionId>),
@@ -236,7 +304,7 @@ impl Proxy {
                 self.inner.counting.forwarded(Path::Stateless);
             }
             Err(SendError::NoFlow) => match &forward.fallback {
-                Some(fallback) => self.send_request(
+                Some(fallback) => self.send_request_now(
                     msg,
                     (source, connection),
                     &Forward {
@@ -366,9 +434,66 @@ impl Proxy {
         warn_limited!(flow = %source, reason, "forged response dropped");
     }
 
+    /// Sends a response on to `dest`, its SDP first rewritten by the media relay when it goes
+    /// between a WebSocket leg and another (`proxy::media`). A response that waits for the
+    /// relay counts as sent.
+    fn forward_response(
+        &self,
+        msg: &Message,
+        source: &FlowKey,
+        connection: Option<ConnectionId>,
+        dest: &Destination,
+    ) -> Result<(), SendError> {
+        let step = self.inner.media.as_ref().and_then(|relay| {
+            Some((
+                relay,
+                media::response_step(msg, source.transport, dest.flow.transport)?,
+            ))
+        });
+        match step {
+            None => self.forward_response_now(msg, source, connection, dest),
+            Some((relay, Step::End(end))) => {
+                self.end_media(relay, msg, end);
+                self.forward_response_now(msg, source, connection, dest)
+            }
+            Some((relay, Step::Rewrite(rewrite))) => {
+                let (relay, proxy) = (Arc::clone(relay), self.clone());
+                let (msg, source, dest) = (msg.clone(), *source, dest.clone());
+                tokio::spawn(async move {
+                    let ids = CallIds::of(&msg);
+                    let sdp = msg.body();
+                    let relayed = match ids {
+                        Some(ids) => relay.rewrite(ids, sdp, rewrite).await,
+                        None => Err(MediaFailure::NoCallIds),
+                    };
+                    let relayed = match relayed.and_then(|sdp| media::with_sdp(&msg, sdp)) {
+                        Ok(relayed) => relayed,
+                        Err(failure) => {
+                            warn_limited!(from = %source, %failure, "response's media not relayed: an error goes upstream instead");
+                            match replies::in_place_of(&msg, failure.status()) {
+                                Some(error) => error,
+                                None => return,
+                            }
+                        }
+                    };
+                    let _ = proxy.forward_response_now(&relayed, &source, connection, &dest);
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Tells the media relay that `msg` may end its call, without waiting for it.
+    fn end_media(&self, relay: &Arc<MediaRelay>, msg: &Message, end: End) {
+        if let Some(ids) = CallIds::of(msg) {
+            let relay = Arc::clone(relay);
+            tokio::spawn(async move { relay.end(ids, end).await });
+        }
+    }
+
     /// Sends a response on to `dest` with Roundabout's Via popped, and learns the bindings a
     /// REGISTER 2xx carries.
-    fn forward_response(
+    fn forward_response_now(
         &self,
         msg: &Message,
         source: &FlowKey,

@@ -98,6 +98,7 @@ impl Harness {
             OverloadGuard::new(0),
             Transactions::new(SipTimers::RFC_3261, limits),
             Counting::On(Arc::clone(&decisions)),
+            None,
         );
         let stop = CancellationToken::new();
         let timers = proxy.clone();

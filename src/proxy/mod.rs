@@ -8,6 +8,7 @@ pub mod decisions;
 pub mod flood;
 mod handler;
 mod identity;
+pub mod media;
 pub mod rewrite;
 pub mod router;
 pub mod status;

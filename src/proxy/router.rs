@@ -77,6 +77,7 @@ impl Router {
             drain_timeout: _,
             metrics_addr: _,
             hep: _,
+            rtpengine: _,
             ws_path: _,
             proxy_protocol_from: _,
             sip_timers: _,

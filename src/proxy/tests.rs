@@ -94,6 +94,7 @@ pub(super) fn config() -> Config {
         drain_timeout: Duration::from_secs(5),
         metrics_addr: None,
         hep: None,
+        rtpengine: Vec::new(),
     }
 }
 

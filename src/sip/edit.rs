@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::header::HeaderName;
 use super::header::{NameAddr, Via};
@@ -46,6 +46,8 @@ pub struct Editor<'m> {
     msg: &'m Message,
     edits: Vec<Edit>,
     text: BytesMut,
+    /// A new body ([`Editor::replace_body`]); `None` keeps the message's.
+    body: Option<Bytes>,
 }
 
 impl<'m> Editor<'m> {
@@ -55,6 +57,7 @@ impl<'m> Editor<'m> {
             msg,
             edits: Vec::with_capacity(8),
             text: BytesMut::with_capacity(512),
+            body: None,
         }
     }
 
@@ -159,6 +162,22 @@ impl<'m> Editor<'m> {
         }
     }
 
+    /// Replaces the body, and the Content-Length with its length (RFC 3261 §20.14): an SDP
+    /// rewritten by the media relay. The Content-Type stays: the new body is of the same type.
+    pub fn replace_body(&mut self, body: Bytes) {
+        // Bodies are bounded by -max-message and by what the media relay sends, far below 4 GiB.
+        let length = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        match self.msg.first(HeaderName::ContentLength) {
+            Some(field) => self.replace_with(field.value, |out| put_decimal(out, length)),
+            None => self.insert_with(self.msg.head_end(), |out| {
+                out.extend_from_slice(b"Content-Length: ");
+                put_decimal(out, length);
+                out.extend_from_slice(b"\r\n");
+            }),
+        }
+        self.body = Some(body);
+    }
+
     /// Replaces the Request-URI.
     pub fn set_request_uri(&mut self, write: impl FnOnce(&mut BytesMut)) -> Result<(), ParseError> {
         let span = self.msg.request_uri().ok_or(ParseError::BadStartLine)?;
@@ -223,7 +242,7 @@ impl<'m> Editor<'m> {
     pub fn finish(mut self) -> Encoded {
         let buf = self.msg.bytes();
         let head_start = self.msg.start_line().start();
-        let body = self.msg.body();
+        let body = self.body.take().unwrap_or_else(|| self.msg.body());
         let body_start = self.msg.body_start();
         // By start, then end: insertions at an offset come before a replacement or removal that
         // starts there (a route-list pushed where the Route naming us is popped, RFC 3261 §16.4

@@ -32,6 +32,8 @@ pub enum Method {
     Register,
     Options,
     Message,
+    /// RFC 3311: changes a session's media before or after it is answered.
+    Update,
     Other,
 }
 
@@ -46,6 +48,7 @@ impl Method {
             b"REGISTER" => Method::Register,
             b"OPTIONS" => Method::Options,
             b"MESSAGE" => Method::Message,
+            b"UPDATE" => Method::Update,
             _ => Method::Other,
         }
     }
@@ -228,6 +231,27 @@ impl Message {
 
     pub fn fields(&self, name: HeaderName) -> impl Iterator<Item = &HeaderField> + '_ {
         self.headers.iter().filter(move |h| h.name == name)
+    }
+
+    /// The value of the first header named `full` or `compact` (RFC 3261 §7.3.3), among those
+    /// the proxy does not classify (`Content-Type`, say): a scan of the header lines, for the
+    /// paths that need one, never the forwarding path.
+    #[must_use]
+    pub fn other_header(&self, full: &str, compact: u8) -> Option<Span> {
+        self.headers
+            .iter()
+            .filter(|field| field.name == HeaderName::Other)
+            .find(|field| {
+                let line = &self.buf[field.line.range()];
+                let name_end = line
+                    .iter()
+                    .position(|&b| !lex::is_token_char(b))
+                    .unwrap_or(line.len());
+                let name = &line[..name_end];
+                name.eq_ignore_ascii_case(full.as_bytes())
+                    || (name.len() == 1 && name[0].eq_ignore_ascii_case(&compact))
+            })
+            .map(|field| field.value)
     }
 
     #[must_use]

@@ -195,6 +195,37 @@ fn proxy_edits_change_only_their_headers() {
     assert_eq!(out, expected);
 }
 
+/// A body rewritten by the media relay: the Content-Length follows it, written where it was or
+/// added when there was none; nothing else changes.
+#[test]
+fn a_replaced_body_gets_its_content_length() {
+    let m = parse(INVITE);
+    let mut ed = Editor::new(&m);
+    ed.replace_body(Bytes::from_static(b"v=0\r\ns=-\r\n"));
+    let expected = INVITE
+        .replace("Content-Length: 4\r\n", "Content-Length: 10\r\n")
+        .replace("\r\n\r\nv=0\n", "\r\n\r\nv=0\r\ns=-\r\n");
+    assert_eq!(wire(&ed.finish()), expected);
+    let datagram = parse("MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\nhi");
+    let mut ed = Editor::new(&datagram);
+    ed.replace_body(Bytes::from_static(b"hello"));
+    assert_eq!(
+        wire(&ed.finish()),
+        "MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 5\r\n\r\nhello"
+    );
+}
+
+#[test]
+fn other_headers_are_found_by_full_or_compact_name() {
+    let m = parse(INVITE);
+    let content_type = m.other_header("content-type", b'c').unwrap();
+    assert_eq!(text(&m, content_type), "application/sdp");
+    assert_eq!(m.other_header("supported", b'k'), None);
+    let compact = parse("MESSAGE sip:a@b SIP/2.0\r\nc : text/plain\r\nl: 0\r\n\r\n");
+    let content_type = compact.other_header("Content-Type", b'c').unwrap();
+    assert_eq!(text(&compact, content_type), "text/plain");
+}
+
 #[test]
 fn via_source_replaces_existing_values_and_ipv6_is_bare() {
     let m = parse("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;rport=1;received=10.0.0.1;branch=z9hG4bK1\r\n\r\n");

@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use crate::sip::text::put_decimal;
-use crate::sip::{reply, Encoded, Message, Method, ParseError, Transport};
+use crate::sip::{reply, Editor, Encoded, Message, Method, ParseError, Transport};
 use crate::transport::FlowKey;
 use crate::warn_limited;
 
@@ -128,4 +128,19 @@ fn extra_header(request: &Message, status: Status) -> Option<(&'static str, Byte
         }
         _ => None,
     }
+}
+
+/// `response` with its status line replaced by `status` and no body: what goes upstream in its
+/// place when its SDP could not be rewritten, so the caller gets an answer that says why
+/// instead of an SDP it cannot use.
+pub(super) fn in_place_of(response: &Message, status: Status) -> Option<Message> {
+    let mut editor = Editor::new(response);
+    editor.replace_with(response.start_line(), |out| {
+        out.extend_from_slice(b"SIP/2.0 ");
+        put_decimal(out, u32::from(status.code));
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(status.reason.as_bytes());
+    });
+    editor.replace_body(Bytes::new());
+    Message::parse_own(editor.finish().to_contiguous()).ok()
 }
