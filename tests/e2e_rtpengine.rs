@@ -22,28 +22,7 @@ use roundabout::media::{
 use tokio::net::UdpSocket;
 
 use common::require;
-use common::rtpengine::Rtpengine;
-
-/// What a browser offers: audio over DTLS-SRTP with ICE, RTCP multiplexed.
-const WEBRTC_OFFER: &str = "v=0\r\n\
-o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
-s=-\r\n\
-t=0 0\r\n\
-a=group:BUNDLE 0\r\n\
-m=audio 40000 UDP/TLS/RTP/SAVPF 111 0\r\n\
-c=IN IP4 127.0.0.1\r\n\
-a=rtcp:9 IN IP4 0.0.0.0\r\n\
-a=candidate:1 1 udp 2122260223 127.0.0.1 40000 typ host generation 0\r\n\
-a=ice-ufrag:Wb3r\r\n\
-a=ice-pwd:0aJvZdXUr8GRmgg0gqNz4Zbm\r\n\
-a=ice-options:trickle\r\n\
-a=fingerprint:sha-256 9C:2F:63:3C:12:8B:5E:2A:4F:0E:77:6A:21:90:3B:DE:58:0C:11:7F:2E:44:86:A1:BB:05:CD:72:19:E3:60:4A\r\n\
-a=setup:actpass\r\n\
-a=mid:0\r\n\
-a=sendrecv\r\n\
-a=rtcp-mux\r\n\
-a=rtpmap:111 opus/48000/2\r\n\
-a=rtpmap:0 PCMU/8000\r\n";
+use common::rtpengine::{Rtpengine, WEBRTC_OFFER};
 
 /// What a SIP phone answers: plain RTP.
 const PLAIN_ANSWER: &str = "v=0\r\n\

@@ -6,8 +6,32 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use roundabout::media::bencode::{self, Value};
+
 use super::process::poll_until;
 use super::{free_port, CapturedLines};
+
+/// What a browser offers: audio over DTLS-SRTP with ICE, RTCP multiplexed.
+pub const WEBRTC_OFFER: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+m=audio 40000 UDP/TLS/RTP/SAVPF 111 0\r\n\
+c=IN IP4 127.0.0.1\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=candidate:1 1 udp 2122260223 127.0.0.1 40000 typ host generation 0\r\n\
+a=ice-ufrag:Wb3r\r\n\
+a=ice-pwd:0aJvZdXUr8GRmgg0gqNz4Zbm\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 9C:2F:63:3C:12:8B:5E:2A:4F:0E:77:6A:21:90:3B:DE:58:0C:11:7F:2E:44:86:A1:BB:05:CD:72:19:E3:60:4A\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=sendrecv\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=rtpmap:0 PCMU/8000\r\n";
 
 /// A ping under a cookie of the helper's own, to see that rtpengine answers.
 const PING: &[u8] = b"ready d7:command4:pinge";
@@ -79,6 +103,31 @@ impl Rtpengine {
 
     pub fn logs(&self) -> String {
         self.output.text()
+    }
+
+    /// The Call-IDs of the calls rtpengine holds now (the ng `list` command).
+    pub fn calls(&self) -> Vec<String> {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        socket.send_to(b"calls d7:command4:liste", self.ng).unwrap();
+        let mut buf = vec![0; 65_536];
+        let len = socket.recv(&mut buf).expect("rtpengine answers list");
+        let dict = buf[..len]
+            .strip_prefix(b"calls ")
+            .expect("the answer carries the cookie");
+        let Ok(Value::Dict(answer)) = bencode::decode(&Bytes::copy_from_slice(dict)) else {
+            panic!("list answered with no dictionary");
+        };
+        let Some(Value::List(calls)) = answer.get(&b"calls"[..]) else {
+            panic!("list answered with no calls");
+        };
+        calls
+            .iter()
+            .filter_map(|call| call.as_bytes())
+            .map(|call| String::from_utf8_lossy(call).into_owned())
+            .collect()
     }
 }
 

@@ -14,9 +14,10 @@
 // tabs). Every event is one JSON line on stdout:
 //   {"event":"connected","sockets":N,"local":["IP:PORT",…]}   every WebSocket is open, and
 //       the local address of each (what a capture of Roundabout's side shows as the client's)
-//   {"event":"call","n":…,"call_id":…,"invite":200|code|null,"acks":N,"bye":200|code|null,"ms":…}
-//       one per call: the INVITE's and BYE's final status (null: none within --timeout-ms) and
-//       how many times the ACK was sent
+//   {"event":"call","n":…,"call_id":…,"invite":200|code|null,"reason":…,"answer_sdp":…,
+//    "acks":N,"bye":200|code|null,"ms":…}
+//       one per call: the INVITE's and BYE's final status (null: none within --timeout-ms),
+//       the INVITE's final reason phrase and body, and how many times the ACK was sent
 //   {"event":"calls_done","calls":N,"completed":N,"failed":[n,…],"stray":N}
 //       completed: INVITE 2xx, ACK sent, BYE 2xx; stray: responses matching no call
 //   {"event":"error",…}, {"event":"disconnected",…}, {"event":"timeout"}
@@ -24,6 +25,7 @@
 // Options (all `--name value`):
 //   --ws URL          ws://… or wss://… (required); for WSS trust a test CA with NODE_EXTRA_CA_CERTS
 //   --target URI      the INVITE's Request-URI and To (required)
+//   --sdp-file PATH   the INVITE's SDP offer (default: a fixed plain RTP/AVP one)
 //   --calls N         how many calls (default 1)
 //   --rate R          calls started per second (default 10)
 //   --sockets N       WebSockets to spread the calls over (default 1)
@@ -35,6 +37,7 @@
 'use strict';
 
 const crypto = require('crypto');
+const fs = require('fs');
 const WebSocket = require('ws');
 const {
   emit, parseArgs, COMPACT, SDP,
@@ -46,7 +49,7 @@ const token = () => crypto.randomBytes(6).toString('hex');
 function parseResponse(text) {
   const end = text.indexOf('\r\n\r\n');
   const lines = (end >= 0 ? text.slice(0, end) : text).split('\r\n');
-  const start = /^SIP\/2\.0 (\d{3}) /.exec(lines[0]);
+  const start = /^SIP\/2\.0 (\d{3}) (.*)$/.exec(lines[0]);
   if (!start) {
     return null;
   }
@@ -58,7 +61,10 @@ function parseResponse(text) {
       headers.push([COMPACT[raw] || raw, line.slice(colon + 1).trim()]);
     }
   }
-  return { code: Number(start[1]), headers };
+  const body = end >= 0 ? text.slice(end + 4) : '';
+  return {
+    code: Number(start[1]), reason: start[2], headers, body,
+  };
 }
 
 const first = (msg, name) => (msg.headers.find(([n]) => n === name) || [])[1] || null;
@@ -194,13 +200,15 @@ function placeCall(n, line, args) {
       callId,
       cseq: 1,
       contact,
-      body: SDP,
+      body: args.sdp,
     }));
     const answer = await invited;
     if (!answer) {
       return done();
     }
     outcome.invite = answer.code;
+    outcome.reason = answer.reason;
+    outcome.answer_sdp = answer.body;
     const to = first(answer, 'to');
     if (answer.code >= 300) {
       // Hop-by-hop ACK of a failure: same branch and Request-URI as the INVITE.
@@ -239,6 +247,7 @@ async function main() {
     target: args.target,
     holdMs: Number(args['hold-ms'] || 1000),
     timeoutMs: Number(args['timeout-ms'] || 20000),
+    sdp: args['sdp-file'] ? fs.readFileSync(args['sdp-file'], 'utf8') : SDP,
   };
   setTimeout(() => {
     emit('timeout');
