@@ -2,8 +2,8 @@
 //! UAC (`ws_uac.js`) offers WebRTC media to a SIPp UAS on UDP through Roundabout. SIPp gets a
 //! plain RTP/AVP offer with no ICE and no DTLS fingerprint; the UAC gets SIPp's answer as WebRTC
 //! (UDP/TLS/RTP/SAVPF, ICE candidates, a fingerprint); after the BYE rtpengine holds no call;
-//! the relay's requests are counted. With rtpengine stopped, the INVITE gets a 503 that names
-//! the media relay and reaches no one.
+//! the relay's requests are counted. A call the UAS refuses leaves no call in rtpengine. With
+//! rtpengine stopped, the INVITE gets a 503 that names the media relay and reaches no one.
 
 // Test code: a failed unwrap is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
@@ -156,6 +156,58 @@ fn a_webrtc_call_to_a_plain_rtp_uas_goes_through_the_media_relay() {
     }
     assert!(scrape.contains(r#"roundabout_rtpengine_failures_total{command="offer"} 0"#));
     drop(uac.wait_any(&["calls_done"], Duration::from_secs(5)));
+}
+
+/// A busy UAS: the 486 reaches the WebSocket UAC, and the call its INVITE's offer made in
+/// rtpengine is gone (a failed initial INVITE: its To tag never answered).
+#[test]
+fn a_call_the_uas_refuses_leaves_no_call_in_rtpengine() {
+    if !peers() {
+        return;
+    }
+    let rtpengine = Rtpengine::start();
+    let port = free_port(UAS_IP);
+    let mut uas = Sipp::run("uas_busy.xml", UAS_IP, port, "udp")
+        .arg("-m", 1)
+        .spawn();
+    let trusted = format!("{UAS_IP}:uas.test:{port}:udp:");
+    let ng = rtpengine.ng.to_string();
+    let rb = Roundabout::start(&[
+        "-strict-host",
+        "-trusted-server",
+        &trusted,
+        "-rtpengine",
+        &ng,
+    ]);
+    let (uac, call) = call_over_ws(&rb);
+    assert_eq!(
+        call.get("invite").and_then(node::Json::as_u64),
+        Some(486),
+        "{}\n{}",
+        uac.transcript(),
+        rb.logs()
+    );
+    assert_eq!(
+        uas.wait(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        uas.errors()
+    );
+    assert!(
+        first(&uas.received(), "INVITE ").contains(" RTP/AVP "),
+        "the offer went through rtpengine"
+    );
+    let gone = poll_until(
+        Instant::now() + Duration::from_secs(5),
+        Duration::from_millis(50),
+        || rtpengine.calls().is_empty().then_some(()),
+    );
+    assert!(
+        gone.is_some(),
+        "rtpengine still holds {:?}\n{}",
+        rtpengine.calls(),
+        rb.logs()
+    );
 }
 
 /// rtpengine stopped: the INVITE is answered 503 with a reason that names the media relay,
