@@ -162,6 +162,11 @@ fn two_browsers_call_through_roundabout_with_audio_both_ways() {
         (incoming.str("from"), incoming.str("call_id")),
         ("sip:alice@registrar.test", call_id.as_str())
     );
+    assert!(
+        kamailio.wait_for_log(&format!("KRELAY INVITE ci={call_id} "), STEP),
+        "Kamailio looked Bob up and relayed the INVITE\n{}",
+        diagnostics()
+    );
     assert_eq!(
         expect(&mut alice, "progress", &diagnostics).num("status"),
         180
