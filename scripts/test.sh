@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it: installs the real peers the tests drive (SIPp,
 # Kamailio with its TLS and WebSocket modules, Node for JsSIP, HAProxy, systemd-analyze,
-# promtool, sngrep, rtpengine), then format and lint checks, every test, and a build of the
-# benchmarks.
+# promtool, sngrep, rtpengine, chromium for the WebRTC tests), then format and lint checks,
+# every test, and a build of the benchmarks.
 # Under CI=true a peer that cannot be installed fails the run; the tests themselves also refuse
 # to skip under CI=true.
 set -euo pipefail
@@ -27,6 +27,7 @@ needs=(
     promtool=prometheus
     sngrep=sngrep
     rtpengine=rtpengine-daemon
+    chromium=chromium
 )
 missing=()
 for need in "${needs[@]}"; do
@@ -46,7 +47,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-# JsSIP and ws for the WebSocket tests, exactly as locked.
+# JsSIP, ws and playwright-core (which drives Debian's chromium and downloads no browser) for
+# the WebSocket and browser tests, exactly as locked.
 if [ -f tests/node/package-lock.json ]; then
     (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 fi

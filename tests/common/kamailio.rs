@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::free_port;
 use super::process::{poll_until, wait_for_exit};
 
 /// Logged by the base configuration once the first worker has initialised.
@@ -362,4 +363,74 @@ impl Drop for Kamailio {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// Kamailio as a plain registrar and location proxy. Every request and reply is logged with its
+/// Call-ID, so a test can tell what reached Kamailio and what did not:
+/// `KREQ <method> ci=… src=… ruri=… ct=…`, `KSAVED …` (the Contact stored for the AOR),
+/// `KRELAY <method> ci=… to=<R-URI after lookup>`, `KNOTFOUND …`, `KREPLY <code> <method> …`.
+const REGISTRAR: &str = r#"
+request_route {
+	xlog("L_NOTICE", "KREQ $rm ci=$ci src=$si:$sp ruri=$ru ct=$ct\n");
+	if (!mf_process_maxfwd_header("10")) {
+		sl_send_reply("483", "Too Many Hops");
+		exit;
+	}
+	if (is_method("REGISTER")) {
+		if (save("location", "@SAVE_FLAGS@")) {
+			xlog("L_NOTICE", "KSAVED aor=$tu ci=$ci ct=$ct\n");
+		} else {
+			sl_reply_error();
+		}
+		exit;
+	}
+	# ACK for a relayed non-2xx and CANCEL follow their INVITE transaction; nothing else is
+	# in-dialog here (no Record-Route), so a stray one is refused.
+	if (is_method("ACK|CANCEL")) {
+		if (t_check_trans()) {
+			t_relay();
+		}
+		exit;
+	}
+	if (has_totag()) {
+		sl_send_reply("481", "No Dialog Here");
+		exit;
+	}
+	$var(found) = lookup("location");
+	if ($var(found) < 0) {
+		xlog("L_NOTICE", "KNOTFOUND $rm ci=$ci ruri=$ru rc=$var(found)\n");
+		sl_send_reply("404", "Not Found");
+		exit;
+	}
+	xlog("L_NOTICE", "KRELAY $rm ci=$ci to=$ru\n");
+	if (!t_relay()) {
+		sl_reply_error();
+	}
+	exit;
+}
+
+onreply_route {
+	xlog("L_NOTICE", "KREPLY $rs $rm ci=$ci src=$si:$sp ct=$ct\n");
+}
+"#;
+
+/// One contact per AOR: a new registration replaces the old one.
+pub const ONE_CONTACT: &str = "0x04";
+
+/// Kamailio on `ip` as registrar for `registrar.test`, on UDP: `save("location", save_flags)`,
+/// with `modparams` added.
+pub fn registrar(ip: &str, save_flags: &str, modparams: &[&str]) -> Kamailio {
+    let mut config = KamailioConfig::new(REGISTRAR)
+        .var("SAVE_FLAGS", save_flags)
+        .listen("udp", ip, free_port(ip))
+        .module("tm")
+        .module("usrloc")
+        .module("registrar")
+        .modparam(r#"modparam("usrloc", "db_mode", 0)"#)
+        // No GRUUs: the 2xx's Contacts stay plain, as a simple registrar writes them.
+        .modparam(r#"modparam("registrar", "gruu_enabled", 0)"#);
+    for line in modparams {
+        config = config.modparam(line);
+    }
+    config.start()
 }

@@ -6,9 +6,9 @@
 //! per line on stdout; [`NodeScript::wait_for`] waits on those lines, never on the clock alone.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -156,7 +156,6 @@ enum Line {
     Exited,
 }
 
-/// A running Node script of `tests/node`, killed (by its PID) on drop.
 /// JsSIP (`jssip_client.js`) as `sip:alice@registrar.test` on the WebSocket at `url`,
 /// registering at `sip:registrar.test`, trusting the CA certificate `ca` (for WSS), with
 /// `extra` options.
@@ -178,9 +177,11 @@ pub fn jssip_alice(url: &str, ca: Option<&Path>, extra: &[&str]) -> NodeScript {
     NodeScript::spawn("jssip_client.js", &args, &envs)
 }
 
+/// A running Node script of `tests/node`, killed (by its PID) on drop.
 pub struct NodeScript {
     name: String,
     child: Child,
+    stdin: ChildStdin,
     lines: mpsc::Receiver<Line>,
     events: Vec<Json>,
     taken: HashSet<usize>,
@@ -197,11 +198,12 @@ impl NodeScript {
             .args(args)
             .envs(envs.iter().copied())
             .current_dir(dir())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("node starts");
+        let stdin = child.stdin.take().unwrap();
         let (tx, lines) = mpsc::channel();
         let stdout = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stdout);
@@ -228,6 +230,7 @@ impl NodeScript {
         NodeScript {
             name: script.to_string(),
             child,
+            stdin,
             lines,
             events: Vec::new(),
             taken: HashSet::new(),
@@ -239,6 +242,25 @@ impl NodeScript {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Writes `line` to the script's standard input (for scripts that take commands there).
+    pub fn send_line(&mut self, line: &str) {
+        let sent = writeln!(self.stdin, "{line}").and_then(|()| self.stdin.flush());
+        sent.unwrap_or_else(|e| {
+            panic!(
+                "{} takes no {line:?}: {e}\n{}",
+                self.name,
+                self.transcript()
+            )
+        });
+    }
+
+    /// Kills the script by its PID (as dropping it does) and reaps it.
+    pub fn kill(&mut self) {
+        // `Child::kill` signals exactly this PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits for the next event named `event` not returned before; panics with everything the
@@ -308,9 +330,7 @@ impl NodeScript {
 
 impl Drop for NodeScript {
     fn drop(&mut self) {
-        // `Child::kill` signals exactly this PID.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
