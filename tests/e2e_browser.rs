@@ -9,25 +9,32 @@
 //!   UDP/TLS/RTP/SAVPF; no media relay is in the path, so audio flows browser to browser on
 //!   loopback, and each side's getStats() counts packets sent and received. Alice hangs up and
 //!   both see the call end.
+//! - **A browser and a plain-RTP phone through rtpengine** (`-rtpengine`, docs/media.md), both
+//!   ways: the browser calls SIPp on UDP, and SIPp calls the browser registered at Kamailio.
+//!   The phone (SIPp playing Debian's g711a.pcap) gets RTP/AVP with no ICE or DTLS, the browser
+//!   WebRTC SDP from rtpengine; the browser's getStats() counts audio packets both ways, and
+//!   after the BYE rtpengine holds no call.
 //! - **No browser outlives its script**: killed by its PID as every Node peer is, the script
 //!   takes chromium and its helpers with it.
 //!
-//! Loopback addresses used here (none used by other test files): 127.0.51.x; Roundabout and
-//! the browsers are on 127.0.0.1.
+//! Loopback addresses used here (none used by other test files): 127.0.51.x; Roundabout, the
+//! browsers and rtpengine are on 127.0.0.1.
 
 // Test code: a failed unwrap is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use common::browser::{require_browser, BrowserPhone};
-use common::certs::TestCa;
+use common::certs::{Leaf, TestCa};
 use common::kamailio::{registrar, Kamailio, ONE_CONTACT};
 use common::node::Json;
-use common::{require, Roundabout};
+use common::process::poll_until;
+use common::rtpengine::Rtpengine;
+use common::{first, free_port, require, Roundabout, Sipp};
 
 /// What any single signalling step may take.
 const STEP: Duration = Duration::from_secs(10);
@@ -85,7 +92,10 @@ fn check_webrtc_sdp(sdp: &str, what: &str) {
         .map(|c| c.split(' ').collect())
         .collect();
     assert!(
-        candidates.iter().any(|c| c.get(2) == Some(&"udp")),
+        // The transport is case-insensitive (RFC 8839 §5.1): chromium writes udp, rtpengine UDP.
+        candidates
+            .iter()
+            .any(|c| c.get(2).is_some_and(|t| t.eq_ignore_ascii_case("udp"))),
         "{what}: UDP ICE candidates:\n{sdp}"
     );
     assert!(
@@ -242,4 +252,189 @@ fn a_killed_phone_takes_its_browser_with_it() {
         "chromium outlived its script\n{}",
         phone.transcript()
     );
+}
+
+/// The SDP a plain-RTP phone got: RTP/AVP on rtpengine's port, nothing of WebRTC.
+fn check_plain_sdp(msg: &str, what: &str) {
+    let sdp = msg.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let media = sdp.lines().find(|l| l.starts_with("m=audio "));
+    assert!(
+        media.is_some_and(|m| m.contains(" RTP/AVP ")),
+        "{what}: audio over RTP/AVP:\n{msg}"
+    );
+    for webrtc in ["a=candidate", "a=fingerprint", "a=ice-ufrag", "a=rtcp-mux"] {
+        assert!(
+            !sdp.contains(webrtc),
+            "{what}: {webrtc} reached the phone:\n{msg}"
+        );
+    }
+}
+
+/// A media port for SIPp on `ip` (its RTP port; RTCP is the next one).
+fn media_port(ip: &str) -> u16 {
+    loop {
+        let port = free_port(ip);
+        if port % 2 == 0 && port < u16::MAX {
+            return port;
+        }
+    }
+}
+
+/// Waits until rtpengine holds no call.
+fn no_call_left(rtpengine: &Rtpengine) {
+    let gone = poll_until(Instant::now() + STEP, Duration::from_millis(50), || {
+        rtpengine.calls().is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "rtpengine still holds {:?}",
+        rtpengine.calls()
+    );
+}
+
+/// Roundabout with WSS, `server` as its one trusted server on UDP (known as `name`), and
+/// rtpengine as its media relay.
+fn with_media_relay(
+    ca: &TestCa,
+    server: SocketAddr,
+    name: &str,
+    rtpengine: &Rtpengine,
+) -> (Roundabout, Leaf) {
+    let trusted = format!("{}:{name}:{}:udp:", server.ip(), server.port());
+    let ng = rtpengine.ng.to_string();
+    let mut args: Vec<String> = [
+        "-strict-host",
+        "-ack-ruri",
+        "-trusted-server",
+        &trusted,
+        "-rtpengine",
+        &ng,
+    ]
+    .map(String::from)
+    .into();
+    let leaf = ca.leaf("proxy.test");
+    args.extend(leaf.wss_flags());
+    (Roundabout::start(&args), leaf)
+}
+
+/// A browser calls a plain-RTP phone (SIPp on UDP, playing G.711 audio) through Roundabout
+/// and rtpengine: the phone gets an RTP/AVP offer without ICE or DTLS, the browser an answer
+/// with ICE candidates, a fingerprint and UDP/TLS/RTP/SAVPF, and the browser's getStats()
+/// counts audio packets both ways. After the BYE rtpengine holds no call.
+#[test]
+fn a_browser_calls_a_plain_rtp_phone_through_rtpengine_with_audio_both_ways() {
+    if !require_browser() || !require("openssl") || !require("sipp") || !require("rtpengine") {
+        return;
+    }
+    let rtpengine = Rtpengine::start();
+    let phone_ip = "127.0.51.5";
+    let port = free_port(phone_ip);
+    let mut phone = Sipp::run("uas_media.xml", phone_ip, port, "udp")
+        .arg("-mp", media_port(phone_ip))
+        .calls(1)
+        .arg("-timeout", 40)
+        .spawn();
+    let ca = TestCa::new();
+    let server = SocketAddr::from(([127, 0, 51, 5], port));
+    let (rb, leaf) = with_media_relay(&ca, server, "phone.test", &rtpengine);
+    let url = format!("wss://127.0.0.1:{}", rb.port("wss"));
+    let diagnostics = || {
+        format!(
+            "proxy log:\n{}\nrtpengine log:\n{}",
+            rb.logs(),
+            rtpengine.logs()
+        )
+    };
+    let mut alice = BrowserPhone::start(
+        &url,
+        "sip:alice@phone.test",
+        Some(&leaf.cert),
+        &["--register", "0", "--call", "sip:phone@phone.test"],
+    );
+    expect(&mut alice, "confirmed", &diagnostics);
+    let answered = alice.wait_for("remote_sdp", STEP);
+    assert_eq!(answered.str("type"), "answer");
+    check_webrtc_sdp(answered.str("sdp"), "the answer the browser got");
+    let media = expect_media(&mut alice);
+    assert_eq!(media.str("connection"), "connected", "{media:?}");
+    check_plain_sdp(
+        first(&phone.received(), "INVITE "),
+        "the offer the phone got",
+    );
+
+    alice.hangup();
+    expect(&mut alice, "ended", &diagnostics);
+    assert_eq!(phone.wait(STEP), Some(0), "{}", phone.errors());
+    no_call_left(&rtpengine);
+}
+
+/// A plain-RTP phone (SIPp on UDP, playing G.711 audio) calls a browser registered through
+/// Roundabout at a Kamailio registrar: the browser gets a WebRTC offer, answers, and receives
+/// audio; the phone gets the answer as RTP/AVP. After the BYE rtpengine holds no call.
+#[test]
+fn a_plain_rtp_phone_calls_a_registered_browser_through_kamailio_and_rtpengine() {
+    if !require_browser()
+        || !require("openssl")
+        || !require("sipp")
+        || !require("rtpengine")
+        || !Kamailio::available(&["tm", "usrloc", "registrar"])
+    {
+        return;
+    }
+    let rtpengine = Rtpengine::start();
+    let kamailio = registrar("127.0.51.7", ONE_CONTACT, &[]);
+    let ca = TestCa::new();
+    let (rb, leaf) = with_media_relay(&ca, kamailio.addr("udp"), "registrar.test", &rtpengine);
+    let url = format!("wss://127.0.0.1:{}", rb.port("wss"));
+    let diagnostics = || {
+        format!(
+            "proxy log:\n{}\nkamailio log:\n{}\nrtpengine log:\n{}",
+            rb.logs(),
+            kamailio.logs(),
+            rtpengine.logs()
+        )
+    };
+    let mut bob = BrowserPhone::start(
+        &url,
+        "sip:bob@registrar.test",
+        Some(&leaf.cert),
+        &["--answer", "1"],
+    );
+    assert_eq!(
+        expect(&mut bob, "registered", &diagnostics).num("status"),
+        200
+    );
+
+    let phone_ip = "127.0.51.8";
+    let k = kamailio.addr("udp");
+    let target = k.to_string();
+    let mut phone = Sipp::run("uac_media.xml", phone_ip, free_port(phone_ip), "udp")
+        .arg("-mp", media_port(phone_ip))
+        .arg("-s", "bob")
+        .calls(1)
+        .arg("-d", 4000)
+        .arg("-timeout", 40)
+        .to(&target)
+        .spawn();
+    expect(&mut bob, "incoming", &diagnostics);
+    expect(&mut bob, "confirmed", &diagnostics);
+    let offered = bob.wait_for("remote_sdp", STEP);
+    assert_eq!(offered.str("type"), "offer");
+    check_webrtc_sdp(offered.str("sdp"), "the offer the browser got");
+    let media = expect_media(&mut bob);
+    assert_eq!(media.str("connection"), "connected", "{media:?}");
+    let ended = expect(&mut bob, "ended", &diagnostics);
+    assert_eq!(ended.str("originator"), "remote", "the phone hung up");
+    assert_eq!(
+        phone.wait(STEP),
+        Some(0),
+        "{}\n{}",
+        phone.errors(),
+        diagnostics()
+    );
+    check_plain_sdp(
+        first(&phone.received(), "SIP/2.0 200"),
+        "the answer the phone got",
+    );
+    no_call_left(&rtpengine);
 }

@@ -16,7 +16,7 @@ pub mod ng;
 
 pub use client::{NgClient, Settings};
 pub use ng::{
-    AnswerRequest, DeleteRequest, Dtls, Ice, MediaOptions, OfferRequest, Replace, RtcpMux,
+    AnswerRequest, DeleteRequest, Dtls, Ice, IceLite, MediaOptions, OfferRequest, Replace, RtcpMux,
     TransportProtocol,
 };
 

@@ -61,6 +61,25 @@ impl Ice {
     }
 }
 
+/// `ICE-lite`: toward which side of an offer rtpengine is an ICE-lite agent (RFC 8445 §2.5),
+/// answering the peer's checks and sending where they come from instead of checking itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IceLite {
+    /// Toward the party the offer goes to.
+    Forward,
+    /// Toward the party that sent the offer.
+    Backward,
+}
+
+impl IceLite {
+    fn as_str(self) -> &'static str {
+        match self {
+            IceLite::Forward => "forward",
+            IceLite::Backward => "backward",
+        }
+    }
+}
+
 /// `DTLS`: DTLS-SRTP's use and role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dtls {
@@ -132,6 +151,8 @@ impl Replace {
 pub struct MediaOptions {
     pub transport_protocol: Option<TransportProtocol>,
     pub ice: Option<Ice>,
+    /// Only in an offer: it sets the mode for the whole call.
+    pub ice_lite: Option<IceLite>,
     pub dtls: Option<Dtls>,
     pub rtcp_mux: Vec<RtcpMux>,
     pub replace: Vec<Replace>,
@@ -257,6 +278,7 @@ fn put_options(put: &mut impl FnMut(&'static str, Value), options: &MediaOptions
     let MediaOptions {
         transport_protocol,
         ice,
+        ice_lite,
         dtls,
         rtcp_mux,
         replace,
@@ -269,6 +291,9 @@ fn put_options(put: &mut impl FnMut(&'static str, Value), options: &MediaOptions
     }
     if let Some(ice) = ice {
         put("ICE", ice.as_str().into());
+    }
+    if let Some(ice_lite) = ice_lite {
+        put("ICE-lite", ice_lite.as_str().into());
     }
     if let Some(dtls) = dtls {
         put("DTLS", dtls.as_str().into());
@@ -490,6 +515,7 @@ mod tests {
             options: MediaOptions {
                 transport_protocol: Some(TransportProtocol::RtpAvp),
                 ice: Some(Ice::Remove),
+                ice_lite: Some(IceLite::Backward),
                 dtls: Some(Dtls::Off),
                 rtcp_mux: vec![RtcpMux::Demux],
                 replace: vec![Replace::Origin, Replace::SessionConnection],
@@ -501,6 +527,7 @@ mod tests {
             "k d",
             "4:DTLS3:off",
             "3:ICE6:remove",
+            "8:ICE-lite8:backward",
             "7:call-id2:c1",
             "7:command5:offer",
             "5:flagsl13:trust-addresse",

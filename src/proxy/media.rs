@@ -15,8 +15,8 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::media::{
-    AnswerRequest, DeleteRequest, Dtls, Ice, MediaError, MediaOptions, NgClient, OfferRequest,
-    Replace, RtcpMux, TransportProtocol,
+    AnswerRequest, DeleteRequest, Dtls, Ice, IceLite, MediaError, MediaOptions, NgClient,
+    OfferRequest, Replace, RtcpMux, TransportProtocol,
 };
 use crate::sip::{Editor, Message, Method, Transport};
 use crate::warn_limited;
@@ -152,6 +152,12 @@ pub fn response_step(msg: &Message, from: Transport, to: Transport) -> Option<St
 /// What rtpengine is told to do with an SDP going to a leg of `toward`: to a browser ICE,
 /// DTLS-SRTP (Roundabout's side passive: the browser connects, RFC 8842) and rtcp-mux; to a
 /// plain endpoint RTP/AVP with neither ICE nor DTLS, and RTCP on its own port.
+///
+/// Toward the browser rtpengine is an ICE-lite agent (RFC 8445 §2.5), set in the offer for the
+/// call: the browser's checks pick the pair and rtpengine sends where they come from, which is
+/// where the browser listens even when its checks leave from an address it never offered (a
+/// NAT's, or another interface of its host) — checks of rtpengine's own toward the offered
+/// candidates could settle on a pair the browser does not use.
 #[must_use]
 pub fn options(toward: Leg, offer: bool) -> MediaOptions {
     let replace = vec![Replace::Origin, Replace::SessionConnection];
@@ -159,6 +165,8 @@ pub fn options(toward: Leg, offer: bool) -> MediaOptions {
         Leg::Plain => MediaOptions {
             transport_protocol: Some(TransportProtocol::RtpAvp),
             ice: Some(Ice::Remove),
+            // The browser sent the offer.
+            ice_lite: offer.then_some(IceLite::Backward),
             dtls: Some(Dtls::Off),
             rtcp_mux: vec![RtcpMux::Demux],
             replace,
@@ -167,6 +175,7 @@ pub fn options(toward: Leg, offer: bool) -> MediaOptions {
         Leg::WebRtc => MediaOptions {
             transport_protocol: Some(TransportProtocol::UdpTlsRtpSavpf),
             ice: Some(Ice::Force),
+            ice_lite: offer.then_some(IceLite::Forward),
             dtls: Some(Dtls::Passive),
             rtcp_mux: if offer {
                 vec![RtcpMux::Offer]
