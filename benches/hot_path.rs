@@ -17,6 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
 use roundabout::proxy::action::RequestAction;
+use roundabout::proxy::rewrite::OwnVia;
 use roundabout::sip::{Message, Transport};
 use roundabout::transport::FlowKey;
 
@@ -46,7 +47,14 @@ fn hot_path(c: &mut Criterion) {
                 panic!("not forwarded");
             };
             rewriter
-                .rewrite_request(&msg, &source, None, &forward, &next_hop(&forward), false)
+                .rewrite_request(
+                    &msg,
+                    &source,
+                    None,
+                    &forward,
+                    &next_hop(&forward),
+                    OwnVia::default(),
+                )
                 .unwrap()
         });
     });
@@ -104,7 +112,14 @@ fn allocations_per_forwarded_invite() -> usize {
         };
         black_box(
             rewriter
-                .rewrite_request(&msg, &source, None, &forward, &next_hop(&forward), false)
+                .rewrite_request(
+                    &msg,
+                    &source,
+                    None,
+                    &forward,
+                    &next_hop(&forward),
+                    OwnVia::default(),
+                )
                 .unwrap(),
         );
     };

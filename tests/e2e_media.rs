@@ -159,17 +159,26 @@ fn a_webrtc_call_to_a_plain_rtp_uas_goes_through_the_media_relay() {
 }
 
 /// A busy UAS: the 486 reaches the WebSocket UAC, and the call its INVITE's offer made in
-/// rtpengine is gone (a failed initial INVITE: its To tag never answered).
+/// rtpengine is gone (a final non-2xx to the INVITE that started the call).
 #[test]
 fn a_call_the_uas_refuses_leaves_no_call_in_rtpengine() {
+    refused_call_leaves_no_call("uas_busy.xml");
+}
+
+/// The same after early media: a 183 with SDP (answered in rtpengine, so the callee's tag is
+/// known there) and then the 486.
+#[test]
+fn a_call_refused_after_early_media_leaves_no_call_in_rtpengine() {
+    refused_call_leaves_no_call("uas_early_busy.xml");
+}
+
+fn refused_call_leaves_no_call(scenario: &str) {
     if !peers() {
         return;
     }
     let rtpengine = Rtpengine::start();
     let port = free_port(UAS_IP);
-    let mut uas = Sipp::run("uas_busy.xml", UAS_IP, port, "udp")
-        .arg("-m", 1)
-        .spawn();
+    let mut uas = Sipp::run(scenario, UAS_IP, port, "udp").calls(1).spawn();
     let trusted = format!("{UAS_IP}:uas.test:{port}:udp:");
     let ng = rtpengine.ng.to_string();
     let rb = Roundabout::start(&[

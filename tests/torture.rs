@@ -31,6 +31,7 @@ use roundabout::cli::Action;
 use roundabout::config::Config;
 use roundabout::proxy::action::{RequestAction, ResponseAction};
 use roundabout::proxy::branch::BRANCH_PREFIX;
+use roundabout::proxy::rewrite::OwnVia;
 use roundabout::proxy::router::Router;
 use roundabout::sip::codec::{self, Frame};
 use roundabout::sip::{HeaderName, Message, ParseError, Span, Transport, Uri, Via};
@@ -423,9 +424,14 @@ fn unit_outcome(router: &Router, data: &[u8]) -> Unit {
                     transport: egress,
                     remote: UNIT_PEER.parse().unwrap(),
                 };
-                if let Err(error) =
-                    rewriter.rewrite_request(&msg, &source, None, &forward, &dest, false)
-                {
+                if let Err(error) = rewriter.rewrite_request(
+                    &msg,
+                    &source,
+                    None,
+                    &forward,
+                    &dest,
+                    OwnVia::default(),
+                ) {
                     panic!("rewrite for {egress} failed: {error}");
                 }
             }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use roundabout::config::{ClientRanges, Config, Limits, Ports, TrustedServer, TrustedServers};
 use roundabout::proxy::action::{Forward, NextHop, RequestAction, ResponseAction};
-use roundabout::proxy::rewrite::Rewriter;
+use roundabout::proxy::rewrite::{OwnVia, Rewriter};
 use roundabout::proxy::router::Router;
 use roundabout::sip::{Encoded, HeaderName, Message, Transport};
 use roundabout::transport::FlowKey;
@@ -215,7 +215,14 @@ pub fn forward(router: &Router, rewriter: &Rewriter, data: &Bytes, source: FlowK
         panic!("request not forwarded");
     };
     rewriter
-        .rewrite_request(&msg, &source, None, &forward, &next_hop(&forward), false)
+        .rewrite_request(
+            &msg,
+            &source,
+            None,
+            &forward,
+            &next_hop(&forward),
+            OwnVia::default(),
+        )
         .unwrap()
         .0
 }

@@ -19,7 +19,7 @@ use roundabout::config::Config;
 use roundabout::proxy::action::{NextHop, RequestAction, ResponseAction};
 use roundabout::proxy::decisions::Counting;
 use roundabout::proxy::flood::{OverloadGuard, SourceLimiter};
-use roundabout::proxy::rewrite::Rewriter;
+use roundabout::proxy::rewrite::{OwnVia, Rewriter};
 use roundabout::proxy::router::Router;
 use roundabout::proxy::token::TokenKey;
 use roundabout::proxy::transaction::{needs_transaction, Transactions};
@@ -284,8 +284,17 @@ fn check_forwarded_request(
         remote,
     };
     let stateful = needs_transaction(msg.method(), source.transport, egress);
-    let Ok((out, _branch)) = rewriter.rewrite_request(msg, source, None, &forward, &dest, stateful)
-    else {
+    let Ok((out, _branch)) = rewriter.rewrite_request(
+        msg,
+        source,
+        None,
+        &forward,
+        &dest,
+        OwnVia {
+            stateful,
+            params: b"",
+        },
+    ) else {
         return;
     };
     assert_eq!(out.body, msg.body(), "rewrite changed the body");

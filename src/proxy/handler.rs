@@ -21,8 +21,15 @@ use super::action::{Forward, Lookup, NextHop, RequestAction, ResponseAction};
 use super::clients::ClientCache;
 use super::decisions::{Counting, Dropped, Path, Refused, Undelivered};
 use super::flood::{OverloadGuard, SourceLimiter};
-use super::media::{self, CallIds, End, MediaFailure, MediaRelay, Step};
-use super::rewrite::{Registration, Rewriter};
+use super::media::{self, CallIds, MediaFailure, MediaRelay, Step};
+
+/// Whether a request went on, or Roundabout answered it itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answered {
+    Elsewhere,
+    Here,
+}
+use super::rewrite::{OwnVia, Registration, Rewriter};
 use super::router::{Router, SelfNames};
 use super::status::Status;
 use super::transaction::{self, Key, Kind, Transactions};
@@ -211,19 +218,21 @@ impl Proxy {
         forward: &Forward,
         dest: &Destination,
     ) {
-        let step = self.inner.media.as_ref().and_then(|relay| {
-            Some((
-                relay,
-                media::request_step(msg, source.transport, dest.flow.transport)?,
-            ))
-        });
-        match step {
-            None => self.send_request_now(msg, (source, connection), forward, dest),
-            Some((relay, Step::End(end))) => {
-                self.end_media(relay, msg, end);
-                self.send_request_now(msg, (source, connection), forward, dest);
+        let Some(relay) = self.inner.media.as_ref() else {
+            self.send_request_now(msg, (source, connection), forward, dest, b"");
+            return;
+        };
+        let (from, to) = (source.transport, dest.flow.transport);
+        let via_params = media::via_params(msg, from, to);
+        match media::request_step(msg, from, to) {
+            None => {
+                self.send_request_now(msg, (source, connection), forward, dest, via_params);
             }
-            Some((relay, Step::Rewrite(rewrite))) => {
+            Some(Step::EndCall) => {
+                self.end_media(relay, msg);
+                self.send_request_now(msg, (source, connection), forward, dest, via_params);
+            }
+            Some(Step::Rewrite(rewrite)) => {
                 let (relay, proxy) = (Arc::clone(relay), self.clone());
                 let (msg, source, forward, dest) =
                     (msg.clone(), *source, forward.clone(), dest.clone());
@@ -234,24 +243,24 @@ impl Proxy {
                         Some(ids) => relay.rewrite(ids, sdp, rewrite).await,
                         None => Err(MediaFailure::NoCallIds),
                     };
-                    match relayed.and_then(|sdp| media::with_sdp(&msg, sdp)) {
+                    let answered = match relayed.and_then(|sdp| media::with_sdp(&msg, sdp)) {
                         Ok(relayed) => {
                             debug!(from = %source, "SDP rewritten by the media relay");
-                            proxy.send_request_now(
-                                &relayed,
-                                (&source, connection),
-                                &forward,
-                                &dest,
-                            );
+                            let sent = (&source, connection);
+                            proxy.send_request_now(&relayed, sent, &forward, &dest, via_params)
                         }
                         Err(failure) => {
                             warn_limited!(from = %source, %failure, "request's media not relayed: answered with an error");
                             proxy.reply(&msg, &source, failure.status());
-                            // An offer rtpengine took but whose answer was lost must not stay
-                            // half set up.
-                            if let Some(ids) = ids {
-                                relay.end(ids, End::Call).await;
-                            }
+                            Answered::Here
+                        }
+                    };
+                    // A call Roundabout refused itself after (or while) rtpengine took its
+                    // offer must not stay half set up there; an established call's media stays,
+                    // whatever became of a re-INVITE.
+                    if let (Answered::Here, Some(ids)) = (answered, ids) {
+                        if ids.starts_call() {
+                            relay.end(ids).await;
                         }
                     }
                 });
@@ -259,31 +268,40 @@ impl Proxy {
         }
     }
 
+    /// Rewrites and sends a request on (with `via_params` in Roundabout's Via); whether it went
+    /// on or Roundabout answered it itself.
     fn send_request_now(
         &self,
         msg: &Message,
         (source, connection): (&FlowKey, Option<ConnectionId>),
         forward: &Forward,
         dest: &Destination,
-    ) {
+        via_params: &[u8],
+    ) -> Answered {
         let method = msg.method();
         let stateful =
             transaction::needs_transaction(method, source.transport, dest.flow.transport);
-        let (out, branch) = match self
-            .inner
-            .rewriter
-            .rewrite_request(msg, source, connection, forward, &dest.flow, stateful)
-        {
+        let rewritten = self.inner.rewriter.rewrite_request(
+            msg,
+            source,
+            connection,
+            forward,
+            &dest.flow,
+            OwnVia {
+                stateful,
+                params: via_params,
+            },
+        );
+        let (out, branch) = match rewritten {
             Ok(rewritten) => rewritten,
             Err(error) => {
                 debug!(flow = %source, %error, "request cannot be rewritten");
                 self.reply(msg, source, Status::new(400, bad_request_reason(error)));
-                return;
+                return Answered::Here;
             }
         };
         if stateful {
-            self.send_stateful(msg, (source, connection), dest, out, branch);
-            return;
+            return self.send_stateful(msg, (source, connection), dest, out, branch);
         }
         // A CANCEL never opens a connection: with none open to where its INVITE went, that
         // INVITE is not pending there (often Roundabout answered it itself, 503 when it could
@@ -302,17 +320,17 @@ impl Proxy {
             Ok(()) => {
                 debug!(from = %source, to = %dest.flow, "request forwarded");
                 self.inner.counting.forwarded(Path::Stateless);
+                return Answered::Elsewhere;
             }
             Err(SendError::NoFlow) => match &forward.fallback {
-                Some(fallback) => self.send_request_now(
-                    msg,
-                    (source, connection),
-                    &Forward {
+                Some(fallback) => {
+                    let forward = Forward {
                         fallback: None,
                         ..forward.clone()
-                    },
-                    fallback,
-                ),
+                    };
+                    let sent = (source, connection);
+                    return self.send_request_now(msg, sent, &forward, fallback, via_params);
+                }
                 None if method == Some(Method::Cancel) => {
                     debug!(from = %source, to = %dest.flow, "CANCEL for no open flow answered 481");
                     self.reply(
@@ -333,6 +351,7 @@ impl Proxy {
                 self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
             }
         }
+        Answered::Here
     }
 
     /// Unknown host names (only without `-strict-host`) are resolved off the listener's task.
@@ -445,15 +464,13 @@ impl Proxy {
         dest: &Destination,
     ) -> Result<(), SendError> {
         let step = self.inner.media.as_ref().and_then(|relay| {
-            Some((
-                relay,
-                media::response_step(msg, source.transport, dest.flow.transport)?,
-            ))
+            let step = media::response_step(msg, source.transport, dest.flow.transport)?;
+            Some((relay, step))
         });
         match step {
             None => self.forward_response_now(msg, source, connection, dest),
-            Some((relay, Step::End(end))) => {
-                self.end_media(relay, msg, end);
+            Some((relay, Step::EndCall)) => {
+                self.end_media(relay, msg);
                 self.forward_response_now(msg, source, connection, dest)
             }
             Some((relay, Step::Rewrite(rewrite))) => {
@@ -468,9 +485,15 @@ impl Proxy {
                     };
                     let relayed = match relayed.and_then(|sdp| media::with_sdp(&msg, sdp)) {
                         Ok(relayed) => relayed,
+                        // A provisional is dropped: a later response, or its final, goes on.
+                        Err(failure) if msg.status_code().is_some_and(|code| code < 200) => {
+                            warn_limited!(from = %source, %failure, "provisional response's media not relayed: dropped");
+                            return;
+                        }
                         Err(failure) => {
                             warn_limited!(from = %source, %failure, "response's media not relayed: an error goes upstream instead");
-                            match replies::in_place_of(&msg, failure.status()) {
+                            let tag = proxy.to_tag(&msg);
+                            match replies::in_place_of(&msg, failure.status(), &tag) {
                                 Some(error) => error,
                                 None => return,
                             }
@@ -483,11 +506,11 @@ impl Proxy {
         }
     }
 
-    /// Tells the media relay that `msg` may end its call, without waiting for it.
-    fn end_media(&self, relay: &Arc<MediaRelay>, msg: &Message, end: End) {
+    /// Tells the media relay that `msg` ends its call, without waiting for it.
+    fn end_media(&self, relay: &Arc<MediaRelay>, msg: &Message) {
         if let Some(ids) = CallIds::of(msg) {
             let relay = Arc::clone(relay);
-            tokio::spawn(async move { relay.end(ids, end).await });
+            tokio::spawn(async move { relay.end(ids).await });
         }
     }
 

@@ -47,8 +47,9 @@ impl Leg {
 pub enum Step {
     /// The SDP is rewritten; the message waits for it.
     Rewrite(Rewrite),
-    /// The call may end; the message does not wait.
-    End(End),
+    /// The call ends (BYE, CANCEL, a final non-2xx to the INVITE that started it): rtpengine
+    /// forgets it. The message does not wait.
+    EndCall,
 }
 
 /// An SDP rewritten for the leg it goes to.
@@ -63,14 +64,25 @@ pub enum Rewrite {
     AckAnswer(Leg),
 }
 
-/// A message that may end a call's media.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    /// BYE or CANCEL: rtpengine forgets the call.
-    Call,
-    /// A final non-2xx to an INVITE: the call ends if that INVITE was the initial one, which
-    /// rtpengine tells: the To tag of an established dialog is among its call's tags.
-    FailedInvite,
+/// The parameter of Roundabout's Via on an INVITE that starts a call (no To tag) whose media
+/// the relay may handle. It comes back in the INVITE's responses (RFC 3261 §8.2.6.2), so that a
+/// final non-2xx to it ends the call's media, and one to a re-INVITE (unmarked) does not,
+/// without Roundabout keeping any call state. It is not covered by the branch's MAC: all a
+/// next hop could do by adding or removing it is end, or keep, its own call's media.
+const CALL_START_PARAM: &str = "rb-call-start";
+
+/// What follows the branch in Roundabout's Via on `msg` going from `from` to `to`: the
+/// call-start mark, or nothing.
+#[must_use]
+pub fn via_params(msg: &Message, from: Transport, to: Transport) -> &'static [u8] {
+    let starts_call = Leg::of(from) != Leg::of(to)
+        && msg.method() == Some(Method::Invite)
+        && CallIds::of(msg).is_some_and(|ids| ids.starts_call());
+    if starts_call {
+        b";rb-call-start"
+    } else {
+        b""
+    }
 }
 
 /// What a message's body is, as far as the media relay is concerned.
@@ -127,7 +139,7 @@ pub fn request_step(msg: &Message, from: Transport, to: Transport) -> Option<Ste
             Some(Step::Rewrite(Rewrite::Offer(toward)))
         }
         Method::Ack if has_sdp(msg) => Some(Step::Rewrite(Rewrite::AckAnswer(toward))),
-        Method::Bye | Method::Cancel => Some(Step::End(End::Call)),
+        Method::Bye | Method::Cancel => Some(Step::EndCall),
         _ => None,
     }
 }
@@ -144,9 +156,15 @@ pub fn response_step(msg: &Message, from: Transport, to: Transport) -> Option<St
         (Method::Invite | Method::Update, 101..=299) if has_sdp(msg) => {
             Some(Step::Rewrite(Rewrite::Answer(toward)))
         }
-        (Method::Invite, 300..) => Some(Step::End(End::FailedInvite)),
+        (Method::Invite, 300..) if marks_call_start(msg) => Some(Step::EndCall),
         _ => None,
     }
+}
+
+/// Whether the response's top Via (Roundabout's) carries the call-start mark.
+fn marks_call_start(msg: &Message) -> bool {
+    msg.top_via()
+        .is_ok_and(|via| via.param(msg.bytes(), CALL_START_PARAM).is_some())
 }
 
 /// What rtpengine is told to do with an SDP going to a leg of `toward`: to a browser ICE,
@@ -207,6 +225,12 @@ pub struct CallIds {
 }
 
 impl CallIds {
+    /// Whether the message starts a call: it has no To tag yet (RFC 3261 §12.1).
+    #[must_use]
+    pub fn starts_call(&self) -> bool {
+        self.to_tag.is_none()
+    }
+
     #[must_use]
     pub fn of(msg: &Message) -> Option<CallIds> {
         let buf = msg.bytes();
@@ -259,16 +283,10 @@ pub enum Command {
     Offer,
     Answer,
     Delete,
-    Query,
 }
 
 impl Command {
-    pub const ALL: [Command; 4] = [
-        Command::Offer,
-        Command::Answer,
-        Command::Delete,
-        Command::Query,
-    ];
+    pub const ALL: [Command; 3] = [Command::Offer, Command::Answer, Command::Delete];
 
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -276,7 +294,6 @@ impl Command {
             Command::Offer => "offer",
             Command::Answer => "answer",
             Command::Delete => "delete",
-            Command::Query => "query",
         }
     }
 }
@@ -409,32 +426,9 @@ impl MediaRelay {
         }
     }
 
-    /// Ends the call's media if `end` ends it. Problems are logged, never answered: the
-    /// message goes on either way, and rtpengine's own timeout ends a call it was not told of.
-    pub async fn end(&self, ids: CallIds, end: End) {
-        if end == End::FailedInvite {
-            let queried = self
-                .client
-                .query(ids.call_id.clone(), ids.from_tag.clone())
-                .await;
-            // A call rtpengine does not have is no failure: there is nothing to end.
-            let queried = match queried {
-                Err(MediaError::Refused(reason)) if is_unknown_call(&reason) => Ok(None),
-                other => other.map(Some),
-            };
-            match self.counted(Command::Query, queried) {
-                Ok(Some(tags)) if ids.to_tag.as_ref().is_some_and(|tag| tags.contains(tag)) => {
-                    debug!("non-2xx to a re-INVITE: the call's media stays");
-                    return;
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return,
-                Err(error) => {
-                    warn_limited!(%error, "media relay not asked whether a failed INVITE ends its call");
-                    return;
-                }
-            }
-        }
+    /// Ends the call's media. Problems are logged, never answered: the message goes on
+    /// either way, and rtpengine's own timeout ends a call it was not told of.
+    pub async fn end(&self, ids: CallIds) {
         let delete = DeleteRequest {
             call_id: ids.call_id,
             from_tag: ids.from_tag,
@@ -485,13 +479,18 @@ mod tests {
     }
 
     fn response(code: u16, method: &str, body: &str) -> Message {
+        marked_response(code, method, body, "")
+    }
+
+    /// A response whose top Via (Roundabout's) has `params` after its branch.
+    fn marked_response(code: u16, method: &str, body: &str, params: &str) -> Message {
         let content_type = if body.is_empty() {
             ""
         } else {
             "Content-Type: application/sdp\r\n"
         };
         parse(&format!(
-            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKrb1\r\n\
+            "SIP/2.0 {code} X\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKrb1{params}\r\n\
              From: <sip:alice@a.invalid>;tag=a1\r\nTo: <sip:bob@b.invalid>;tag=b1\r\nCall-ID: c1\r\n\
              CSeq: 1 {method}\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
             body.len()
@@ -575,14 +574,14 @@ mod tests {
                 request("BYE", None, ""),
                 Udp,
                 Wss,
-                Some(Step::End(End::Call)),
+                Some(Step::EndCall),
             ),
             (
                 "CANCEL",
                 request("CANCEL", None, ""),
                 Wss,
                 Udp,
-                Some(Step::End(End::Call)),
+                Some(Step::EndCall),
             ),
             (
                 "BYE between two plain legs",
@@ -628,18 +627,25 @@ mod tests {
                 Some(Step::Rewrite(Rewrite::Answer(Leg::WebRtc))),
             ),
             (
-                "486 to INVITE",
+                "486 to the INVITE that started the call",
+                marked_response(486, "INVITE", "", ";rb-call-start"),
+                Udp,
+                Wss,
+                Some(Step::EndCall),
+            ),
+            (
+                "487 after early media, to the INVITE that started the call",
+                marked_response(487, "INVITE", "", ";rb-call-start;received=192.0.2.1"),
+                Udp,
+                Wss,
+                Some(Step::EndCall),
+            ),
+            (
+                "486 to a re-INVITE (unmarked: the call stays)",
                 response(486, "INVITE", ""),
                 Udp,
                 Wss,
-                Some(Step::End(End::FailedInvite)),
-            ),
-            (
-                "408 to INVITE",
-                response(408, "INVITE", ""),
-                Udp,
-                Wss,
-                Some(Step::End(End::FailedInvite)),
+                None,
             ),
             (
                 "488 to UPDATE (the call stays)",
@@ -665,6 +671,29 @@ mod tests {
             };
             assert_eq!(step, expected, "{what}");
         }
+    }
+
+    /// Roundabout's Via on an INVITE that starts a call between a WebSocket leg and another
+    /// carries the call-start mark; on a re-INVITE, another request, or a call between legs of
+    /// one kind, nothing.
+    #[test]
+    fn the_call_start_mark_goes_on_initial_invites_between_leg_kinds() {
+        let sdp = Some("application/sdp");
+        let initial = request("INVITE", sdp, SDP);
+        let reinvite = parse(
+            &request("INVITE", sdp, SDP)
+                .bytes()
+                .iter()
+                .map(|&b| char::from(b))
+                .collect::<String>()
+                .replace("To: <sip:bob@b.invalid>", "To: <sip:bob@b.invalid>;tag=b1"),
+        );
+        let mark: &[u8] = b";rb-call-start";
+        assert_eq!(via_params(&initial, Wss, Udp), mark);
+        assert_eq!(via_params(&initial, Udp, Ws), mark);
+        assert_eq!(via_params(&initial, Udp, Tcp), b"");
+        assert_eq!(via_params(&reinvite, Wss, Udp), b"");
+        assert_eq!(via_params(&request("MESSAGE", None, ""), Wss, Udp), b"");
     }
 
     #[test]

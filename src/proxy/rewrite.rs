@@ -43,6 +43,16 @@ pub struct Rewriter {
     branches: BranchKey,
 }
 
+/// Roundabout's own Via on a forwarded request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OwnVia<'a> {
+    /// The branch marks a request forwarded with a transaction.
+    pub stateful: bool,
+    /// Parameters after the branch, each with its `;`, to come back in the responses
+    /// (RFC 3261 §8.2.6.2).
+    pub params: &'a [u8],
+}
+
 impl Rewriter {
     pub(super) fn new(
         identity: &Identity,
@@ -58,8 +68,8 @@ impl Rewriter {
         }
     }
 
-    /// The request as it leaves for `dest` (RFC 3261 §16.6), and the branch of the Via pushed
-    /// on it; `stateful` marks the branch of a request forwarded with a transaction.
+    /// The request as it leaves for `dest` (RFC 3261 §16.6) with `via` pushed on it, and the
+    /// branch of that Via.
     pub fn rewrite_request(
         &self,
         msg: &Message,
@@ -67,8 +77,9 @@ impl Rewriter {
         connection: Option<ConnectionId>,
         forward: &Forward,
         dest: &FlowKey,
-        stateful: bool,
+        via: OwnVia<'_>,
     ) -> Result<(Encoded, Branch), ParseError> {
+        let OwnVia { stateful, params } = via;
         let egress = dest.transport;
         let buf = msg.bytes();
         let mut ed = Editor::new(msg);
@@ -116,6 +127,7 @@ impl Rewriter {
         ed.push_via(|o| {
             o.extend_from_slice(self.own.via(egress));
             put_hex_u64(o, branch.0);
+            o.extend_from_slice(params);
         });
         self.rewrite_contacts(&mut ed, source, connection, egress)?;
         if egress.is_stream() {

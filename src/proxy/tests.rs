@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::action::{Forward, Lookup, NextHop, RequestAction, ResponseAction};
 use super::clients::ClientCache;
+use super::rewrite::OwnVia;
 use super::router::Router;
 use super::status::Status;
 use crate::config::{ClientRanges, Config, Limits, Ports, RouteHop, TrustedServer, TrustedServers};
@@ -167,7 +168,7 @@ fn rewrite(
         remote,
     };
     r.rewriter()
-        .rewrite_request(msg, source, None, f, &dest, false)
+        .rewrite_request(msg, source, None, f, &dest, OwnVia::default())
         .map(|(out, _)| out)
 }
 
@@ -1007,7 +1008,7 @@ fn answered(
     };
     let (out, _) = r
         .rewriter()
-        .rewrite_request(&invite, &source, None, &f, &dest, false)
+        .rewrite_request(&invite, &source, None, &f, &dest, OwnVia::default())
         .unwrap();
     let forwarded = Message::parse(out.to_contiguous()).unwrap();
     let answer = crate::sip::reply::response(&forwarded, 180, "Ringing", "t");

@@ -130,17 +130,63 @@ fn extra_header(request: &Message, status: Status) -> Option<(&'static str, Byte
     }
 }
 
-/// `response` with its status line replaced by `status` and no body: what goes upstream in its
-/// place when its SDP could not be rewritten, so the caller gets an answer that says why
-/// instead of an SDP it cannot use.
-pub(super) fn in_place_of(response: &Message, status: Status) -> Option<Message> {
+/// `response` with its status line replaced by `status`, Roundabout's own To tag (`to_tag`)
+/// and no body: what goes upstream in its place when its SDP could not be rewritten, so the
+/// caller gets an answer that says why instead of an SDP it cannot use. With Roundabout's tag,
+/// the caller's ACK of it ends here (it is Roundabout's answer) and never reaches the UAS as
+/// the ACK of its 2xx: the UAS, whose 2xx is never acknowledged, ends the call itself
+/// (RFC 3261 §13.3.1.4).
+pub(super) fn in_place_of(response: &Message, status: Status, to_tag: &str) -> Option<Message> {
+    let buf = response.bytes();
+    let to = response.to().ok()?;
     let mut editor = Editor::new(response);
+    // The start line's span ends after its line end, which the new one must write too.
     editor.replace_with(response.start_line(), |out| {
         out.extend_from_slice(b"SIP/2.0 ");
         put_decimal(out, u32::from(status.code));
         out.extend_from_slice(b" ");
         out.extend_from_slice(status.reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
     });
+    let tag = |out: &mut BytesMut| out.extend_from_slice(to_tag.as_bytes());
+    match to.param(buf, "tag").and_then(|param| param.value) {
+        Some(value) => editor.replace_with(value, tag),
+        None => editor.insert_with(to.span.end(), |out| {
+            out.extend_from_slice(b";tag=");
+            tag(out);
+        }),
+    }
     editor.replace_body(Bytes::new());
     Message::parse_own(editor.finish().to_contiguous()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error that replaces a 200 whose SDP could not be rewritten: a whole response with
+    /// every Via still in place, Roundabout's To tag, and no body.
+    #[test]
+    fn an_error_in_place_of_a_response_keeps_its_vias_and_takes_our_tag() {
+        let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKrb1\r\n\
+                  Via: SIP/2.0/WSS a.invalid;branch=z9hG4bK2\r\nFrom: <sip:a@x>;tag=f\r\n\
+                  To: <sip:b@y>;tag=uas\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+                  Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
+        let ok = Message::parse(Bytes::from_static(ok.as_bytes())).unwrap();
+        let status = Status::new(503, "Service Unavailable (media relay unavailable)");
+        let error = in_place_of(&ok, status, "rb1234").unwrap();
+        let text = String::from_utf8(error.bytes().to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "SIP/2.0 503 Service Unavailable (media relay unavailable)\r\n\
+             Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKrb1\r\n\
+             Via: SIP/2.0/WSS a.invalid;branch=z9hG4bK2\r\nFrom: <sip:a@x>;tag=f\r\n\
+             To: <sip:b@y>;tag=rb1234\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+             Content-Type: application/sdp\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(error.vias().count(), 2);
+        let untagged = Message::parse(Bytes::from(text.replace(";tag=rb1234", ""))).unwrap();
+        let tagged = in_place_of(&untagged, status, "rb9").unwrap();
+        assert!(String::from_utf8_lossy(tagged.bytes()).contains("To: <sip:b@y>;tag=rb9\r\n"));
+    }
 }

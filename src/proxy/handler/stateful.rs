@@ -9,7 +9,7 @@ use crate::sip::{reply, Encoded, Message, Method};
 use crate::transport::{ConnectionId, Destination, FlowKey, SendError};
 use crate::warn_limited;
 
-use super::Proxy;
+use super::{Answered, Proxy};
 use crate::proxy::action::answer_destination;
 use crate::proxy::branch::Branch;
 use crate::proxy::decisions::{Path, Refused, Undelivered};
@@ -119,7 +119,7 @@ impl Proxy {
         dest: &Destination,
         out: Encoded,
         branch: Branch,
-    ) {
+    ) -> Answered {
         let method = msg.method().unwrap_or(Method::Other);
         let key = Key {
             branch,
@@ -139,12 +139,12 @@ impl Proxy {
             Start::Started => {}
             Start::Retransmission => {
                 debug!(flow = %source, "retransmission absorbed: its transaction retransmits");
-                return;
+                return Answered::Elsewhere;
             }
             Start::CancelledAlready => {
                 debug!(flow = %source, "CANCEL answered: Roundabout cancelled the INVITE already");
                 self.reply(msg, source, Status::OK);
-                return;
+                return Answered::Here;
             }
             Start::Full => {
                 warn_limited!(
@@ -153,7 +153,7 @@ impl Proxy {
                 );
                 let refused = Refused::TransactionLimit;
                 self.refuse(msg, source, refused, Status::SERVICE_UNAVAILABLE);
-                return;
+                return Answered::Here;
             }
         }
         if method == Method::Invite {
@@ -164,12 +164,14 @@ impl Proxy {
             Ok(()) => {
                 debug!(from = %source, to = %dest.flow, "request forwarded statefully");
                 self.inner.counting.forwarded(Path::Stateful);
+                Answered::Elsewhere
             }
             Err(error) => {
                 transactions.remove(key);
                 warn_limited!(to = %dest.flow, %error, "request not sent");
                 self.inner.counting.undelivered(Undelivered::NotSent);
                 self.reply(msg, source, Status::SERVICE_UNAVAILABLE);
+                Answered::Here
             }
         }
     }
