@@ -38,13 +38,28 @@ for need in "${needs[@]}"; do
         command -v "$program" >/dev/null 2>&1 || missing+=("${need#*=}")
     fi
 done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]}"
-    if ! { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
-        echo "cannot install ${missing[*]}" >&2
+# Node.js and npm go in an apt-get of their own, after the rest: where a Node.js from elsewhere
+# is installed, Debian's npm conflicts with it, and that must not keep the other peers out.
+install() {
+    [ $# -gt 0 ] || return 0
+    echo "installing $*"
+    if ! as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null; then
+        echo "cannot install $*" >&2
         [ "${CI:-}" = "true" ] && exit 1
     fi
+}
+if [ ${#missing[@]} -gt 0 ]; then
+    as_root apt-get update -qq || { [ "${CI:-}" = "true" ] && exit 1; }
+    node_packages=() other_packages=()
+    for package in "${missing[@]}"; do
+        case $package in
+            nodejs | npm) node_packages+=("$package") ;;
+            *) other_packages+=("$package") ;;
+        esac
+    done
+    install "${other_packages[@]}"
+    install "${node_packages[@]}"
 fi
 
 # JsSIP, ws and playwright-core (which drives Debian's chromium and downloads no browser) for
