@@ -403,6 +403,9 @@ impl Config {
                 Some("port 0")
             } else if rtpengine[..index].contains(&addr) {
                 Some("given twice")
+            } else if index > 0 && addr.is_ipv4() != rtpengine[0].is_ipv4() {
+                // One socket sends to every one of them.
+                Some("IPv4 and IPv6 addresses mixed")
             } else {
                 None
             };

@@ -600,15 +600,15 @@ fn hep_is_off_unless_given_and_its_id_defaults() {
 fn rtpengine_is_off_unless_given_and_takes_several_addresses() {
     assert!(config(&[]).rtpengine.is_empty());
     assert!(config(&[]).describe().contains(&"rtpengine=off".to_owned()));
-    let two = config(&["-rtpengine", "127.0.0.1:2223,[::1]:2224"]);
+    let two = config(&["-rtpengine", "127.0.0.1:2223,127.0.0.2:2224"]);
     let expected: Vec<std::net::SocketAddr> = vec![
         "127.0.0.1:2223".parse().unwrap(),
-        "[::1]:2224".parse().unwrap(),
+        "127.0.0.2:2224".parse().unwrap(),
     ];
     assert_eq!(two.rtpengine, expected);
     assert!(two
         .describe()
-        .contains(&"rtpengine=127.0.0.1:2223,[::1]:2224".to_owned()));
+        .contains(&"rtpengine=127.0.0.1:2223,127.0.0.2:2224".to_owned()));
     let cases = [
         (
             "0.0.0.0:2223",
@@ -618,6 +618,10 @@ fn rtpengine_is_off_unless_given_and_takes_several_addresses() {
         (
             "127.0.0.1:1,127.0.0.1:1",
             "-rtpengine 127.0.0.1:1: given twice",
+        ),
+        (
+            "127.0.0.1:1,[::1]:1",
+            "-rtpengine [::1]:1: IPv4 and IPv6 addresses mixed",
         ),
     ];
     for (value, message) in cases {
