@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it: installs the real peers the tests drive (SIPp,
 # Kamailio with its TLS and WebSocket modules, Node for JsSIP, HAProxy, systemd-analyze,
-# promtool, sngrep, rtpengine), then format and lint checks, every test, and a build of the
-# benchmarks.
+# promtool, sngrep, rtpengine, dnsmasq, sofia-sip's sip-dig), then format and lint checks,
+# every test, and a build of the benchmarks.
 # Under CI=true a peer that cannot be installed fails the run; the tests themselves also refuse
 # to skip under CI=true.
 set -euo pipefail
@@ -27,6 +27,8 @@ needs=(
     promtool=prometheus
     sngrep=sngrep
     rtpengine=rtpengine-daemon
+    dnsmasq=dnsmasq
+    sip-dig=sofia-sip-bin
 )
 missing=()
 for need in "${needs[@]}"; do

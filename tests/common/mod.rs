@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod certs;
+pub mod dnsmasq;
 pub mod haproxy;
 pub mod http;
 pub mod kamailio;
