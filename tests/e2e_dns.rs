@@ -4,7 +4,8 @@
 //! `-dns-server` naming dnsmasq) forwards a request for `sip:bob@<domain>` to the target of
 //! highest priority, the one sofia-sip's `sip-dig` finds first for the same URI through the
 //! same server. A numeric port in the URI skips NAPTR and SRV: the request goes to the
-//! domain's own A record at that port.
+//! domain's own A record at that port. A name whose SRV target is Roundabout itself is
+//! Roundabout's: the request is answered, never sent to itself.
 
 // Test code: a failed unwrap is a failed test, with its line.
 #![allow(clippy::unwrap_used)]
@@ -182,4 +183,51 @@ fn a_numeric_port_skips_naptr_and_srv() {
     // is where the request went.
     let dug = dns.sip_dig(&format!("{ruri};transport=udp"));
     assert_eq!(dug.first(), Some(&("udp".to_owned(), servers.domain.addr)));
+}
+
+/// A name whose SRV target is Roundabout's own listener names Roundabout: the request is
+/// answered as one for Roundabout itself (no such user: 404), never sent to itself.
+#[test]
+fn a_name_with_a_target_at_roundabout_is_roundabout() {
+    if !require("dnsmasq") {
+        return;
+    }
+    let port = common::free_port("127.0.0.1");
+    let name = format!("self.{DOMAIN}");
+    let dns = Dnsmasq::start(
+        DOMAIN,
+        &[
+            Record::Srv {
+                name: format!("_sip._udp.{name}"),
+                target: format!("proxy.{DOMAIN}"),
+                port,
+                priority: 10,
+                weight: 10,
+            },
+            Record::Host {
+                name: format!("proxy.{DOMAIN}"),
+                ip: "127.0.0.1".into(),
+            },
+        ],
+    );
+    let dns_server = dns.addr.to_string();
+    let rb = Roundabout::start(&[
+        "-dns-server",
+        &dns_server,
+        "-default-network",
+        "udp",
+        "-udp-port",
+        &port.to_string(),
+    ]);
+    let client = UdpPeer::bind("127.0.0.1");
+    let ruri = format!("sip:bob@{name}");
+    client.send(rb.addr("udp"), &options(&ruri, &client, "self"));
+    let answer = client
+        .recv_within(STEP)
+        .unwrap_or_else(|| panic!("no answer\n{}", rb.logs()));
+    // Rule 5's 404, not the one of a name that resolves to nothing.
+    assert!(answer.starts_with("SIP/2.0 404 Not Found\r\n"), "{answer}");
+    assert!(rb.wait_for_log("host name resolves to Roundabout itself", STEP));
+    let logs = rb.logs();
+    assert_eq!(logs.matches("request forwarded").count(), 0, "{logs}");
 }
