@@ -156,9 +156,7 @@ impl Resolver {
                 _ => None,
             })
             .collect();
-        let mut names = order::naptr_targets(records, secure, self.usable);
-        names.truncate(MAX_SRV_NAMES);
-        names
+        order::naptr_targets(records, secure, self.usable)
     }
 
     /// SRV lookups of the plan's names (RFC 3263 §4.2), their targets in RFC 2782 order and
@@ -169,6 +167,8 @@ impl Resolver {
             |(srv_name, transport)| async move { (self.srv_records(srv_name).await, *transport) },
         ))
         .await;
+        // A fresh seed per resolution (every RandomState draws keys of its own): the draws of
+        // successive requests, and of separate instances, are independent.
         let mut pick = XorShift::new(RandomState::new().build_hasher().finish());
         let ordered: Vec<(Srv, Transport)> = found
             .into_iter()
