@@ -88,7 +88,9 @@ impl Dnsmasq {
             .expect("dnsmasq starts");
         let output = CapturedLines::new(child.stderr.take().unwrap());
         let mut resolv_conf = tempfile::NamedTempFile::new().unwrap();
-        // sofia-sip's resolver reads a `port` line; glibc's has none.
+        // sip-dig's usage names an `@dnsserver` argument that its source ignores: it takes
+        // its servers from the file SRESOLV_CONF names, whose `port` line (sofia-sip's own;
+        // glibc's resolv.conf has none) reaches a server off port 53.
         std::io::Write::write_all(
             &mut resolv_conf,
             format!("nameserver {ip}\nport {port}\n").as_bytes(),
