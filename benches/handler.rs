@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use criterion::{criterion_group, Criterion, Throughput};
+use roundabout::dns::{Resolver, Usable};
 use roundabout::metrics::Messages;
 use roundabout::proxy::decisions::Counting;
 use roundabout::proxy::flood::{OverloadGuard, SourceLimiter};
 use roundabout::proxy::transaction::Transactions;
-use roundabout::proxy::Proxy;
+use roundabout::proxy::{Proxy, Services};
 use roundabout::sip::{Encoded, Transport};
 use roundabout::transport::{
     ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError, Tapped,
@@ -68,7 +69,10 @@ fn handler(call: &Call, metrics: bool) -> Box<dyn Handler> {
             roundabout::config::TransactionLimits::DEFAULT,
         ),
         counting,
-        None,
+        Services {
+            resolver: Resolver::new(None, Transport::Tcp, Usable { udp: true }).unwrap(),
+            media: None,
+        },
     );
     let handler: Box<dyn Handler> = if metrics {
         Box::new(Tapped::new(proxy, messages))

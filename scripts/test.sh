@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README gives it: installs the real peers the tests drive (SIPp,
 # Kamailio with its TLS and WebSocket modules, Node for JsSIP, HAProxy, systemd-analyze,
-# promtool, sngrep, rtpengine, chromium for the WebRTC tests), then format and lint checks,
-# every test, and a build of the benchmarks.
+# promtool, sngrep, rtpengine, chromium for the WebRTC tests, dnsmasq, sofia-sip's sip-dig),
+# then format and lint checks, every test, and a build of the benchmarks.
 # Under CI=true a peer that cannot be installed fails the run; the tests themselves also refuse
 # to skip under CI=true.
 set -euo pipefail
@@ -28,6 +28,8 @@ needs=(
     sngrep=sngrep
     rtpengine=rtpengine-daemon
     chromium=chromium
+    dnsmasq=dnsmasq-base
+    sip-dig=sofia-sip-bin
 )
 missing=()
 for need in "${needs[@]}"; do

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::dns::{DnsError, Resolver, Usable};
 use crate::hep::Capture;
 use crate::media::{NgClient, Settings};
 use crate::metrics::{Collected, Messages};
@@ -19,7 +20,7 @@ use crate::proxy::flood::{OverloadGuard, SourceLimiter};
 use crate::proxy::media::MediaRelay;
 use crate::proxy::router::Router;
 use crate::proxy::transaction::Transactions;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, Services};
 use crate::sip::Transport;
 use crate::transport::{Handler, Outbound, Senders, Tapped, TransportError, Transports};
 
@@ -47,6 +48,8 @@ pub enum ServerError {
     },
     #[error("cannot open the socket for -rtpengine: {0}")]
     Rtpengine(#[source] std::io::Error),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
 }
 
 /// Runs until SIGTERM or SIGINT, then drains for at most `config.drain_timeout`.
@@ -174,7 +177,10 @@ impl Server {
             metrics.as_ref().map_or(Counting::Off, |metrics| {
                 Counting::On(Arc::clone(&metrics.decisions))
             }),
-            media_relay(config).await?,
+            Services {
+                resolver: resolver(config, &senders)?,
+                media: media_relay(config).await?,
+            },
         );
         Ok(Server {
             transports,
@@ -286,6 +292,15 @@ impl Server {
         }
         let _ = tokio::join!(sweeper, stopping);
     }
+}
+
+/// The resolver of host names that are not trusted servers, through `-dns-server` or the
+/// system's resolvers; it looks for UDP targets only when there is a UDP socket to send from.
+fn resolver(config: &Config, senders: &Senders) -> Result<Resolver, DnsError> {
+    let usable = Usable {
+        udp: senders.local_addr(Transport::Udp).is_some(),
+    };
+    Resolver::new(config.dns_server, config.default_network, usable)
 }
 
 /// `-rtpengine`: the media relay, its ng client on a socket of its own (of the first address's

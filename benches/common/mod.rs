@@ -91,6 +91,7 @@ pub fn router(egress: Transport) -> Router {
         metrics_addr: None,
         hep: None,
         rtpengine: Vec::new(),
+        dns_server: None,
     };
     Router::new(
         &config,

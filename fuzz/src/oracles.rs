@@ -16,6 +16,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use roundabout::cli::Action;
 use roundabout::config::Config;
+use roundabout::dns::{Resolver, Usable};
 use roundabout::proxy::action::{NextHop, RequestAction, ResponseAction};
 use roundabout::proxy::decisions::Counting;
 use roundabout::proxy::flood::{OverloadGuard, SourceLimiter};
@@ -23,7 +24,7 @@ use roundabout::proxy::rewrite::{OwnVia, Rewriter};
 use roundabout::proxy::router::Router;
 use roundabout::proxy::token::TokenKey;
 use roundabout::proxy::transaction::{needs_transaction, Transactions};
-use roundabout::proxy::{token, Proxy};
+use roundabout::proxy::{token, Proxy, Services};
 use roundabout::sip::codec::{self, Frame};
 use roundabout::sip::{reply, HeaderName, Message, NameAddr, Transport, Uri};
 use roundabout::transport::{FlowKey, Handler, Inbound, Transports};
@@ -388,7 +389,11 @@ fn ws_setup() -> &'static WsSetup {
             Transactions::new(config.sip_timers, config.transaction_limits),
             // Counting on, so that what counts the decisions is fuzzed with them.
             Counting::On(Arc::default()),
-            None,
+            Services {
+                resolver: Resolver::new(None, Transport::Tcp, Usable { udp: true })
+                    .expect("a resolver without DNS servers still builds"),
+                media: None,
+            },
         );
         WsSetup { runtime, proxy }
     })

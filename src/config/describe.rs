@@ -36,6 +36,7 @@ impl Config {
             metrics_addr,
             hep,
             rtpengine,
+            dns_server,
         } = self;
         let port = |transport| match ports.get(transport) {
             Some(port) => port.to_string(),
@@ -98,6 +99,10 @@ impl Config {
                 let addrs: Vec<String> = rtpengine.iter().map(ToString::to_string).collect();
                 format!("rtpengine={}", addrs.join(","))
             },
+            format!(
+                "dns-server={}",
+                dns_server.map_or("system".to_owned(), |addr| addr.to_string())
+            ),
             format!(
                 "limits max-message-size={} max-connections={} max-connections-per-ip={} \
                  idle-timeout={}s handshake-timeout={}s read-timeout={}s write-timeout={}s \

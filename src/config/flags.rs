@@ -333,6 +333,11 @@ pub struct RunArgs {
     )]
     pub rtpengine: Vec<std::net::SocketAddr>,
 
+    /// The DNS server host names are resolved through (RFC 3263: NAPTR, SRV, A/AAAA); the
+    /// system's resolvers (/etc/resolv.conf) unless given
+    #[arg(long, env = "ROUNDABOUT_DNS_SERVER", value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     pub transactions: TransactionArgs,
 

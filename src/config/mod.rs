@@ -75,6 +75,8 @@ pub struct Config {
     /// `-rtpengine`: the media relays' ng control addresses, the first preferred; empty is
     /// off (SDP bodies are never touched).
     pub rtpengine: Vec<std::net::SocketAddr>,
+    /// `-dns-server`: where host names are resolved; `None` is the system's resolvers.
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 /// The HEP capture server and the agent id Roundabout sends as.
@@ -269,6 +271,8 @@ pub enum ConfigError {
         addr: std::net::SocketAddr,
         problem: &'static str,
     },
+    #[error("-dns-server {0}: not an address a DNS server can listen on")]
+    DnsServer(std::net::SocketAddr),
     #[error("-default-sip-server {0} is not the IP address of any -trusted-server")]
     DefaultServerNotTrusted(IpAddr),
     #[error("-ws-path {0:?}: a path starts with / and has no spaces")]
@@ -355,6 +359,7 @@ impl Config {
             hep_addr,
             hep_id,
             rtpengine,
+            dns_server,
             transactions:
                 TransactionArgs {
                     sip_t1_ms,
@@ -411,6 +416,11 @@ impl Config {
             };
             if let Some(problem) = problem {
                 return Err(ConfigError::Rtpengine { addr, problem });
+            }
+        }
+        if let Some(addr) = dns_server {
+            if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
+                return Err(ConfigError::DnsServer(*addr));
             }
         }
         let (trusted_servers, skipped) =
@@ -536,6 +546,7 @@ impl Config {
             metrics_addr: *metrics_addr,
             hep,
             rtpengine: rtpengine.clone(),
+            dns_server: *dns_server,
         };
         Ok(Validated { config, skipped })
     }

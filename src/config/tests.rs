@@ -630,6 +630,25 @@ fn rtpengine_is_off_unless_given_and_takes_several_addresses() {
 }
 
 #[test]
+fn dns_server_is_the_systems_unless_given() {
+    assert_eq!(config(&[]).dns_server, None);
+    assert!(config(&[])
+        .describe()
+        .contains(&"dns-server=system".to_owned()));
+    let given = config(&["-dns-server", "127.0.0.1:5353"]);
+    assert_eq!(given.dns_server, Some("127.0.0.1:5353".parse().unwrap()));
+    assert!(given
+        .describe()
+        .contains(&"dns-server=127.0.0.1:5353".to_owned()));
+    for value in ["0.0.0.0:53", "127.0.0.1:0", "[ff02::1]:53"] {
+        assert_eq!(
+            error(&["-dns-server", value]),
+            format!("-dns-server {value}: not an address a DNS server can listen on")
+        );
+    }
+}
+
+#[test]
 fn metrics_addr_is_off_unless_given() {
     assert_eq!(config(&[]).metrics_addr, None);
     assert!(config(&[])

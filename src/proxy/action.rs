@@ -3,7 +3,7 @@
 //! use them without either needing the other.
 
 use crate::config::RouteHop;
-use crate::sip::Transport;
+use crate::dns::Query;
 use crate::transport::{Destination, FlowKey};
 
 use super::status::Status;
@@ -26,12 +26,13 @@ pub enum NextHop {
     Resolve(Lookup),
 }
 
-/// A host name to resolve, and how to reach what it resolves to.
+/// A host name to resolve (RFC 3263: the URI's facts decide what is looked up).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lookup {
-    pub host: String,
+    pub query: Query,
+    /// The port routing reads the URI as naming (its own, else the default transport's): the
+    /// key under which a name found to be Roundabout's is remembered.
     pub port: u16,
-    pub transport: Transport,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

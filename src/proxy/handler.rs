@@ -5,7 +5,6 @@
 //! The stateful path (docs/transactions.md) is in `stateful`, Roundabout's own answers in
 //! `replies`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +12,7 @@ use std::time::Instant;
 use tokio::sync::Semaphore;
 use tracing::debug;
 
+use crate::dns::{Resolver, Target};
 use crate::sip::{Encoded, HeaderName, Message, Method, ParseError};
 use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 use crate::warn_limited;
@@ -56,8 +56,17 @@ struct Inner {
     draining: AtomicBool,
     resolves: Arc<Semaphore>,
     counting: Counting,
+    resolver: Resolver,
     /// `-rtpengine`: the media relay for calls between a WebSocket leg and another.
     media: Option<Arc<MediaRelay>>,
+}
+
+/// What the proxy asks outside itself, each on a task of its own.
+pub struct Services {
+    /// Host names that are not trusted servers (without `-strict-host`), RFC 3263.
+    pub resolver: Resolver,
+    /// `-rtpengine`: the media relay for calls between a WebSocket leg and another.
+    pub media: Option<Arc<MediaRelay>>,
 }
 
 impl Proxy {
@@ -69,7 +78,7 @@ impl Proxy {
         overload: OverloadGuard,
         transactions: Transactions,
         counting: Counting,
-        media: Option<Arc<MediaRelay>>,
+        Services { resolver, media }: Services,
     ) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
@@ -82,6 +91,7 @@ impl Proxy {
                 draining: AtomicBool::new(false),
                 resolves: Arc::new(Semaphore::new(MAX_PENDING_RESOLVES)),
                 counting,
+                resolver,
                 media,
             }),
         }
@@ -354,10 +364,11 @@ impl Proxy {
         Answered::Here
     }
 
-    /// Unknown host names (only without `-strict-host`) are resolved off the listener's task.
-    /// A name that resolves to one of Roundabout's own listening addresses (among any others)
-    /// names Roundabout: the request is routed again as for Roundabout itself, never sent to
-    /// it, where it would come back again and again until Max-Forwards ran out.
+    /// Unknown host names (only without `-strict-host`) are resolved (RFC 3263, docs/dns.md)
+    /// off the listener's task, and the request goes to the first target. A name with a target
+    /// at one of Roundabout's own listening addresses (among any others) names Roundabout: the
+    /// request is routed again as for Roundabout itself, never sent to it, where it would come
+    /// back again and again until Max-Forwards ran out.
     fn resolve_then_send(
         &self,
         msg: Message,
@@ -367,7 +378,7 @@ impl Proxy {
         mut self_names: SelfNames,
     ) {
         let Ok(permit) = Arc::clone(&self.inner.resolves).try_acquire_owned() else {
-            warn_limited!(host = %lookup.host, "too many host names being resolved");
+            warn_limited!(host = %lookup.query.host, "too many host names being resolved");
             self.refuse(
                 &msg,
                 &source,
@@ -378,30 +389,34 @@ impl Proxy {
         };
         let proxy = self.clone();
         tokio::spawn(async move {
-            let Lookup {
-                ref host,
-                port,
-                transport,
-            } = lookup;
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map(Iterator::collect)
-                .unwrap_or_default();
+            let targets = proxy.inner.resolver.resolve(&lookup.query).await;
             drop(permit);
+            let host = &lookup.query.host;
             let router = &proxy.inner.router;
-            if resolved.iter().any(|addr| router.is_own_address(*addr)) {
-                debug!(%host, port, "host name resolves to Roundabout itself");
+            if targets
+                .iter()
+                .any(|target| router.is_own_address(target.addr))
+            {
+                debug!(%host, port = lookup.port, "host name resolves to Roundabout itself");
                 let now = Instant::now();
                 let action = router.route_as_self(&msg, &source, now, &lookup, &mut self_names);
                 proxy.dispatch(msg, (source, connection), action, self_names);
                 return;
             }
-            match resolved.first().copied() {
-                Some(remote) => {
+            match targets.into_iter().next() {
+                Some(Target {
+                    transport,
+                    addr,
+                    name,
+                }) => {
+                    debug!(%host, %transport, %addr, "host name resolved");
                     let dest = Destination {
-                        flow: FlowKey { transport, remote },
+                        flow: FlowKey {
+                            transport,
+                            remote: addr,
+                        },
                         connection: None,
-                        server_name: Some(Arc::from(host.as_str())),
+                        server_name: Some(name),
                         may_connect: true,
                     };
                     proxy.send_request(&msg, (&source, connection), &forward, &dest);

@@ -14,8 +14,9 @@ use super::flood::{OverloadGuard, SourceLimiter};
 use super::router::Router;
 use super::tests::{config, flow};
 use super::transaction::Transactions;
-use super::Proxy;
+use super::{Proxy, Services};
 use crate::config::{SipTimers, TransactionLimits};
+use crate::dns::{Resolver, Usable};
 use crate::sip::{reply, Encoded, Message, Transport};
 use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 
@@ -98,7 +99,10 @@ impl Harness {
             OverloadGuard::new(0),
             Transactions::new(SipTimers::RFC_3261, limits),
             Counting::On(Arc::clone(&decisions)),
-            None,
+            Services {
+                resolver: Resolver::new(None, Transport::Tcp, Usable { udp: true }).unwrap(),
+                media: None,
+            },
         );
         let stop = CancellationToken::new();
         let timers = proxy.clone();

@@ -16,7 +16,7 @@ pub mod token;
 pub mod transaction;
 mod trusted;
 
-pub use handler::Proxy;
+pub use handler::{Proxy, Services};
 
 #[cfg(test)]
 mod handler_tests;

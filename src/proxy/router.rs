@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{ClientRanges, Config, TrustedServer, TrustedServers};
+use crate::dns::{asked_transport, Query};
 use crate::sip::uri::parse_host_ip;
 use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Transport, Uri, Via};
 use crate::transport::{Destination, FlowKey};
@@ -78,6 +79,7 @@ impl Router {
             metrics_addr: _,
             hep: _,
             rtpengine: _,
+            dns_server: _,
             ws_path: _,
             proxy_protocol_from: _,
             sip_timers: _,
@@ -184,7 +186,7 @@ impl Router {
         if self_names.0.len() >= MAX_SELF_NAMES {
             return RequestAction::Reply(Status::LOOP_DETECTED);
         }
-        self_names.0.push((lookup.host.clone(), lookup.port));
+        self_names.0.push((lookup.query.host.clone(), lookup.port));
         self.route_knowing(msg, source, now, self_names)
     }
 
@@ -414,9 +416,8 @@ impl Router {
                 may_connect: true,
             }),
             None => NextHop::Resolve(Lookup {
-                host: String::from_utf8_lossy(uri.host()).into_owned(),
+                query: Query::of(uri),
                 port,
-                transport,
             }),
         };
         RequestAction::Forward(Forward {
@@ -577,14 +578,12 @@ fn is_unicast(ip: IpAddr) -> bool {
     }
 }
 
-/// The transport a URI asks for: `;transport=`, or TLS for `sips:` (RFC 3261 §26.2.2).
+/// The transport a URI asks for (the one rule, [`asked_transport`]).
 fn uri_transport(uri: &Uri) -> Option<Transport> {
-    let asked = uri.param_value("transport").and_then(Transport::from_token);
-    match (uri.scheme, asked) {
-        (Scheme::Sips, Some(Transport::Ws | Transport::Wss)) => Some(Transport::Wss),
-        (Scheme::Sips, _) => Some(Transport::Tls),
-        (_, asked) => asked,
-    }
+    asked_transport(
+        uri.scheme == Scheme::Sips,
+        uri.param_value("transport").and_then(Transport::from_token),
+    )
 }
 
 fn server_name(server: &TrustedServer) -> Option<Arc<str>> {

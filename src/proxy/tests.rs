@@ -10,6 +10,7 @@ use super::rewrite::OwnVia;
 use super::router::Router;
 use super::status::Status;
 use crate::config::{ClientRanges, Config, Limits, Ports, RouteHop, TrustedServer, TrustedServers};
+use crate::dns::Query;
 use crate::sip::{Encoded, Message, Transport};
 use crate::transport::{Destination, FlowKey};
 
@@ -96,6 +97,7 @@ pub(super) fn config() -> Config {
         metrics_addr: None,
         hep: None,
         rtpengine: Vec::new(),
+        dns_server: None,
     }
 }
 
@@ -254,9 +256,13 @@ fn unknown_hosts_strict_and_not() {
         RequestAction::Forward(f) => assert_eq!(
             f.next,
             NextHop::Resolve(Lookup {
-                host: "far.example.net".into(),
+                query: Query {
+                    host: "far.example.net".into(),
+                    port: Some(5071),
+                    transport: None,
+                    secure: false,
+                },
                 port: 5071,
-                transport: Transport::Tcp
             })
         ),
         other => panic!("{other:?}"),
@@ -519,24 +525,29 @@ fn names_resolving_to_roundabout_are_roundabout() {
             Instant::now(),
         )
         .unwrap();
-    let lookup = |host: &str, port| Lookup {
-        host: host.into(),
-        port,
-        transport: Transport::Tcp,
+    // The URI's own port, if any; without one routing reads it as the default transport's.
+    let lookup = |host: &str, port: Option<u16>| Lookup {
+        query: Query {
+            host: host.into(),
+            port,
+            transport: None,
+            secure: false,
+        },
+        port: port.unwrap_or(5060),
     };
     let cases: [(&str, &str, &[Lookup], RequestAction); 6] = [
         // An R-URI naming us by another name: rule 5, no such user.
         (
             "sip:bob@alias.example.net",
             "",
-            &[lookup("alias.example.net", 5060)],
+            &[lookup("alias.example.net", None)],
             RequestAction::Reply(Status::NOT_FOUND),
         ),
         // ... and a registered user is found, whatever the case of the name.
         (
             "sip:alice@ALIAS.example.net",
             "Route: <sip:alias.example.net;lr>\r\n",
-            &[lookup("alias.example.net", 5060)],
+            &[lookup("alias.example.net", None)],
             route(
                 &r,
                 &request("OPTIONS", &format!("sip:alice@{US}"), &format!("Route: <sip:{US};lr>\r\n")),
@@ -547,9 +558,9 @@ fn names_resolving_to_roundabout_are_roundabout() {
         (
             "sip:bob@alias.example.net:5070",
             "Route: <sip:alias.example.net;lr>\r\n",
-            &[lookup("alias.example.net", 5060)],
+            &[lookup("alias.example.net", None)],
             RequestAction::Forward(Forward {
-                next: NextHop::Resolve(lookup("alias.example.net", 5070)),
+                next: NextHop::Resolve(lookup("alias.example.net", Some(5070))),
                 fallback: None,
                 request_uri: None,
                 pop_routes: 1,
@@ -560,7 +571,7 @@ fn names_resolving_to_roundabout_are_roundabout() {
         (
             "sip:bob@server.example.com",
             "Route: <sip:alias.example.net;lr>\r\n",
-            &[lookup("alias.example.net", 5060)],
+            &[lookup("alias.example.net", None)],
             route(
                 &r,
                 &request("OPTIONS", "sip:bob@server.example.com", &format!("Route: <sip:{US};lr>\r\n")),
@@ -571,7 +582,7 @@ fn names_resolving_to_roundabout_are_roundabout() {
         (
             "sip:bob@other.example.net",
             "Route: <sip:alias.example.net;lr>\r\n",
-            &[lookup("alias.example.net", 5060), lookup("other.example.net", 5060)],
+            &[lookup("alias.example.net", None), lookup("other.example.net", None)],
             RequestAction::Reply(Status::NOT_FOUND),
         ),
         // More names than any honest request needs: a loop.
@@ -579,11 +590,11 @@ fn names_resolving_to_roundabout_are_roundabout() {
             "sip:bob@e.example.net",
             "Route: <sip:a.example.net;lr>, <sip:b.example.net;lr>, <sip:c.example.net;lr>, <sip:d.example.net;lr>\r\n",
             &[
-                lookup("a.example.net", 5060),
-                lookup("b.example.net", 5060),
-                lookup("c.example.net", 5060),
-                lookup("d.example.net", 5060),
-                lookup("e.example.net", 5060),
+                lookup("a.example.net", None),
+                lookup("b.example.net", None),
+                lookup("c.example.net", None),
+                lookup("d.example.net", None),
+                lookup("e.example.net", None),
             ],
             RequestAction::Reply(Status::LOOP_DETECTED),
         ),

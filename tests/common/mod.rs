@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub mod browser;
 pub mod certs;
+pub mod dnsmasq;
 pub mod haproxy;
 pub mod http;
 pub mod kamailio;
