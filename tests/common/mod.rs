@@ -394,6 +394,7 @@ impl Sipp {
                 let (_, msg) = rest.split_once('\n')?;
                 Some(msg.trim_start_matches('\n').to_string())
             })
+            .flat_map(|text| split_stream(&text))
             .collect()
     }
 
@@ -413,6 +414,43 @@ impl Sipp {
     pub fn errors(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("errors.log")).unwrap_or_default()
     }
+}
+
+/// The messages in what SIPp logged as one: from a stream it logs what one read gave, and that
+/// may hold several (a 2xx retransmission and the answer to a BYE, say), each ended by its
+/// Content-Length (RFC 3261 §18.3).
+fn split_stream(text: &str) -> Vec<String> {
+    let mut messages = Vec::new();
+    let mut rest = text;
+    while let Some(head_end) = rest.find("\r\n\r\n") {
+        let head = &rest[..head_end];
+        let length = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                let name = name.trim();
+                (name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l"))
+                    .then(|| value.trim().parse::<usize>().ok())
+                    .flatten()
+            })
+            .unwrap_or(0);
+        let end = (head_end + 4 + length).min(rest.len());
+        let next = &rest[end..];
+        // Only a next start line begins another message; anything else (the log's own line
+        // ends) stays with this one, as before.
+        let another = next.starts_with("SIP/2.0 ")
+            || next
+                .split(' ')
+                .nth(2)
+                .is_some_and(|v| v.starts_with("SIP/2.0\r\n"));
+        if !another {
+            break;
+        }
+        messages.push(rest[..end].to_string());
+        rest = next;
+    }
+    messages.push(rest.to_string());
+    messages
 }
 
 /// SIPp at `ip:port` sending `calls` MESSAGEs (`message_uac.xml`) to `ruri` through `rb`'s UDP
