@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::dns::{Resolver, Target};
-use crate::sip::{Encoded, HeaderName, Message, Method, ParseError};
+use crate::sip::{Encoded, HeaderName, Message, Method, ParseError, Transport};
 use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 use crate::warn_limited;
 
@@ -29,7 +29,7 @@ enum Answered {
     Elsewhere,
     Here,
 }
-use super::rewrite::{OwnVia, Registration, Rewriter};
+use super::rewrite::{OwnVia, Registration, Rewriter, MOVED_OFF_UDP};
 use super::router::{Router, SelfNames};
 use super::status::Status;
 use super::transaction::{self, Key, Kind, Transactions};
@@ -310,6 +310,12 @@ impl Proxy {
                 return Answered::Here;
             }
         };
+        if self.inner.rewriter.moves_off_udp(dest.flow.transport, &out) {
+            let sent = (source, connection);
+            if let Some(answered) = self.send_off_udp(msg, sent, forward, dest, via_params) {
+                return answered;
+            }
+        }
         if stateful {
             return self.send_stateful(msg, (source, connection), dest, out, branch);
         }
@@ -362,6 +368,79 @@ impl Proxy {
             }
         }
         Answered::Here
+    }
+
+    /// RFC 3261 §18.1.1: a request larger than `-udp-mtu` whose next hop is UDP goes over TCP
+    /// to the same address and port instead, rewritten for TCP (no transaction: the egress is
+    /// reliable) with its Via marked, so that `undelivered` sends it over UDP after all if the
+    /// connection cannot be opened. `None` when TCP did not take it: it goes on over UDP.
+    fn send_off_udp(
+        &self,
+        msg: &Message,
+        (source, connection): (&FlowKey, Option<ConnectionId>),
+        forward: &Forward,
+        dest: &Destination,
+        via_params: &[u8],
+    ) -> Option<Answered> {
+        let tcp = Destination {
+            flow: FlowKey {
+                transport: Transport::Tcp,
+                remote: dest.flow.remote,
+            },
+            connection: None,
+            server_name: dest.server_name.clone(),
+            may_connect: true,
+        };
+        let params = [via_params, MOVED_OFF_UDP].concat();
+        let own_via = OwnVia {
+            stateful: false,
+            params: &params,
+        };
+        let rewritten = self
+            .inner
+            .rewriter
+            .rewrite_request(msg, source, connection, forward, &tcp.flow, own_via);
+        let (out, _) = rewritten.ok()?;
+        match self.inner.outbound.send(&tcp, out) {
+            Ok(()) => {
+                debug!(from = %source, to = %tcp.flow, "request over -udp-mtu forwarded over TCP");
+                self.inner.counting.forwarded(Path::Stateless);
+                Some(Answered::Elsewhere)
+            }
+            Err(error) => {
+                warn_limited!(to = %tcp.flow, %error, "request over -udp-mtu not sent over TCP: sent over UDP");
+                None
+            }
+        }
+    }
+
+    /// A request moved off UDP for `-udp-mtu` whose TCP connection could not be opened goes
+    /// over UDP after all, to the same address and port; whether it was one.
+    fn fall_back_to_udp(&self, request: &Message, flow: FlowKey) -> bool {
+        let udp = FlowKey {
+            transport: Transport::Udp,
+            remote: flow.remote,
+        };
+        let Some(out) = self.inner.rewriter.back_to_udp(request, &udp) else {
+            return false;
+        };
+        let dest = Destination {
+            flow: udp,
+            connection: None,
+            server_name: None,
+            may_connect: false,
+        };
+        match self.inner.outbound.send(&dest, out) {
+            Ok(()) => {
+                warn_limited!(to = %flow, "request over -udp-mtu: no TCP connection, sent over UDP");
+                true
+            }
+            // Not sent either way: answered as any request that could not be sent.
+            Err(error) => {
+                debug!(to = %udp, %error, "request over -udp-mtu not sent over UDP either");
+                false
+            }
+        }
     }
 
     /// Unknown host names (only without `-strict-host`) are resolved (RFC 3263, docs/dns.md)
@@ -651,6 +730,12 @@ impl Handler for Proxy {
         let Ok(request) = Message::parse_own(msg.to_contiguous()) else {
             return;
         };
+        if flow.transport == Transport::Tcp
+            && request.is_request()
+            && self.fall_back_to_udp(&request, flow)
+        {
+            return;
+        }
         if !request.is_request() || request.method() == Some(Method::Ack) {
             return;
         }
