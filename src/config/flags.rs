@@ -342,7 +342,7 @@ pub struct RunArgs {
     /// address and port instead (RFC 3261 §18.1.1); 1300 when given without a value (off
     /// unless given)
     #[arg(long, env = "ROUNDABOUT_UDP_MTU", value_name = "BYTES", num_args = 0..=1,
-          require_equals = true, default_missing_value = "1300")]
+          default_missing_value = "1300")]
     pub udp_mtu: Option<u32>,
 
     #[command(flatten)]

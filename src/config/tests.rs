@@ -790,6 +790,8 @@ fn udp_mtu_is_off_unless_given_and_1300_given_alone() {
     assert_eq!(config(&[]).udp_mtu, None);
     assert!(config(&[]).describe().contains(&"udp-mtu=off".to_owned()));
     assert_eq!(config(&["-udp-mtu"]).udp_mtu, Some(1300));
+    assert_eq!(config(&["-udp-mtu", "-strict-host"]).udp_mtu, Some(1300));
+    assert_eq!(config(&["-udp-mtu", "1400"]).udp_mtu, Some(1400));
     let given = config(&["-udp-mtu=1400"]);
     assert_eq!(given.udp_mtu, Some(1400));
     assert!(given.describe().contains(&"udp-mtu=1400".to_owned()));
