@@ -27,46 +27,63 @@ const QUIET: Duration = Duration::from_millis(500);
 
 /// A 4 KB MESSAGE from `client` to the server at `server`.
 fn big_message(client: &UdpPeer, server: SocketAddr, n: u32) -> String {
-    let body = "x".repeat(BODY_BYTES);
+    request("MESSAGE", client, server, n, &"x".repeat(BODY_BYTES))
+}
+
+/// A request from `client` to the server at `server`, the `n`th of its test, with `body`; a
+/// CANCEL for the INVITE of the same `n` has its Via, Call-ID and CSeq number.
+fn request(method: &str, client: &UdpPeer, server: SocketAddr, n: u32, body: &str) -> String {
     format!(
-        "MESSAGE sip:peer@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK-mtu{n}\r\n\
+        "{method} sip:peer@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK-mtu{n}\r\n\
          Max-Forwards: 70\r\nFrom: <sip:c@example.com>;tag=c{n}\r\nTo: <sip:peer@{server}>\r\n\
-         Call-ID: mtu{n}@test\r\nCSeq: 1 MESSAGE\r\nContact: <sip:c@{addr}>\r\n\
+         Call-ID: mtu{n}@test\r\nCSeq: 1 {method}\r\nContact: <sip:c@{addr}>\r\n\
          Content-Type: text/plain\r\nContent-Length: {len}\r\n\r\n{body}",
         addr = client.addr(),
         len = body.len(),
     )
 }
 
-/// Accepts one connection and reads one message from it (head, then Content-Length bytes),
-/// handing both back; the stream stays open for the answer.
-fn accept_one(listener: TcpListener) -> mpsc::Receiver<(String, TcpStream)> {
+/// Accepts one connection, handed back when it comes.
+fn accept_one(listener: TcpListener) -> mpsc::Receiver<TcpStream> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let Ok((mut stream, _)) = listener.accept() else {
-            return;
-        };
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 8192];
-        loop {
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len: usize = header(&text, "Content-Length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    let _ = tx.send((text, stream));
-                    return;
-                }
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        if let Ok((stream, _)) = listener.accept() {
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            let _ = tx.send(stream);
         }
     });
     rx
+}
+
+/// The next message on `stream` (head, then Content-Length bytes), what was read after it
+/// kept in `pending`; panics after the stream's read timeout.
+fn read_message(stream: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    let mut chunk = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(pending).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = header(&text[..end], "Content-Length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + len {
+                let rest = pending.split_off(end + 4 + len);
+                let msg = String::from_utf8(std::mem::replace(pending, rest)).unwrap();
+                return msg;
+            }
+        }
+        let n = stream
+            .read(&mut chunk)
+            .expect("a message within the timeout");
+        assert!(n > 0, "connection closed");
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The server's end of the connection Roundabout opens.
+fn accepted_within(accepted: &mpsc::Receiver<TcpStream>, rb: &Roundabout) -> TcpStream {
+    accepted
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("nothing over TCP:\n{}", rb.logs()))
 }
 
 #[test]
@@ -78,9 +95,8 @@ fn a_request_over_the_mtu_goes_over_tcp_and_its_answer_comes_back() {
     let client = UdpPeer::bind(CLIENT_IP);
 
     client.send(rb.addr("udp"), &big_message(&client, server.addr(), 1));
-    let (request, mut stream) = accepted
-        .recv_timeout(WAIT)
-        .unwrap_or_else(|_| panic!("nothing over TCP:\n{}", rb.logs()));
+    let mut stream = accepted_within(&accepted, &rb);
+    let request = read_message(&mut stream, &mut Vec::new());
     let tcp = rb.port("tcp");
     let top = vias(&request)[0];
     assert!(
@@ -168,4 +184,33 @@ fn with_nothing_on_tcp_it_falls_back_to_udp_and_arrives() {
     server.send(rb.addr("udp"), &ok_for(&request, "server", &[]));
     let answer = client.recv_within(WAIT).expect("200 back to the client");
     assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+}
+
+#[test]
+fn the_cancel_of_a_moved_invite_follows_it_over_tcp() {
+    let server = UdpPeer::bind(SERVER_IP);
+    let listener = TcpListener::bind(server.addr()).unwrap();
+    let accepted = accept_one(listener);
+    let rb = Roundabout::serving(&server, "", &["-strict-host", "-udp-mtu"]);
+    let client = UdpPeer::bind(CLIENT_IP);
+    let body = "v=0\r\n".repeat(BODY_BYTES / 5);
+
+    client.send(
+        rb.addr("udp"),
+        &request("INVITE", &client, server.addr(), 4, &body),
+    );
+    let mut stream = accepted_within(&accepted, &rb);
+    let mut pending = Vec::new();
+    let invite = read_message(&mut stream, &mut pending);
+    assert!(invite.starts_with("INVITE "), "{invite}");
+
+    // Small enough for UDP, the CANCEL goes where its INVITE went, with the same Via.
+    client.send(
+        rb.addr("udp"),
+        &request("CANCEL", &client, server.addr(), 4, ""),
+    );
+    let cancel = read_message(&mut stream, &mut pending);
+    assert!(cancel.starts_with("CANCEL "), "{cancel}");
+    assert_eq!(vias(&cancel)[0], vias(&invite)[0], "{invite}\n{cancel}");
+    assert_eq!(server.recv_within(QUIET), None, "sent over UDP too");
 }

@@ -83,6 +83,12 @@ impl Rewriter {
         }
     }
 
+    /// Whether `-udp-mtu` moves any request off UDP.
+    #[must_use]
+    pub fn moves_any(&self) -> bool {
+        self.udp_mtu.is_some()
+    }
+
     /// Whether `out`, a request rewritten to leave on `egress`, goes over TCP instead
     /// ([`moves_off_udp`]).
     #[must_use]
