@@ -214,3 +214,26 @@ fn the_cancel_of_a_moved_invite_follows_it_over_tcp() {
     assert_eq!(vias(&cancel)[0], vias(&invite)[0], "{invite}\n{cancel}");
     assert_eq!(server.recv_within(QUIET), None, "sent over UDP too");
 }
+
+#[test]
+fn a_peer_that_is_no_trusted_server_answers_the_fallback_over_udp() {
+    // Who may answer a peer that is no trusted server depends on the transport: the branch of
+    // the fallback is minted for UDP, so the peer's answer over UDP verifies.
+    let peer = UdpPeer::bind("127.0.0.4");
+    let rb = Roundabout::start(&["-udp-mtu", "-default-network", "udp"]);
+    let client = UdpPeer::bind(CLIENT_IP);
+
+    client.send(rb.addr("udp"), &big_message(&client, peer.addr(), 5));
+    let request = peer
+        .recv_within(WAIT)
+        .unwrap_or_else(|| panic!("did not fall back to UDP:\n{}", rb.logs()));
+    assert!(
+        vias(&request)[0].starts_with("Via: SIP/2.0/UDP "),
+        "{request}"
+    );
+    peer.send(rb.addr("udp"), &ok_for(&request, "peer", &[]));
+    let answer = client
+        .recv_within(WAIT)
+        .unwrap_or_else(|| panic!("no 200 back:\n{}", rb.logs()));
+    assert!(answer.starts_with("SIP/2.0 200 OK\r\n"), "{answer}");
+}
