@@ -231,6 +231,11 @@ fn a_peer_that_is_no_trusted_server_answers_the_fallback_over_udp() {
         vias(&request)[0].starts_with("Via: SIP/2.0/UDP "),
         "{request}"
     );
+    assert!(
+        rb.wait_for_log("no TCP connection, sent over UDP", WAIT),
+        "{}",
+        rb.logs()
+    );
     peer.send(rb.addr("udp"), &ok_for(&request, "peer", &[]));
     let answer = client
         .recv_within(WAIT)
