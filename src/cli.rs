@@ -134,9 +134,12 @@ where
         };
         match current.get_arguments().find(|a| a.get_long() == Some(name)) {
             Some(known) => {
+                // A value that may be left out (`-udp-mtu [N]`) is one only if it looks like
+                // one: the word after it is read as any other.
                 value_follows = !inline_value
                     && known.get_action().takes_values()
-                    && !known.is_require_equals_set();
+                    && !known.is_require_equals_set()
+                    && known.get_num_args().is_none_or(|n| n.min_values() > 0);
                 normalized.push(format!("--{long}").into());
             }
             None => normalized.push(arg),
@@ -310,6 +313,15 @@ mod tests {
             (
                 &["rb", "--local-fqdn", "-ack-ruri"],
                 &["rb", "--local-fqdn", "-ack-ruri"],
+            ),
+            // A value that may be left out is one when given, and a flag when not.
+            (
+                &["rb", "-udp-mtu", "1400", "-strict-host"],
+                &["rb", "--udp-mtu", "1400", "--strict-host"],
+            ),
+            (
+                &["rb", "-udp-mtu", "-strict-host"],
+                &["rb", "--udp-mtu", "--strict-host"],
             ),
             // Unknown words are left for clap to report.
             (

@@ -593,7 +593,7 @@ fn the_graph_sees_known_imports() {
         ("server", "proxy/handler"),
         ("sip/uri", "sip/lex"),
         ("sip/header", "sip"),
-        ("proxy/router", "sip/lex"),
+        ("dns/order", "sip/uri"),
         ("transport/udp", "transport"),
         ("transport/tcp", "transport/stream"),
         ("proxy/clients", "ratelimit"),

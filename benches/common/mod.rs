@@ -92,6 +92,7 @@ pub fn router(egress: Transport) -> Router {
         hep: None,
         rtpengine: Vec::new(),
         dns_server: None,
+        udp_mtu: None,
     };
     Router::new(
         &config,

@@ -37,6 +37,7 @@ impl Config {
             hep,
             rtpengine,
             dns_server,
+            udp_mtu,
         } = self;
         let port = |transport| match ports.get(transport) {
             Some(port) => port.to_string(),
@@ -102,6 +103,10 @@ impl Config {
             format!(
                 "dns-server={}",
                 dns_server.map_or("system".to_owned(), |addr| addr.to_string())
+            ),
+            format!(
+                "udp-mtu={}",
+                udp_mtu.map_or("off".to_owned(), |bytes| bytes.to_string())
             ),
             format!(
                 "limits max-message-size={} max-connections={} max-connections-per-ip={} \

@@ -338,6 +338,13 @@ pub struct RunArgs {
     #[arg(long, env = "ROUNDABOUT_DNS_SERVER", value_name = "IP:PORT")]
     pub dns_server: Option<std::net::SocketAddr>,
 
+    /// Requests larger than this many bytes whose next hop is UDP go over TCP to the same
+    /// address and port instead (RFC 3261 §18.1.1); 1300 when given without a value (off
+    /// unless given)
+    #[arg(long, env = "ROUNDABOUT_UDP_MTU", value_name = "BYTES", num_args = 0..=1,
+          default_missing_value = "1300")]
+    pub udp_mtu: Option<u32>,
+
     #[command(flatten)]
     pub transactions: TransactionArgs,
 

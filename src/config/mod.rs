@@ -77,6 +77,9 @@ pub struct Config {
     pub rtpengine: Vec<std::net::SocketAddr>,
     /// `-dns-server`: where host names are resolved; `None` is the system's resolvers.
     pub dns_server: Option<std::net::SocketAddr>,
+    /// `-udp-mtu`: requests larger than this that would leave over UDP leave over TCP;
+    /// `None` is off.
+    pub udp_mtu: Option<u16>,
 }
 
 /// The HEP capture server and the agent id Roundabout sends as.
@@ -85,6 +88,10 @@ pub struct Hep {
     pub addr: std::net::SocketAddr,
     pub agent_id: u32,
 }
+
+/// What `-udp-mtu` may be: below 200 bytes hardly a request fits, and a UDP datagram holds
+/// no more than 65535.
+pub const UDP_MTU: std::ops::RangeInclusive<u16> = 200..=65535;
 
 /// `-hep-id` when not given.
 pub const DEFAULT_HEP_ID: u32 = 2001;
@@ -273,6 +280,10 @@ pub enum ConfigError {
     },
     #[error("-dns-server {0}: not an address a DNS server can listen on")]
     DnsServer(std::net::SocketAddr),
+    #[error("-udp-mtu {0}: between {min} and {max} bytes", min = UDP_MTU.start(), max = UDP_MTU.end())]
+    UdpMtu(u32),
+    #[error("-udp-mtu needs a TCP listener (-tcp-port): the Via and Contact of a request sent over TCP name it")]
+    UdpMtuWithoutTcp,
     #[error("-default-sip-server {0} is not the IP address of any -trusted-server")]
     DefaultServerNotTrusted(IpAddr),
     #[error("-ws-path {0:?}: a path starts with / and has no spaces")]
@@ -360,6 +371,7 @@ impl Config {
             hep_id,
             rtpengine,
             dns_server,
+            udp_mtu,
             transactions:
                 TransactionArgs {
                     sip_t1_ms,
@@ -422,6 +434,18 @@ impl Config {
             if addr.ip().is_unspecified() || addr.ip().is_multicast() || addr.port() == 0 {
                 return Err(ConfigError::DnsServer(*addr));
             }
+        }
+        let udp_mtu = match *udp_mtu {
+            Some(bytes) => Some(
+                u16::try_from(bytes)
+                    .ok()
+                    .filter(|b| UDP_MTU.contains(b))
+                    .ok_or(ConfigError::UdpMtu(bytes))?,
+            ),
+            None => None,
+        };
+        if udp_mtu.is_some() && tcp_port.port().is_none() {
+            return Err(ConfigError::UdpMtuWithoutTcp);
         }
         let (trusted_servers, skipped) =
             servers::parse_trusted_servers(trusted_server, *lenient_trusted_server)?;
@@ -547,6 +571,7 @@ impl Config {
             hep,
             rtpengine: rtpengine.clone(),
             dns_server: *dns_server,
+            udp_mtu,
         };
         Ok(Validated { config, skipped })
     }

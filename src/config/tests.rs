@@ -784,3 +784,27 @@ fn client_ranges_contain_their_addresses_and_mapped_ipv4() {
     assert!(!r.contains("192.0.3.1".parse().unwrap()));
     assert!(!super::ClientRanges::default().contains("192.0.2.1".parse().unwrap()));
 }
+
+#[test]
+fn udp_mtu_is_off_unless_given_and_1300_given_alone() {
+    assert_eq!(config(&[]).udp_mtu, None);
+    assert!(config(&[]).describe().contains(&"udp-mtu=off".to_owned()));
+    assert_eq!(config(&["-udp-mtu"]).udp_mtu, Some(1300));
+    assert_eq!(config(&["-udp-mtu", "-strict-host"]).udp_mtu, Some(1300));
+    assert_eq!(config(&["-udp-mtu", "1400"]).udp_mtu, Some(1400));
+    let given = config(&["-udp-mtu=1400"]);
+    assert_eq!(given.udp_mtu, Some(1400));
+    assert!(given.describe().contains(&"udp-mtu=1400".to_owned()));
+    assert_eq!(config(&["-udp-mtu=200"]).udp_mtu, Some(200));
+    assert_eq!(config(&["-udp-mtu=65535"]).udp_mtu, Some(65535));
+    for value in ["199", "65536", "0"] {
+        assert_eq!(
+            error(&[&format!("-udp-mtu={value}")]),
+            format!("-udp-mtu {value}: between 200 and 65535 bytes")
+        );
+    }
+    assert_eq!(
+        error(&["-udp-mtu", "-tcp-port", "off"]),
+        "-udp-mtu needs a TCP listener (-tcp-port): the Via and Contact of a request sent over TCP name it"
+    );
+}

@@ -16,7 +16,9 @@ use std::net::IpAddr;
 use ring::hmac;
 use siphasher::sip::SipHasher24;
 
+use crate::sip::lex::parse_u32;
 use crate::sip::text::hex_digits;
+use crate::sip::uri::parse_host_ip;
 use crate::sip::{Message, ParseError, Transport};
 use crate::transport::FlowKey;
 
@@ -66,6 +68,51 @@ impl<'m> PreviousHop<'m> {
             ip: source.remote.ip(),
             port: source.remote.port(),
         })
+    }
+}
+
+/// Why the hop below Roundabout's Via of a forwarded message cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoPreviousHop {
+    NoVia,
+    UnknownTransport,
+    /// No `received` and `rport`, which Roundabout writes on every request it forwards.
+    NoSource,
+}
+
+impl<'m> PreviousHop<'m> {
+    /// The hop a message Roundabout forwarded (or a response to it) came from, as the Via
+    /// below Roundabout's records it: the same values [`PreviousHop::of_request`] read, and
+    /// the transport that Via names.
+    ///
+    /// # Errors
+    /// No Via below the top one, an unknown transport in it, or no `received`/`rport`.
+    pub fn below_ours(msg: &'m Message) -> Result<(PreviousHop<'m>, Transport), NoPreviousHop> {
+        let buf = msg.bytes();
+        let Some(Ok(next)) = msg.lower_vias().next() else {
+            return Err(NoPreviousHop::NoVia);
+        };
+        let transport = Transport::from_token(&buf[next.transport.range()])
+            .ok_or(NoPreviousHop::UnknownTransport)?;
+        let ip = next
+            .param(buf, "received")
+            .and_then(|p| p.value)
+            .and_then(|v| parse_host_ip(&buf[v.range()]));
+        let port = next
+            .param(buf, "rport")
+            .and_then(|p| p.value)
+            .and_then(|v| parse_u32(&buf[v.range()]))
+            .and_then(|p| u16::try_from(p).ok());
+        let (Some(ip), Some(port)) = (ip, port) else {
+            return Err(NoPreviousHop::NoSource);
+        };
+        let previous = PreviousHop {
+            transport: Some(transport),
+            branch: next.branch(buf).unwrap_or_default(),
+            ip,
+            port,
+        };
+        Ok((previous, transport))
     }
 }
 

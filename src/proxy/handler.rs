@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::dns::{Resolver, Target};
-use crate::sip::{Encoded, HeaderName, Message, Method, ParseError};
+use crate::sip::{Encoded, HeaderName, Message, Method, ParseError, Transport};
 use crate::transport::{ConnectionId, Destination, FlowKey, Handler, Inbound, Outbound, SendError};
 use crate::warn_limited;
 
@@ -22,6 +22,7 @@ use super::clients::ClientCache;
 use super::decisions::{Counting, Dropped, Path, Refused, Undelivered};
 use super::flood::{OverloadGuard, SourceLimiter};
 use super::media::{self, CallIds, MediaFailure, MediaRelay, Step};
+use super::moved::MovedInvites;
 
 /// Whether a request went on, or Roundabout answered it itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +30,7 @@ enum Answered {
     Elsewhere,
     Here,
 }
-use super::rewrite::{OwnVia, Registration, Rewriter};
+use super::rewrite::{OwnVia, Registration, Rewriter, MOVED_OFF_UDP};
 use super::router::{Router, SelfNames};
 use super::status::Status;
 use super::transaction::{self, Key, Kind, Transactions};
@@ -59,6 +60,8 @@ struct Inner {
     resolver: Resolver,
     /// `-rtpengine`: the media relay for calls between a WebSocket leg and another.
     media: Option<Arc<MediaRelay>>,
+    /// With `-udp-mtu`: the INVITEs moved off UDP, which their CANCEL and ACK follow.
+    moved: Option<MovedInvites>,
 }
 
 /// What the proxy asks outside itself, each on a task of its own.
@@ -80,9 +83,11 @@ impl Proxy {
         counting: Counting,
         Services { resolver, media }: Services,
     ) -> Proxy {
+        let rewriter = router.rewriter();
         Proxy {
             inner: Arc::new(Inner {
-                rewriter: router.rewriter(),
+                moved: rewriter.moves_any().then(MovedInvites::default),
+                rewriter,
                 router,
                 outbound,
                 limiter,
@@ -289,8 +294,17 @@ impl Proxy {
         via_params: &[u8],
     ) -> Answered {
         let method = msg.method();
-        let stateful =
-            transaction::needs_transaction(method, source.transport, dest.flow.transport);
+        let follows_moved = self.follows_moved_invite(msg, source, dest);
+        if follows_moved {
+            let sent = (source, connection);
+            if let Some(answered) = self.send_off_udp(msg, sent, forward, dest, via_params) {
+                return answered;
+            }
+        }
+        // Over UDP after all, a moved INVITE's CANCEL and ACK go statelessly, as the INVITE
+        // went when it fell back: with the same branch.
+        let stateful = !follows_moved
+            && transaction::needs_transaction(method, source.transport, dest.flow.transport);
         let rewritten = self.inner.rewriter.rewrite_request(
             msg,
             source,
@@ -310,6 +324,12 @@ impl Proxy {
                 return Answered::Here;
             }
         };
+        if !follows_moved && self.inner.rewriter.moves_off_udp(dest.flow.transport, &out) {
+            let sent = (source, connection);
+            if let Some(answered) = self.send_off_udp(msg, sent, forward, dest, via_params) {
+                return answered;
+            }
+        }
         if stateful {
             return self.send_stateful(msg, (source, connection), dest, out, branch);
         }
@@ -362,6 +382,108 @@ impl Proxy {
             }
         }
         Answered::Here
+    }
+
+    /// With `-udp-mtu`, whether `msg` is the CANCEL or ACK of an INVITE moved off UDP to
+    /// where it was going (`proxy::moved`): it follows the INVITE.
+    fn follows_moved_invite(&self, msg: &Message, source: &FlowKey, dest: &Destination) -> bool {
+        let Some(moved) = &self.inner.moved else {
+            return false;
+        };
+        dest.flow.transport == Transport::Udp
+            && matches!(msg.method(), Some(Method::Cancel | Method::Ack))
+            && self
+                .inner
+                .router
+                .server_transaction(msg, source)
+                .is_some_and(|key| moved.contains(key, Instant::now()))
+    }
+
+    /// RFC 3261 §18.1.1: a request larger than `-udp-mtu` whose next hop is UDP goes over TCP
+    /// to the same address and port instead, rewritten for TCP (no transaction: the egress is
+    /// reliable) with its Via marked, so that `undelivered` sends it over UDP after all if the
+    /// connection cannot be opened. A moved INVITE is remembered; its CANCEL or ACK comes here
+    /// too, and never opens a connection (as no CANCEL does). `None` when TCP did not take the
+    /// request: it goes on over UDP.
+    fn send_off_udp(
+        &self,
+        msg: &Message,
+        (source, connection): (&FlowKey, Option<ConnectionId>),
+        forward: &Forward,
+        dest: &Destination,
+        via_params: &[u8],
+    ) -> Option<Answered> {
+        let method = msg.method();
+        let invite = method == Some(Method::Invite);
+        let tcp = Destination {
+            flow: FlowKey {
+                transport: Transport::Tcp,
+                remote: dest.flow.remote,
+            },
+            connection: None,
+            server_name: dest.server_name.clone(),
+            may_connect: !matches!(method, Some(Method::Cancel | Method::Ack)),
+        };
+        let params = [via_params, MOVED_OFF_UDP].concat();
+        let own_via = OwnVia {
+            stateful: false,
+            params: &params,
+        };
+        let rewritten = self
+            .inner
+            .rewriter
+            .rewrite_request(msg, source, connection, forward, &tcp.flow, own_via);
+        let (out, _) = rewritten.ok()?;
+        match self.inner.outbound.send(&tcp, out) {
+            Ok(()) => {
+                debug!(from = %source, to = %tcp.flow, "request off UDP (-udp-mtu) forwarded over TCP");
+                if let (true, Some(moved)) = (invite, &self.inner.moved) {
+                    if let Some(key) = self.inner.router.server_transaction(msg, source) {
+                        moved.remember(key, Instant::now());
+                    }
+                }
+                self.inner.counting.forwarded(Path::Stateless);
+                Some(Answered::Elsewhere)
+            }
+            // A CANCEL or ACK finds no connection where its INVITE fell back to UDP.
+            Err(SendError::NoFlow) => {
+                debug!(to = %tcp.flow, "no TCP connection for the CANCEL or ACK of a moved INVITE: sent over UDP");
+                None
+            }
+            Err(error) => {
+                warn_limited!(to = %tcp.flow, %error, "request over -udp-mtu not sent over TCP: sent over UDP");
+                None
+            }
+        }
+    }
+
+    /// A request moved off UDP for `-udp-mtu` whose TCP connection could not be opened goes
+    /// over UDP after all, to the same address and port; whether it was one.
+    fn fall_back_to_udp(&self, request: &Message, flow: FlowKey) -> bool {
+        let udp = FlowKey {
+            transport: Transport::Udp,
+            remote: flow.remote,
+        };
+        let Some(out) = self.inner.rewriter.back_to_udp(request, &udp) else {
+            return false;
+        };
+        let dest = Destination {
+            flow: udp,
+            connection: None,
+            server_name: None,
+            may_connect: false,
+        };
+        match self.inner.outbound.send(&dest, out) {
+            Ok(()) => {
+                warn_limited!(to = %flow, "request over -udp-mtu: no TCP connection, sent over UDP");
+                true
+            }
+            // Not sent either way: answered as any request that could not be sent.
+            Err(error) => {
+                debug!(to = %udp, %error, "request over -udp-mtu not sent over UDP either");
+                false
+            }
+        }
     }
 
     /// Unknown host names (only without `-strict-host`) are resolved (RFC 3263, docs/dns.md)
@@ -651,6 +773,12 @@ impl Handler for Proxy {
         let Ok(request) = Message::parse_own(msg.to_contiguous()) else {
             return;
         };
+        if flow.transport == Transport::Tcp
+            && request.is_request()
+            && self.fall_back_to_udp(&request, flow)
+        {
+            return;
+        }
         if !request.is_request() || request.method() == Some(Method::Ack) {
             return;
         }

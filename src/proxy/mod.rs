@@ -9,6 +9,7 @@ pub mod flood;
 mod handler;
 mod identity;
 pub mod media;
+mod moved;
 pub mod rewrite;
 pub mod router;
 pub mod status;

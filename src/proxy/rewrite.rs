@@ -31,6 +31,17 @@ pub struct Registration {
     pub expires: Duration,
 }
 
+/// Marks Roundabout's Via on a request moved off UDP for `-udp-mtu`: if its TCP connection
+/// cannot be opened, [`Rewriter::back_to_udp`] finds it so. Last in the Via, never elsewhere.
+pub const MOVED_OFF_UDP: &[u8] = b";rbmtu";
+
+/// RFC 3261 §18.1.1: a request of `len` bytes leaving on `egress` goes over TCP instead when
+/// it would leave over UDP and is larger than `-udp-mtu` (off: never).
+#[must_use]
+pub fn moves_off_udp(udp_mtu: Option<u16>, egress: Transport, len: usize) -> bool {
+    udp_mtu.is_some_and(|mtu| egress == Transport::Udp && len > usize::from(mtu))
+}
+
 /// Carries out the router's decisions on a message: what Roundabout writes about itself, the
 /// keys its tokens and branches are made with, and the trusted servers (which Contacts it may
 /// dial back, who may answer). Made by [`Router::rewriter`](super::router::Router::rewriter),
@@ -41,6 +52,8 @@ pub struct Rewriter {
     servers: TrustedServers,
     tokens: TokenKey,
     branches: BranchKey,
+    /// `-udp-mtu`.
+    udp_mtu: Option<u16>,
 }
 
 /// Roundabout's own Via on a forwarded request.
@@ -59,13 +72,74 @@ impl Rewriter {
         servers: TrustedServers,
         tokens: TokenKey,
         branches: BranchKey,
+        udp_mtu: Option<u16>,
     ) -> Rewriter {
         Rewriter {
             own: OwnText::new(identity),
             servers,
             tokens,
             branches,
+            udp_mtu,
         }
+    }
+
+    /// Whether `-udp-mtu` moves any request off UDP.
+    #[must_use]
+    pub fn moves_any(&self) -> bool {
+        self.udp_mtu.is_some()
+    }
+
+    /// Whether `out`, a request rewritten to leave on `egress`, goes over TCP instead
+    /// ([`moves_off_udp`]).
+    #[must_use]
+    pub fn moves_off_udp(&self, egress: Transport, out: &Encoded) -> bool {
+        moves_off_udp(self.udp_mtu, egress, out.len())
+    }
+
+    /// A request moved off UDP (its Via marked [`MOVED_OFF_UDP`]) as it leaves over UDP after
+    /// all, to `dest`, when its TCP connection could not be opened: Roundabout's Via and
+    /// Contacts name UDP, without the mark, and the branch is minted for `dest` (who may answer
+    /// depends on the transport for a peer that is not a trusted server). The client's Via
+    /// below says everything the branch covers. `None` for a request not moved so.
+    #[must_use]
+    pub fn back_to_udp(&self, msg: &Message, dest: &FlowKey) -> Option<Encoded> {
+        let buf = msg.bytes();
+        let top = msg.top_via().ok()?;
+        if !buf[top.span.range()].starts_with(self.own.via(Transport::Tcp)) {
+            return None;
+        }
+        let old_branch = top.param(buf, "branch")?.value?;
+        let params = buf[old_branch.end()..top.span.end()].strip_suffix(MOVED_OFF_UDP)?;
+        let (previous, _) = PreviousHop::below_ours(msg).ok()?;
+        let cseq = msg.cseq().ok()?;
+        let branch = self.branches.branch(&BranchInput {
+            previous,
+            call_id: msg.call_id().ok()?,
+            cseq: cseq.number,
+            method: cseq.method,
+            responder: self.servers.responder(dest),
+            // Moved, it was forwarded statelessly, and falls back so.
+            stateful: false,
+        });
+        let mut ed = Editor::new(msg);
+        ed.replace_with(top.span, |o| {
+            o.extend_from_slice(self.own.via(Transport::Udp));
+            put_hex_u64(o, branch.0);
+            o.extend_from_slice(params);
+        });
+        let (tcp, udp) = (
+            self.own.contact(Transport::Tcp),
+            self.own.contact(Transport::Udp),
+        );
+        for contact in msg.contacts() {
+            let uri = contact.ok()?.uri;
+            let found = buf[uri.range()].windows(tcp.len()).position(|w| w == tcp);
+            if let Some(at) = found {
+                let start = uri.start() + at;
+                ed.replace(Span::new(start, start + tcp.len()), udp);
+            }
+        }
+        Some(ed.finish())
     }
 
     /// The request as it leaves for `dest` (RFC 3261 §16.6) with `via` pushed on it, and the
@@ -259,5 +333,31 @@ impl Rewriter {
             });
         }
         Ok(registrations)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_request_over_the_mtu_leaving_over_udp_moves() {
+        let cases = [
+            (None, Transport::Udp, 65_535, false),
+            (Some(1300), Transport::Udp, 1300, false),
+            (Some(1300), Transport::Udp, 1301, true),
+            (Some(1300), Transport::Tcp, 4096, false),
+            (Some(1300), Transport::Tls, 4096, false),
+            (Some(1300), Transport::Ws, 4096, false),
+            (Some(200), Transport::Udp, 201, true),
+            (Some(65_535), Transport::Udp, 65_535, false),
+        ];
+        for (mtu, egress, len, moves) in cases {
+            assert_eq!(
+                moves_off_udp(mtu, egress, len),
+                moves,
+                "{mtu:?} {egress} {len}"
+            );
+        }
     }
 }

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use crate::config::{ClientRanges, Config, TrustedServer, TrustedServers};
 use crate::dns::{asked_transport, Query};
-use crate::sip::uri::parse_host_ip;
 use crate::sip::{HeaderName, Message, Method, ParseError, Scheme, Transport, Uri, Via};
 use crate::transport::{Destination, FlowKey};
 use tracing::debug;
@@ -17,7 +16,9 @@ use tracing::debug;
 use super::action::{
     answer_destination, Forward, Lookup, NewRequestUri, NextHop, RequestAction, ResponseAction,
 };
-use super::branch::{Branch, BranchInput, BranchKey, PreviousHop, Responder, BRANCH_PREFIX};
+use super::branch::{
+    Branch, BranchInput, BranchKey, NoPreviousHop, PreviousHop, Responder, BRANCH_PREFIX,
+};
 use super::clients::{ClientCache, ClientLookup};
 use super::identity::Identity;
 use super::rewrite::Rewriter;
@@ -52,6 +53,8 @@ pub struct Router {
     clients: Arc<ClientCache>,
     /// Request-URI tokens that did not verify (forged, damaged, or minted with another key).
     token_failures: Arc<AtomicU64>,
+    /// `-udp-mtu`, for the rewriter.
+    udp_mtu: Option<u16>,
 }
 
 impl Router {
@@ -80,6 +83,7 @@ impl Router {
             hep: _,
             rtpengine: _,
             dns_server: _,
+            udp_mtu,
             ws_path: _,
             proxy_protocol_from: _,
             sip_timers: _,
@@ -106,6 +110,7 @@ impl Router {
             branches: BranchKey::new(token_key),
             clients: Arc::new(ClientCache::new(limits.client_cache_size)),
             token_failures: Arc::default(),
+            udp_mtu: *udp_mtu,
         }
     }
 
@@ -126,6 +131,7 @@ impl Router {
             self.servers.clone(),
             self.tokens.clone(),
             self.branches.clone(),
+            self.udp_mtu,
         )
     }
 
@@ -448,35 +454,22 @@ impl Router {
         let Some(branch) = branch else {
             return ResponseAction::Forged("branch not minted by Roundabout");
         };
-        let Some(Ok(next)) = msg.lower_vias().next() else {
-            return ResponseAction::Drop("no Via below Roundabout's");
-        };
-        let Some(transport) = Transport::from_token(&buf[next.transport.range()]) else {
-            return ResponseAction::Drop("unknown transport in Via");
-        };
         // Roundabout writes received and rport on every request it forwards, and the branch
         // covers them: they are where the response goes.
-        let ip = next
-            .param(buf, "received")
-            .and_then(|p| p.value)
-            .and_then(|v| parse_host_ip(&buf[v.range()]));
-        let port = next
-            .param(buf, "rport")
-            .and_then(|p| p.value)
-            .and_then(|v| crate::sip::lex::parse_u32(&buf[v.range()]))
-            .and_then(|p| u16::try_from(p).ok());
-        let (Some(ip), Some(port)) = (ip, port) else {
-            return ResponseAction::Forged("no received/rport below Roundabout's Via");
+        let (previous, transport) = match PreviousHop::below_ours(msg) {
+            Ok(previous) => previous,
+            Err(NoPreviousHop::NoVia) => return ResponseAction::Drop("no Via below Roundabout's"),
+            Err(NoPreviousHop::UnknownTransport) => {
+                return ResponseAction::Drop("unknown transport in Via")
+            }
+            Err(NoPreviousHop::NoSource) => {
+                return ResponseAction::Forged("no received/rport below Roundabout's Via")
+            }
         };
         let (Ok(call_id), Ok(cseq)) = (msg.call_id(), msg.cseq()) else {
             return ResponseAction::Drop("no Call-ID or CSeq");
         };
-        let previous = PreviousHop {
-            transport: Some(transport),
-            branch: next.branch(buf).unwrap_or_default(),
-            ip,
-            port,
-        };
+        let (ip, port) = (previous.ip, previous.port);
         let expected = self.branches.branch(&BranchInput {
             previous,
             call_id,

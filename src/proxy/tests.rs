@@ -98,6 +98,7 @@ pub(super) fn config() -> Config {
         hep: None,
         rtpengine: Vec::new(),
         dns_server: None,
+        udp_mtu: None,
     }
 }
 
