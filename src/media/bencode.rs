@@ -11,7 +11,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 /// Lists and dictionaries nested deeper than this are refused; ng nests three levels at most
-/// (`query` answers: tags, their medias, their streams).
+/// (the statistics a `delete` answer carries: tags, their medias, their streams).
 pub const MAX_DEPTH: usize = 16;
 /// The longest document: a UDP datagram's payload cannot be longer.
 pub const MAX_LEN: usize = 65_535;

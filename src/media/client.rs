@@ -179,15 +179,6 @@ impl NgClient {
         Ok(self.request(&Request::List { limit }).await?.calls()?)
     }
 
-    /// The tags of the parties rtpengine knows in a call (see [`Reply::tags`]).
-    ///
-    /// # Errors
-    /// See [`MediaError`]; an unknown call is `Refused`.
-    pub async fn query(&self, call_id: Bytes, from_tag: Bytes) -> Result<Vec<Bytes>, MediaError> {
-        let query = Request::Query { call_id, from_tag };
-        Ok(self.request(&query).await?.tags()?)
-    }
-
     async fn request(&self, request: &Request) -> Result<Reply, MediaError> {
         let Inner {
             shared, settings, ..

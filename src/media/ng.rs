@@ -204,11 +204,6 @@ pub enum Request {
     List {
         limit: Option<u32>,
     },
-    /// What rtpengine holds of a call: the tags of its parties, among other things.
-    Query {
-        call_id: Bytes,
-        from_tag: Bytes,
-    },
 }
 
 impl Request {
@@ -220,7 +215,6 @@ impl Request {
             Request::Answer(_) => "answer",
             Request::Delete(_) => "delete",
             Request::List { .. } => "list",
-            Request::Query { .. } => "query",
         }
     }
 
@@ -258,10 +252,6 @@ impl Request {
                 if let Some(limit) = limit {
                     put("limit", Value::Int(i64::from(*limit)));
                 }
-            }
-            Request::Query { call_id, from_tag } => {
-                put("call-id", call_id.clone().into());
-                put("from-tag", from_tag.clone().into());
             }
         }
         dict
@@ -396,21 +386,6 @@ impl Reply {
             .map(|call| call.as_bytes().cloned())
             .collect::<Option<_>>()
             .ok_or(MalformedAnswer::Missing("calls"))
-    }
-
-    /// The tags of the parties of an `ok` answer to `query`: the keys of its `tags`
-    /// dictionary. A party rtpengine has not heard the tag of yet (the answerer before the
-    /// answer) is listed as `<untagged N>`, which no SIP tag can be (RFC 3261 §25.1: a tag is a
-    /// token).
-    ///
-    /// # Errors
-    /// It is not `ok`, or has no `tags` dictionary.
-    pub fn tags(self) -> Result<Vec<Bytes>, MalformedAnswer> {
-        let dict = self.ok()?;
-        match dict.get(&b"tags"[..]) {
-            Some(Value::Dict(tags)) => Ok(tags.keys().cloned().collect()),
-            _ => Err(MalformedAnswer::Missing("tags")),
-        }
     }
 
     /// An `ok` answer's `warning`, rtpengine's word for a problem it went on despite.

@@ -6,8 +6,8 @@
 //! endpoints, nothing is touched.
 //!
 //! Roundabout keeps no media or dialog state: rtpengine keys its calls by Call-ID and tags, which
-//! every message of a dialog carries, and it knows (and tells, to `query`) which tags of a call
-//! have answered.
+//! every message of a dialog carries; which INVITE started a call comes back in its responses
+//! (the call-start mark in Roundabout's Via).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -327,8 +327,8 @@ impl MediaRelay {
         self.requests[command as usize].load(Ordering::Relaxed)
     }
 
-    /// Those of them that failed: no answer, or an error (an unknown call for `query` and
-    /// `delete` is no failure: the call is gone either way).
+    /// Those of them that failed: no answer, or an error (an unknown call for `delete` is
+    /// no failure: the call is gone either way).
     #[must_use]
     pub fn failures(&self, command: Command) -> u64 {
         self.failures[command as usize].load(Ordering::Relaxed)
