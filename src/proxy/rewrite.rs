@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::config::{RouteHop, TrustedServers};
 use crate::sip::text::{put_decimal, put_hex_u64, put_host_ip};
@@ -123,9 +123,7 @@ impl Rewriter {
         });
         let mut ed = Editor::new(msg);
         ed.replace_with(top.span, |o| {
-            o.extend_from_slice(self.own.via(Transport::Udp));
-            put_hex_u64(o, branch.0);
-            o.extend_from_slice(params);
+            self.put_via(o, Transport::Udp, branch, params)
         });
         let (tcp, udp) = (
             self.own.contact(Transport::Tcp),
@@ -140,6 +138,13 @@ impl Rewriter {
             }
         }
         Some(ed.finish())
+    }
+
+    /// Roundabout's Via value for `transport`: its address, `branch`, then `params`.
+    fn put_via(&self, out: &mut BytesMut, transport: Transport, branch: Branch, params: &[u8]) {
+        out.extend_from_slice(self.own.via(transport));
+        put_hex_u64(out, branch.0);
+        out.extend_from_slice(params);
     }
 
     /// The request as it leaves for `dest` (RFC 3261 §16.6) with `via` pushed on it, and the
@@ -198,11 +203,7 @@ impl Rewriter {
             responder: self.servers.responder(dest),
             stateful,
         });
-        ed.push_via(|o| {
-            o.extend_from_slice(self.own.via(egress));
-            put_hex_u64(o, branch.0);
-            o.extend_from_slice(params);
-        });
+        ed.push_via(|o| self.put_via(o, egress, branch, params));
         self.rewrite_contacts(&mut ed, source, connection, egress)?;
         if egress.is_stream() {
             ed.ensure_content_length();
