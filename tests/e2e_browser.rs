@@ -32,7 +32,6 @@ use common::browser::{require_browser, BrowserPhone};
 use common::certs::{Leaf, TestCa};
 use common::kamailio::{registrar, Kamailio, ONE_CONTACT};
 use common::node::Json;
-use common::process::poll_until;
 use common::rtpengine::Rtpengine;
 use common::{first, free_port, require, Roundabout, Sipp};
 
@@ -282,14 +281,8 @@ fn media_port(ip: &str) -> u16 {
 
 /// Waits until rtpengine holds no call.
 fn no_call_left(rtpengine: &Rtpengine) {
-    let gone = poll_until(Instant::now() + STEP, Duration::from_millis(50), || {
-        rtpengine.calls().is_empty().then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "rtpengine still holds {:?}",
-        rtpengine.calls()
-    );
+    let left = rtpengine.calls_left_within(STEP);
+    assert!(left.is_empty(), "rtpengine still holds {left:?}");
 }
 
 /// Roundabout with WSS, `server` as its one trusted server on UDP (known as `name`), and

@@ -282,15 +282,7 @@ fn a_wss_leg_is_captured_as_readable_sip() {
     let mut rb = proxy(registrar.addr, "registrar.test", &capture, &wss_flags);
     let (udp, wss) = (rb.addr("udp"), rb.addr("wss"));
     let url = format!("wss://127.0.0.1:{}", wss.port());
-    let extra = [
-        "--message-to",
-        "sip:bob@registrar.test",
-        "--message-body",
-        "hi",
-    ];
-    let mut jssip = node::jssip_alice(&url, Some(&ca.cert), &extra);
-    let sent = jssip.wait_any(&["message_sent", "message_failed"], STEP);
-    assert_eq!(sent.event(), Some("message_sent"), "{}", jssip.transcript());
+    let jssip = node::jssip_alice_messages_bob(&url, Some(&ca.cert));
     let register = registrar.wait_request("REGISTER", STEP);
     let message = registrar.wait_request("MESSAGE", STEP);
     drop(jssip);

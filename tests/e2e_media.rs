@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::http::get;
 use common::node::{self, NodeScript};
-use common::process::poll_until;
 use common::rtpengine::{Rtpengine, WEBRTC_OFFER};
 use common::udp_server::UdpServer;
 use common::{first, free_port, header, require, Roundabout, Sipp};
@@ -138,16 +137,8 @@ fn a_webrtc_call_to_a_plain_rtp_uas_goes_through_the_media_relay() {
     }
 
     // The BYE ended the call in rtpengine.
-    let gone = poll_until(
-        Instant::now() + Duration::from_secs(5),
-        Duration::from_millis(50),
-        || rtpengine.calls().is_empty().then_some(()),
-    );
-    assert!(
-        gone.is_some(),
-        "rtpengine still holds {:?}",
-        rtpengine.calls()
-    );
+    let left = rtpengine.calls_left_within(Duration::from_secs(5));
+    assert!(left.is_empty(), "rtpengine still holds {left:?}");
     let scrape = get(metrics, "/metrics").unwrap().body;
     for (command, expected) in [("offer", 1), ("answer", 1), ("delete", 1)] {
         let series = format!(r#"roundabout_rtpengine_requests_total{{command="{command}"}} "#);
@@ -206,15 +197,10 @@ fn refused_call_leaves_no_call(scenario: &str) {
         first(&uas.received(), "INVITE ").contains(" RTP/AVP "),
         "the offer went through rtpengine"
     );
-    let gone = poll_until(
-        Instant::now() + Duration::from_secs(5),
-        Duration::from_millis(50),
-        || rtpengine.calls().is_empty().then_some(()),
-    );
+    let left = rtpengine.calls_left_within(Duration::from_secs(5));
     assert!(
-        gone.is_some(),
-        "rtpengine still holds {:?}\n{}",
-        rtpengine.calls(),
+        left.is_empty(),
+        "rtpengine still holds {left:?}\n{}",
         rb.logs()
     );
 }

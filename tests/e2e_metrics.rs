@@ -402,15 +402,7 @@ fn a_wss_client_moves_the_handshake_transaction_and_registration_counts() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (rb, metrics) = with_metrics(&args);
     let url = format!("wss://127.0.0.1:{}", rb.addr("wss").port());
-    let extra = [
-        "--message-to",
-        "sip:bob@registrar.test",
-        "--message-body",
-        "hi",
-    ];
-    let mut jssip = node::jssip_alice(&url, Some(&ca.cert), &extra);
-    let sent = jssip.wait_any(&["message_sent", "message_failed"], Duration::from_secs(10));
-    assert_eq!(sent.event(), Some("message_sent"), "{}", jssip.transcript());
+    let jssip = node::jssip_alice_messages_bob(&url, Some(&ca.cert));
     registrar.wait_request("REGISTER", Duration::from_secs(10));
     registrar.wait_request("MESSAGE", Duration::from_secs(10));
 

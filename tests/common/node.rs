@@ -177,6 +177,21 @@ pub fn jssip_alice(url: &str, ca: Option<&Path>, extra: &[&str]) -> NodeScript {
     NodeScript::spawn("jssip_client.js", &args, &envs)
 }
 
+/// [`jssip_alice`] registering and sending `sip:bob@registrar.test` one MESSAGE ("hi"),
+/// once it says the MESSAGE got its 200 (within 10 s, or the test fails).
+pub fn jssip_alice_messages_bob(url: &str, ca: Option<&Path>) -> NodeScript {
+    let extra = [
+        "--message-to",
+        "sip:bob@registrar.test",
+        "--message-body",
+        "hi",
+    ];
+    let mut jssip = jssip_alice(url, ca, &extra);
+    let sent = jssip.wait_any(&["message_sent", "message_failed"], Duration::from_secs(10));
+    assert_eq!(sent.event(), Some("message_sent"), "{}", jssip.transcript());
+    jssip
+}
+
 /// A running Node script of `tests/node`, killed (by its PID) on drop.
 pub struct NodeScript {
     name: String,

@@ -105,6 +105,16 @@ impl Rtpengine {
         self.output.text()
     }
 
+    /// The calls rtpengine still holds once it holds none or `timeout` has passed (a
+    /// `delete` is sent beside the message that ends a call, so it may come a moment later).
+    pub fn calls_left_within(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        poll_until(deadline, Duration::from_millis(50), || {
+            self.calls().is_empty().then_some(())
+        });
+        self.calls()
+    }
+
     /// The Call-IDs of the calls rtpengine holds now (the ng `list` command).
     pub fn calls(&self) -> Vec<String> {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
