@@ -12,17 +12,14 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
-use roundabout::proxy::action::RequestAction;
-use roundabout::proxy::rewrite::OwnVia;
 use roundabout::sip::{Message, Transport};
 use roundabout::transport::FlowKey;
 
 mod common;
-use common::{next_hop, router, Call, INVITE};
+use common::{forward, router, Call, INVITE};
 
 fn hot_path(c: &mut Criterion) {
     let invite = Bytes::from_static(INVITE);
@@ -38,25 +35,7 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| Message::parse(black_box(invite.clone())).unwrap());
     });
     group.bench_function("parse_validate_route_rewrite", |b| {
-        b.iter(|| {
-            let msg = Message::parse(black_box(invite.clone())).unwrap();
-            msg.validate_request().unwrap();
-            let RequestAction::Forward(forward) =
-                router.route_request(&msg, &source, Instant::now())
-            else {
-                panic!("not forwarded");
-            };
-            rewriter
-                .rewrite_request(
-                    &msg,
-                    &source,
-                    None,
-                    &forward,
-                    &next_hop(&forward),
-                    OwnVia::default(),
-                )
-                .unwrap()
-        });
+        b.iter(|| forward(&router, &rewriter, black_box(&invite), source));
     });
     group.finish();
     let call = Call::new();
@@ -104,24 +83,7 @@ fn allocations_per_forwarded_invite() -> usize {
     let router = router(Transport::Tcp);
     let rewriter = router.rewriter();
     let forward_once = || {
-        let msg = Message::parse(invite.clone()).unwrap();
-        msg.validate_request().unwrap();
-        let RequestAction::Forward(forward) = router.route_request(&msg, &source, Instant::now())
-        else {
-            panic!("not forwarded");
-        };
-        black_box(
-            rewriter
-                .rewrite_request(
-                    &msg,
-                    &source,
-                    None,
-                    &forward,
-                    &next_hop(&forward),
-                    OwnVia::default(),
-                )
-                .unwrap(),
-        );
+        black_box(forward(&router, &rewriter, &invite, source));
     };
     forward_once();
     let before = ALLOCATIONS.load(Ordering::Relaxed);

@@ -230,7 +230,7 @@ pub fn forward(router: &Router, rewriter: &Rewriter, data: &Bytes, source: FlowK
 }
 
 /// Where the router sends a request (every hop of these benchmarks is an address).
-pub fn next_hop(forward: &Forward) -> FlowKey {
+fn next_hop(forward: &Forward) -> FlowKey {
     match &forward.next {
         NextHop::Flow(dest) => dest.flow,
         NextHop::Resolve { .. } => panic!("the benchmark's hops are addresses"),
