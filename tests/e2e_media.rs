@@ -58,29 +58,34 @@ fn call_over_ws(rb: &Roundabout) -> (NodeScript, node::Json) {
     (uac, call)
 }
 
-#[test]
-fn a_webrtc_call_to_a_plain_rtp_uas_goes_through_the_media_relay() {
-    if !peers() {
-        return;
-    }
+/// rtpengine, a SIPp UAS on UDP playing `scenario` for one call, and Roundabout relaying media
+/// through that rtpengine with the UAS as its trusted server, and `extra` flags.
+fn scene(scenario: &str, extra: &[&str]) -> (Rtpengine, Sipp, Roundabout) {
     let rtpengine = Rtpengine::start();
     let port = free_port(UAS_IP);
-    let mut uas = Sipp::run("uas.xml", UAS_IP, port, "udp")
-        .arg("-m", 1)
-        .spawn();
+    let uas = Sipp::run(scenario, UAS_IP, port, "udp").calls(1).spawn();
     let trusted = format!("{UAS_IP}:uas.test:{port}:udp:");
-    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
-    let (ng, metrics_flag) = (rtpengine.ng.to_string(), metrics.to_string());
-    let rb = Roundabout::start(&[
+    let ng = rtpengine.ng.to_string();
+    let args = [
         "-strict-host",
         "-ack-ruri",
         "-trusted-server",
         &trusted,
         "-rtpengine",
         &ng,
-        "-metrics-addr",
-        &metrics_flag,
-    ]);
+    ];
+    let rb = Roundabout::start(&[&args[..], extra].concat());
+    (rtpengine, uas, rb)
+}
+
+#[test]
+fn a_webrtc_call_to_a_plain_rtp_uas_goes_through_the_media_relay() {
+    if !peers() {
+        return;
+    }
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")));
+    let metrics_flag = metrics.to_string();
+    let (rtpengine, mut uas, rb) = scene("uas.xml", &["-metrics-addr", &metrics_flag]);
     let (mut uac, call) = call_over_ws(&rb);
     let context = || format!("{}\n{}\n{}", uac.transcript(), rb.logs(), rtpengine.logs());
     assert_eq!(
@@ -167,18 +172,7 @@ fn refused_call_leaves_no_call(scenario: &str) {
     if !peers() {
         return;
     }
-    let rtpengine = Rtpengine::start();
-    let port = free_port(UAS_IP);
-    let mut uas = Sipp::run(scenario, UAS_IP, port, "udp").calls(1).spawn();
-    let trusted = format!("{UAS_IP}:uas.test:{port}:udp:");
-    let ng = rtpengine.ng.to_string();
-    let rb = Roundabout::start(&[
-        "-strict-host",
-        "-trusted-server",
-        &trusted,
-        "-rtpengine",
-        &ng,
-    ]);
+    let (rtpengine, mut uas, rb) = scene(scenario, &[]);
     let (uac, call) = call_over_ws(&rb);
     assert_eq!(
         call.get("invite").and_then(node::Json::as_u64),
