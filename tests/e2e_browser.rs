@@ -56,6 +56,22 @@ fn expect(phone: &mut BrowserPhone, wanted: &str, diagnostics: &dyn Fn() -> Stri
     event
 }
 
+/// Bob's browser, registered as `sip:bob@registrar.test` over the WSS at `url` (trusting
+/// `leaf`), answering the first call.
+fn registered_bob(url: &str, leaf: &Leaf, diagnostics: &dyn Fn() -> String) -> BrowserPhone {
+    let mut bob = BrowserPhone::start(
+        url,
+        "sip:bob@registrar.test",
+        Some(&leaf.cert),
+        &["--answer", "1"],
+    );
+    assert_eq!(
+        expect(&mut bob, "registered", diagnostics).num("status"),
+        200
+    );
+    bob
+}
+
 /// Waits until `phone`'s stats show audio packets both sent and received; those stats.
 fn expect_media(phone: &mut BrowserPhone) -> Json {
     let deadline = Instant::now() + MEDIA;
@@ -141,16 +157,7 @@ fn two_browsers_call_through_roundabout_with_audio_both_ways() {
         )
     };
 
-    let mut bob = BrowserPhone::start(
-        &url,
-        "sip:bob@registrar.test",
-        Some(&leaf.cert),
-        &["--answer", "1"],
-    );
-    assert_eq!(
-        expect(&mut bob, "registered", &diagnostics).num("status"),
-        200
-    );
+    let mut bob = registered_bob(&url, &leaf, &diagnostics);
     let mut alice = BrowserPhone::start(
         &url,
         "sip:alice@registrar.test",
@@ -387,16 +394,7 @@ fn a_plain_rtp_phone_calls_a_registered_browser_through_kamailio_and_rtpengine()
             rtpengine.logs()
         )
     };
-    let mut bob = BrowserPhone::start(
-        &url,
-        "sip:bob@registrar.test",
-        Some(&leaf.cert),
-        &["--answer", "1"],
-    );
-    assert_eq!(
-        expect(&mut bob, "registered", &diagnostics).num("status"),
-        200
-    );
+    let mut bob = registered_bob(&url, &leaf, &diagnostics);
 
     let phone_ip = "127.0.51.8";
     let k = kamailio.addr("udp");
