@@ -69,21 +69,12 @@ pub fn router(egress: Transport) -> Router {
         ws_path: None,
         proxy_protocol_from: ClientRanges::default(),
         token_key: [9; 32],
+        // The flood guards off: the benchmarks measure forwarding.
         limits: Limits {
-            max_message: 65_536,
-            max_connections: 10_000,
-            max_connections_per_ip: 100,
-            idle_timeout: Duration::from_secs(300),
-            handshake_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(10),
-            ws_ping_interval: Duration::from_secs(30),
             client_cache_size: 1000,
-            send_queue: 1024,
-            send_queue_bytes: 1 << 20,
-            send_buffer_total: 256 << 20,
             rate_limit: 0,
             max_new_requests: 0,
+            ..Limits::DEFAULT
         },
         sip_timers: roundabout::config::SipTimers::RFC_3261,
         transaction_limits: roundabout::config::TransactionLimits::DEFAULT,
