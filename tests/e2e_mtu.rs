@@ -121,6 +121,16 @@ fn a_request_over_the_mtu_goes_over_tcp_and_its_answer_comes_back() {
     assert_eq!(vias(&answer).len(), 1, "{answer}");
 }
 
+/// `request` as it left over UDP: Roundabout's UDP Via (at `udp`) on top, without the
+/// moved-off-UDP mark.
+fn assert_left_over_udp(request: &str, udp: u16) {
+    assert!(
+        vias(request)[0].starts_with(&format!("Via: SIP/2.0/UDP 127.0.0.1:{udp};branch=")),
+        "{request}"
+    );
+    assert!(!request.contains("rbmtu"), "{request}");
+}
+
 #[test]
 fn without_the_flag_the_same_request_goes_over_udp_unchanged() {
     let server = UdpPeer::bind(SERVER_IP);
@@ -132,11 +142,7 @@ fn without_the_flag_the_same_request_goes_over_udp_unchanged() {
     client.send(rb.addr("udp"), &big_message(&client, server.addr(), 2));
     let request = server.recv_within(WAIT).expect("over UDP");
     let udp = rb.port("udp");
-    assert!(
-        vias(&request)[0].starts_with(&format!("Via: SIP/2.0/UDP 127.0.0.1:{udp};branch=")),
-        "{request}"
-    );
-    assert!(!request.contains("rbmtu"), "{request}");
+    assert_left_over_udp(&request, udp);
     assert!(
         header(&request, "Contact")
             .unwrap()
@@ -162,11 +168,7 @@ fn with_nothing_on_tcp_it_falls_back_to_udp_and_arrives() {
         .recv_within(WAIT)
         .unwrap_or_else(|| panic!("did not fall back to UDP:\n{}", rb.logs()));
     let udp = rb.port("udp");
-    assert!(
-        vias(&request)[0].starts_with(&format!("Via: SIP/2.0/UDP 127.0.0.1:{udp};branch=")),
-        "{request}"
-    );
-    assert!(!request.contains("rbmtu"), "{request}");
+    assert_left_over_udp(&request, udp);
     assert!(
         header(&request, "Contact")
             .unwrap()
