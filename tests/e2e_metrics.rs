@@ -51,6 +51,16 @@ fn with_metrics(args: &[&str]) -> (Roundabout, SocketAddr) {
     (rb, metrics)
 }
 
+/// A UDP registrar (`registrar.test` on 127.0.0.2, answering 200) as Roundabout's one trusted
+/// server under `-strict-host`, Roundabout with `extra` and `-metrics-addr`, and that address.
+fn behind_a_registrar(extra: &[&str]) -> (UdpServer, Roundabout, SocketAddr) {
+    let server = UdpServer::start("127.0.0.2");
+    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", server.addr.port());
+    let args = ["-strict-host", "-trusted-server", &trusted];
+    let (rb, metrics) = with_metrics(&[&args[..], extra].concat());
+    (server, rb, metrics)
+}
+
 /// `GET path`, asked again until it answers (the listener is up before `ready` is logged, so
 /// this is for the failure message, not for start-up).
 fn answer(metrics: SocketAddr, path: &str) -> Answer {
@@ -107,15 +117,7 @@ fn metrics_count_what_the_peers_saw_and_health_follows_the_drain() {
     if !require("sipp") || !require("promtool") {
         return;
     }
-    let mut server = UdpServer::start("127.0.0.2");
-    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", server.addr.port());
-    let (rb, metrics) = with_metrics(&[
-        "-strict-host",
-        "-trusted-server",
-        &trusted,
-        "-drain-timeout",
-        "20",
-    ]);
+    let (mut server, rb, metrics) = behind_a_registrar(&["-drain-timeout", "20"]);
 
     let health = answer(metrics, "/health");
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
@@ -255,15 +257,7 @@ fn answers_drops_and_refusals_are_counted_by_code_and_reason() {
     if !require("promtool") {
         return;
     }
-    let mut server = UdpServer::start("127.0.0.2");
-    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", server.addr.port());
-    let (rb, metrics) = with_metrics(&[
-        "-strict-host",
-        "-trusted-server",
-        &trusted,
-        "-rate-limit",
-        "5",
-    ]);
+    let (mut server, rb, metrics) = behind_a_registrar(&["-rate-limit", "5"]);
     let proxy = rb.addr("udp");
     let peer = UdpPeer::bind("127.0.0.3");
     let max_forwards = "Max-Forwards: 70\r\n";
@@ -393,14 +387,9 @@ fn a_wss_client_moves_the_handshake_transaction_and_registration_counts() {
         return;
     }
     let ca = TestCa::new();
-    let mut registrar = UdpServer::start("127.0.0.2");
-    let trusted = format!("127.0.0.2:registrar.test:{}:udp:", registrar.addr.port());
-    let mut args = ["-strict-host", "-trusted-server", &trusted]
-        .map(String::from)
-        .to_vec();
-    args.extend(ca.leaf("proxy.test").wss_flags());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (rb, metrics) = with_metrics(&args);
+    let wss_flags = ca.leaf("proxy.test").wss_flags();
+    let wss_flags: Vec<&str> = wss_flags.iter().map(String::as_str).collect();
+    let (mut registrar, rb, metrics) = behind_a_registrar(&wss_flags);
     let url = format!("wss://127.0.0.1:{}", rb.addr("wss").port());
     let jssip = node::jssip_alice_messages_bob(&url, Some(&ca.cert));
     registrar.wait_request("REGISTER", Duration::from_secs(10));
